@@ -1,0 +1,863 @@
+//! The ledger: every accounting rule of unitwatch, and nothing else.
+//!
+//! The ledger is fed `(unit, timestamp, transition)` events by the sources and
+//! read by the sinks. It does no I/O and never reads a clock: every timestamp,
+//! including "now" at scrape time, is an input. Timestamps are microseconds
+//! since the Unix epoch on `CLOCK_REALTIME`, the clock systemd records
+//! `StateChangeTimestamp` and friends on.
+//!
+//! Rules:
+//! - A unit is *up* while its `ActiveState` is `active` or `reloading`, *down*
+//!   otherwise. Up- and downtime accumulate between the timestamps systemd
+//!   recorded for each state change; the interval still open is counted up to
+//!   the `now` of the read.
+//! - State changes are kept as a time-ordered set of points, so duplicate
+//!   reports (same timestamp) collapse and late reports fall into place. Once
+//!   a unit has more than [`MAX_POINTS`] points the oldest are folded into the
+//!   totals; reports older than the fold are ignored as stale.
+//! - An automatic restart is counted from systemd's `NRestarts`: every rise
+//!   counts, a drop means systemd reset the counter and the new value counts.
+//! - A manual restart is a restart job (`systemctl restart`, `try-restart`,
+//!   `reload-or-restart` that restarts) that finished with result `done`,
+//!   queued while the unit had a run (not `inactive`/`failed`) and not queued
+//!   by systemd itself while the unit waited in `auto-restart`. A stop
+//!   followed later by a start is two jobs and no restart.
+//! - A failure is a run that ended with a `Result` other than `success`,
+//!   counted once per end-of-run timestamp.
+//! - Accounting for a unit starts when it is first [`Transition::Seen`].
+
+use std::collections::{BTreeMap, HashMap};
+
+/// Microseconds since the Unix epoch (`CLOCK_REALTIME`), as systemd records them.
+pub type Usec = u64;
+
+/// How many state-change points a unit keeps before folding the oldest into its totals.
+pub const MAX_POINTS: usize = 256;
+
+/// systemd's `ActiveState` of a unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ActiveState {
+    Active,
+    Reloading,
+    Inactive,
+    Failed,
+    Activating,
+    Deactivating,
+}
+
+impl ActiveState {
+    /// All six states, in the order systemd documents them.
+    pub const ALL: [ActiveState; 6] = [
+        ActiveState::Active,
+        ActiveState::Reloading,
+        ActiveState::Inactive,
+        ActiveState::Failed,
+        ActiveState::Activating,
+        ActiveState::Deactivating,
+    ];
+
+    /// The name systemd uses on the bus and in `systemctl`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActiveState::Active => "active",
+            ActiveState::Reloading => "reloading",
+            ActiveState::Inactive => "inactive",
+            ActiveState::Failed => "failed",
+            ActiveState::Activating => "activating",
+            ActiveState::Deactivating => "deactivating",
+        }
+    }
+
+    /// Parses systemd's name of a state; `None` for anything else.
+    pub fn parse(s: &str) -> Option<ActiveState> {
+        ActiveState::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+
+    /// Up means `active` or `reloading`.
+    pub fn is_up(self) -> bool {
+        matches!(self, ActiveState::Active | ActiveState::Reloading)
+    }
+
+    /// Whether a run of the unit is in progress (anything but `inactive`/`failed`).
+    fn has_run(self) -> bool {
+        !matches!(self, ActiveState::Inactive | ActiveState::Failed)
+    }
+}
+
+/// What set a restart off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// systemd restarted the unit itself (`Restart=`).
+    Auto,
+    /// A restart job was queued (`systemctl restart` and friends).
+    Manual,
+}
+
+impl Trigger {
+    pub const ALL: [Trigger; 2] = [Trigger::Auto, Trigger::Manual];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Auto => "auto",
+            Trigger::Manual => "manual",
+        }
+    }
+}
+
+/// Where an event came from; only used for unitwatch's own statistics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    Dbus,
+    Journal,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Dbus => "dbus",
+            Origin::Journal => "journal",
+        }
+    }
+}
+
+/// One thing that happened to a unit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Transition {
+    /// unitwatch sees the unit (again): accounting starts here, in this state.
+    /// `n_restarts` is systemd's `NRestarts` at that moment, the baseline for
+    /// automatic restarts (not counted itself).
+    Seen {
+        state: ActiveState,
+        sub_state: String,
+        n_restarts: Option<u32>,
+    },
+    /// The unit entered `state` (systemd's timestamp). `sub_state` is given
+    /// when the report is of the unit's current state.
+    State {
+        state: ActiveState,
+        sub_state: Option<String>,
+    },
+    /// systemd's `NRestarts` read at this timestamp.
+    NRestarts(u32),
+    /// A run ended unsuccessfully with systemd's `Result` (`exit-code`, `signal`, ...).
+    RunFailed { result: String },
+    /// A job was queued for the unit.
+    JobQueued { id: u32, job_type: String },
+    /// A job of the unit finished with systemd's job result (`done`, `canceled`, ...).
+    JobRemoved { id: u32, result: String },
+    /// systemd unloaded the unit; its counters stay.
+    Removed,
+}
+
+/// An event: a transition of a unit at a timestamp.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub unit: String,
+    pub at: Usec,
+    pub transition: Transition,
+}
+
+impl Event {
+    pub fn new(unit: impl Into<String>, at: Usec, transition: Transition) -> Event {
+        Event {
+            unit: unit.into(),
+            at,
+            transition,
+        }
+    }
+}
+
+/// What applying an event did, for logging by the caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A new unit is now accounted.
+    Appeared,
+    /// Restarts were counted.
+    Restarted(Trigger, u64),
+    /// A failure was counted.
+    Failed(String),
+    /// Nothing worth a log line (state change, duplicate, stale report).
+    Quiet,
+}
+
+#[derive(Debug)]
+struct RestartJob {
+    queued_by_systemd: bool,
+    had_run: bool,
+}
+
+/// Accounting of one unit.
+#[derive(Debug)]
+struct Account {
+    /// When accounting began; nothing before it counts.
+    seen_at: Usec,
+    /// Everything before `fold_at` is in `up_usec`/`down_usec`.
+    fold_at: Usec,
+    fold_state: ActiveState,
+    up_usec: u64,
+    down_usec: u64,
+    /// State changes after `fold_at`.
+    points: BTreeMap<Usec, ActiveState>,
+    sub_state: String,
+    n_restarts: Option<(Usec, u32)>,
+    restarts: [u64; 2],
+    failures: BTreeMap<String, u64>,
+    last_failure_at: Usec,
+    jobs: HashMap<u32, RestartJob>,
+    loaded: bool,
+}
+
+impl Account {
+    fn new(at: Usec, state: ActiveState, sub_state: String, n_restarts: Option<u32>) -> Account {
+        Account {
+            seen_at: at,
+            fold_at: at,
+            fold_state: state,
+            up_usec: 0,
+            down_usec: 0,
+            points: BTreeMap::new(),
+            sub_state,
+            n_restarts: n_restarts.map(|n| (at, n)),
+            restarts: [0, 0],
+            failures: BTreeMap::new(),
+            last_failure_at: 0,
+            jobs: HashMap::new(),
+            loaded: true,
+        }
+    }
+
+    fn state(&self) -> ActiveState {
+        self.points
+            .last_key_value()
+            .map_or(self.fold_state, |(_, s)| *s)
+    }
+
+    fn last_change(&self) -> Usec {
+        self.points.last_key_value().map_or(self.fold_at, |(t, _)| *t)
+    }
+
+    fn add(&mut self, state: ActiveState, usec: u64) {
+        if state.is_up() {
+            self.up_usec += usec;
+        } else {
+            self.down_usec += usec;
+        }
+    }
+
+    fn record_state(&mut self, at: Usec, state: ActiveState) {
+        if at <= self.fold_at {
+            if at == self.fold_at {
+                self.fold_state = state;
+            }
+            return;
+        }
+        self.points.insert(at, state);
+        while self.points.len() > MAX_POINTS {
+            if let Some((t, s)) = self.points.pop_first() {
+                self.add(self.fold_state, t - self.fold_at);
+                self.fold_at = t;
+                self.fold_state = s;
+            }
+        }
+    }
+
+    /// (up, down) in microseconds up to `now`.
+    fn durations(&self, now: Usec) -> (u64, u64) {
+        let mut up = self.up_usec;
+        let mut down = self.down_usec;
+        let mut from = self.fold_at;
+        let mut state = self.fold_state;
+        let ends = self
+            .points
+            .iter()
+            .map(|(t, s)| (*t, Some(*s)))
+            .chain(std::iter::once((now, None)));
+        for (t, next) in ends {
+            let span = t.saturating_sub(from);
+            if state.is_up() {
+                up += span;
+            } else {
+                down += span;
+            }
+            from = from.max(t);
+            if let Some(s) = next {
+                state = s;
+            }
+        }
+        (up, down)
+    }
+
+    fn count_restarts(&mut self, trigger: Trigger, n: u64) -> Outcome {
+        if n == 0 {
+            return Outcome::Quiet;
+        }
+        self.restarts[trigger as usize] += n;
+        Outcome::Restarted(trigger, n)
+    }
+
+    fn apply(&mut self, at: Usec, transition: Transition) -> Outcome {
+        match transition {
+            Transition::Seen {
+                state,
+                sub_state,
+                n_restarts,
+            } => {
+                // Seen again after systemd unloaded it: continue the accounting.
+                self.loaded = true;
+                self.record_state(at, state);
+                if at >= self.last_change() {
+                    self.sub_state = sub_state;
+                }
+                if let Some(n) = n_restarts {
+                    return self.apply(at, Transition::NRestarts(n));
+                }
+                Outcome::Quiet
+            }
+            Transition::State { state, sub_state } => {
+                let newest = at >= self.last_change();
+                self.record_state(at, state);
+                if let (true, Some(sub)) = (newest, sub_state) {
+                    self.sub_state = sub;
+                }
+                Outcome::Quiet
+            }
+            Transition::NRestarts(n) => match self.n_restarts {
+                None => {
+                    self.n_restarts = Some((at, n));
+                    Outcome::Quiet
+                }
+                Some((seen, _)) if at < seen => Outcome::Quiet,
+                Some((_, prev)) => {
+                    self.n_restarts = Some((at, n));
+                    // A drop means systemd reset the counter: all of `n` is new.
+                    let new = if n >= prev { n - prev } else { n };
+                    self.count_restarts(Trigger::Auto, u64::from(new))
+                }
+            },
+            Transition::RunFailed { result } => {
+                if at <= self.last_failure_at || at < self.seen_at {
+                    return Outcome::Quiet;
+                }
+                self.last_failure_at = at;
+                *self.failures.entry(result.clone()).or_insert(0) += 1;
+                Outcome::Failed(result)
+            }
+            Transition::JobQueued { id, job_type } => {
+                if matches!(job_type.as_str(), "restart" | "try-restart") {
+                    let job = RestartJob {
+                        queued_by_systemd: self.sub_state == "auto-restart",
+                        had_run: self.state().has_run(),
+                    };
+                    self.jobs.entry(id).or_insert(job);
+                }
+                Outcome::Quiet
+            }
+            Transition::JobRemoved { id, result } => match self.jobs.remove(&id) {
+                Some(job) if result == "done" && job.had_run && !job.queued_by_systemd => {
+                    self.count_restarts(Trigger::Manual, 1)
+                }
+                _ => Outcome::Quiet,
+            },
+            Transition::Removed => {
+                self.loaded = false;
+                self.jobs.clear();
+                Outcome::Quiet
+            }
+        }
+    }
+}
+
+/// A read-only view of one unit's accounting at some `now`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UnitView<'a> {
+    pub unit: &'a str,
+    pub state: ActiveState,
+    pub sub_state: &'a str,
+    pub loaded: bool,
+    pub uptime_seconds: f64,
+    pub downtime_seconds: f64,
+    /// Unix time of the last state change, in seconds.
+    pub state_change_seconds: f64,
+    pub restarts_auto: u64,
+    pub restarts_manual: u64,
+    pub failures: &'a BTreeMap<String, u64>,
+}
+
+impl UnitView<'_> {
+    pub fn up(&self) -> bool {
+        self.state.is_up()
+    }
+}
+
+/// The accounts of all units unitwatch has seen.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    units: BTreeMap<String, Account>,
+}
+
+fn seconds(usec: u64) -> f64 {
+    usec as f64 / 1e6
+}
+
+impl Ledger {
+    pub fn new() -> Ledger {
+        Ledger::default()
+    }
+
+    /// Applies one event. Events for a unit not yet seen are ignored, except
+    /// [`Transition::Seen`], which starts its accounting.
+    pub fn apply(&mut self, event: Event) -> Outcome {
+        let Event {
+            unit,
+            at,
+            transition,
+        } = event;
+        if let Some(account) = self.units.get_mut(&unit) {
+            return account.apply(at, transition);
+        }
+        match transition {
+            Transition::Seen {
+                state,
+                sub_state,
+                n_restarts,
+            } => {
+                self.units
+                    .insert(unit, Account::new(at, state, sub_state, n_restarts));
+                Outcome::Appeared
+            }
+            _ => Outcome::Quiet,
+        }
+    }
+
+    /// Whether the unit is accounted.
+    pub fn contains(&self, unit: &str) -> bool {
+        self.units.contains_key(unit)
+    }
+
+    /// Number of accounted units.
+    pub fn len(&self) -> usize {
+        self.units.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.units.is_empty()
+    }
+
+    /// All units, by name, as of `now`.
+    pub fn view(&self, now: Usec) -> impl Iterator<Item = UnitView<'_>> {
+        self.units.iter().map(move |(name, a)| {
+            let (up, down) = a.durations(now);
+            UnitView {
+                unit: name,
+                state: a.state(),
+                sub_state: &a.sub_state,
+                loaded: a.loaded,
+                uptime_seconds: seconds(up),
+                downtime_seconds: seconds(down),
+                state_change_seconds: seconds(a.last_change()),
+                restarts_auto: a.restarts[Trigger::Auto as usize],
+                restarts_manual: a.restarts[Trigger::Manual as usize],
+                failures: &a.failures,
+            }
+        })
+    }
+
+    /// One unit as of `now`.
+    pub fn unit(&self, unit: &str, now: Usec) -> Option<UnitView<'_>> {
+        self.view(now).find(|v| v.unit == unit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ActiveState::*;
+    use super::*;
+
+    const S: Usec = 1_000_000;
+    const T0: Usec = 1_700_000_000 * S;
+
+    fn seen(state: ActiveState, sub: &str, n: u32) -> Transition {
+        Transition::Seen {
+            state,
+            sub_state: sub.into(),
+            n_restarts: Some(n),
+        }
+    }
+
+    fn st(state: ActiveState) -> Transition {
+        Transition::State {
+            state,
+            sub_state: None,
+        }
+    }
+
+    fn sub(state: ActiveState, sub: &str) -> Transition {
+        Transition::State {
+            state,
+            sub_state: Some(sub.into()),
+        }
+    }
+
+    fn job(id: u32, t: &str) -> Transition {
+        Transition::JobQueued {
+            id,
+            job_type: t.into(),
+        }
+    }
+
+    fn done(id: u32) -> Transition {
+        Transition::JobRemoved {
+            id,
+            result: "done".into(),
+        }
+    }
+
+    fn failed(r: &str) -> Transition {
+        Transition::RunFailed { result: r.into() }
+    }
+
+    /// Expected view of unit "u" after feeding `events` (offsets in seconds from T0), read at `now`.
+    struct Case {
+        name: &'static str,
+        events: Vec<(u64, Transition)>,
+        now: u64,
+        up: f64,
+        down: f64,
+        state: ActiveState,
+        auto: u64,
+        manual: u64,
+        failures: &'static [(&'static str, u64)],
+    }
+
+    fn run(case: &Case) {
+        let mut l = Ledger::new();
+        for (t, tr) in &case.events {
+            l.apply(Event::new("u.service", T0 + t * S, tr.clone()));
+        }
+        let v = l
+            .unit("u.service", T0 + case.now * S)
+            .unwrap_or_else(|| panic!("{}: unit not accounted", case.name));
+        assert_eq!(v.uptime_seconds, case.up, "{}: uptime", case.name);
+        assert_eq!(v.downtime_seconds, case.down, "{}: downtime", case.name);
+        assert_eq!(v.state, case.state, "{}: state", case.name);
+        assert_eq!(v.restarts_auto, case.auto, "{}: auto restarts", case.name);
+        assert_eq!(v.restarts_manual, case.manual, "{}: manual restarts", case.name);
+        let failures: Vec<(&str, u64)> = v.failures.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        assert_eq!(failures, case.failures, "{}: failures", case.name);
+    }
+
+    #[test]
+    fn table() {
+        let cases = vec![
+            Case {
+                name: "start from inactive",
+                events: vec![
+                    (0, seen(Inactive, "dead", 0)),
+                    (10, st(Activating)),
+                    (11, sub(Active, "running")),
+                ],
+                now: 20,
+                up: 9.0,
+                down: 11.0,
+                state: Active,
+                auto: 0,
+                manual: 0,
+                failures: &[],
+            },
+            Case {
+                name: "stop",
+                events: vec![
+                    (0, seen(Active, "running", 0)),
+                    (5, st(Deactivating)),
+                    (6, sub(Inactive, "dead")),
+                ],
+                now: 16,
+                up: 5.0,
+                down: 11.0,
+                state: Inactive,
+                auto: 0,
+                manual: 0,
+                failures: &[],
+            },
+            Case {
+                name: "plain stop then later start is no restart",
+                events: vec![
+                    (0, seen(Active, "running", 0)),
+                    (5, job(1, "stop")),
+                    (5, st(Deactivating)),
+                    (6, sub(Inactive, "dead")),
+                    (6, done(1)),
+                    (10, job(2, "start")),
+                    (10, st(Activating)),
+                    (10, sub(Active, "running")),
+                    (10, done(2)),
+                ],
+                now: 12,
+                up: 7.0,
+                down: 5.0,
+                state: Active,
+                auto: 0,
+                manual: 0,
+                failures: &[],
+            },
+            Case {
+                name: "crash with auto-restart",
+                events: vec![
+                    (0, seen(Active, "running", 0)),
+                    (4, Transition::NRestarts(0)),
+                    (4, failed("exit-code")),
+                    (4, sub(Activating, "auto-restart")),
+                    (5, Transition::NRestarts(1)),
+                    (5, job(7, "restart")),
+                    (5, sub(Activating, "start")),
+                    (6, sub(Active, "running")),
+                    (6, done(7)),
+                ],
+                now: 10,
+                up: 8.0,
+                down: 2.0,
+                state: Active,
+                auto: 1,
+                manual: 0,
+                failures: &[("exit-code", 1)],
+            },
+            Case {
+                name: "manual restart",
+                events: vec![
+                    (0, seen(Active, "running", 0)),
+                    (3, job(9, "restart")),
+                    (3, st(Deactivating)),
+                    (4, st(Inactive)),
+                    (4, st(Activating)),
+                    (4, sub(Active, "running")),
+                    (4, done(9)),
+                ],
+                now: 10,
+                up: 9.0,
+                down: 1.0,
+                state: Active,
+                auto: 0,
+                manual: 1,
+                failures: &[],
+            },
+            Case {
+                name: "restart of a stopped unit is a start",
+                events: vec![
+                    (0, seen(Inactive, "dead", 0)),
+                    (3, job(9, "restart")),
+                    (3, st(Activating)),
+                    (3, sub(Active, "running")),
+                    (3, done(9)),
+                ],
+                now: 10,
+                up: 7.0,
+                down: 3.0,
+                state: Active,
+                auto: 0,
+                manual: 0,
+                failures: &[],
+            },
+            Case {
+                name: "canceled restart job is no restart",
+                events: vec![
+                    (0, seen(Active, "running", 0)),
+                    (3, job(9, "restart")),
+                    (
+                        3,
+                        Transition::JobRemoved {
+                            id: 9,
+                            result: "canceled".into(),
+                        },
+                    ),
+                ],
+                now: 10,
+                up: 10.0,
+                down: 0.0,
+                state: Active,
+                auto: 0,
+                manual: 0,
+                failures: &[],
+            },
+            Case {
+                name: "reload stays up",
+                events: vec![
+                    (0, seen(Active, "running", 0)),
+                    (2, job(3, "reload")),
+                    (2, sub(Reloading, "reload")),
+                    (3, sub(Active, "running")),
+                    (3, done(3)),
+                ],
+                now: 10,
+                up: 10.0,
+                down: 0.0,
+                state: Active,
+                auto: 0,
+                manual: 0,
+                failures: &[],
+            },
+            Case {
+                name: "flapping faster than any scrape: NRestarts jumps by 5",
+                events: vec![
+                    (0, seen(Active, "running", 2)),
+                    (1, Transition::NRestarts(7)),
+                    (1, sub(Active, "running")),
+                ],
+                now: 2,
+                up: 2.0,
+                down: 0.0,
+                state: Active,
+                auto: 5,
+                manual: 0,
+                failures: &[],
+            },
+            Case {
+                name: "NRestarts reset by systemd counts the new value",
+                events: vec![
+                    (0, seen(Active, "running", 4)),
+                    (1, Transition::NRestarts(0)),
+                    (2, Transition::NRestarts(2)),
+                ],
+                now: 2,
+                up: 2.0,
+                down: 0.0,
+                state: Active,
+                auto: 2,
+                manual: 0,
+                failures: &[],
+            },
+            Case {
+                name: "duplicate reports count once",
+                events: vec![
+                    (0, seen(Active, "running", 0)),
+                    (4, failed("signal")),
+                    (4, failed("signal")),
+                    (4, sub(Failed, "failed")),
+                    (4, sub(Failed, "failed")),
+                    (5, Transition::NRestarts(1)),
+                    (5, Transition::NRestarts(1)),
+                    (6, job(2, "restart")),
+                    (6, done(2)),
+                    (6, done(2)),
+                ],
+                now: 10,
+                up: 4.0,
+                down: 6.0,
+                state: Failed,
+                auto: 1,
+                manual: 0,
+                failures: &[("signal", 1)],
+            },
+            Case {
+                name: "out-of-order reports fall into place",
+                events: vec![
+                    (0, seen(Active, "running", 0)),
+                    (6, sub(Active, "running")),
+                    (3, st(Deactivating)),
+                    (5, st(Activating)),
+                    (4, st(Inactive)),
+                    // a stale NRestarts read older than the newest is ignored
+                    (8, Transition::NRestarts(3)),
+                    (7, Transition::NRestarts(1)),
+                ],
+                now: 10,
+                up: 7.0,
+                down: 3.0,
+                state: Active,
+                auto: 3,
+                manual: 0,
+                failures: &[],
+            },
+            Case {
+                name: "scrape during an open down interval",
+                events: vec![(0, seen(Active, "running", 0)), (2, sub(Failed, "failed"))],
+                now: 9,
+                up: 2.0,
+                down: 7.0,
+                state: Failed,
+                auto: 0,
+                manual: 0,
+                failures: &[],
+            },
+            Case {
+                name: "history before first sight is not counted",
+                events: vec![
+                    (10, seen(Active, "running", 3)),
+                    (2, failed("exit-code")),
+                    (1, st(Inactive)),
+                    (5, st(Active)),
+                ],
+                now: 12,
+                up: 2.0,
+                down: 0.0,
+                state: Active,
+                auto: 0,
+                manual: 0,
+                failures: &[],
+            },
+            Case {
+                name: "failure without restart",
+                events: vec![
+                    (0, seen(Activating, "start", 0)),
+                    (1, failed("timeout")),
+                    (1, sub(Failed, "failed")),
+                ],
+                now: 3,
+                up: 0.0,
+                down: 3.0,
+                state: Failed,
+                auto: 0,
+                manual: 0,
+                failures: &[("timeout", 1)],
+            },
+        ];
+        for case in &cases {
+            run(case);
+        }
+    }
+
+    #[test]
+    fn events_for_unseen_units_are_ignored() {
+        let mut l = Ledger::new();
+        assert_eq!(l.apply(Event::new("x.service", T0, st(Active))), Outcome::Quiet);
+        assert!(l.is_empty());
+    }
+
+    #[test]
+    fn folding_keeps_totals_exact() {
+        let mut l = Ledger::new();
+        l.apply(Event::new("u.service", T0, seen(Inactive, "dead", 0)));
+        // 1000 cycles: 1 s down then 2 s up
+        for i in 0..1000u64 {
+            let base = T0 + i * 3 * S;
+            l.apply(Event::new("u.service", base + S, st(Active)));
+            l.apply(Event::new("u.service", base + 3 * S, st(Inactive)));
+        }
+        let v = l.unit("u.service", T0 + 3000 * S).expect("unit");
+        assert_eq!(v.uptime_seconds, 2000.0);
+        assert_eq!(v.downtime_seconds, 1000.0);
+        // a report older than the fold is stale and changes nothing
+        l.apply(Event::new("u.service", T0 + 5 * S, st(Active)));
+        let v = l.unit("u.service", T0 + 3000 * S).expect("unit");
+        assert_eq!(v.uptime_seconds, 2000.0);
+    }
+
+    #[test]
+    fn seen_again_after_removal_keeps_counters() {
+        let mut l = Ledger::new();
+        l.apply(Event::new("u.service", T0, seen(Active, "running", 3)));
+        l.apply(Event::new("u.service", T0 + S, Transition::NRestarts(5)));
+        l.apply(Event::new("u.service", T0 + 2 * S, sub(Inactive, "dead")));
+        l.apply(Event::new("u.service", T0 + 3 * S, Transition::Removed));
+        assert!(!l.unit("u.service", T0 + 3 * S).expect("unit").loaded);
+        let out = l.apply(Event::new(
+            "u.service",
+            T0 + 4 * S,
+            seen(Active, "running", 0),
+        ));
+        assert_eq!(out, Outcome::Quiet);
+        let v = l.unit("u.service", T0 + 6 * S).expect("unit");
+        assert!(v.loaded);
+        assert_eq!(v.restarts_auto, 2);
+        assert_eq!((v.uptime_seconds, v.downtime_seconds), (4.0, 2.0));
+    }
+}
