@@ -5,3 +5,5 @@
 //! events, [`sink`]s read the ledger; [`server::run`] wires them together.
 
 pub mod ledger;
+pub mod config;
+pub mod select;

@@ -1,0 +1,305 @@
+//! The configuration file: its schema, defaults and validation.
+//!
+//! Every error names the file, the line and column, and the key it is about,
+//! in one line: `FILE:LINE:COLUMN: KEY: what is wrong`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::select::Selector;
+
+/// Where the configuration is read from unless `--config` says otherwise.
+pub const DEFAULT_PATH: &str = "/etc/unitwatch/config.toml";
+/// The port registered for unitwatch's default listen address.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:9567";
+/// Where state is kept unless `state.dir` says otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/unitwatch";
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// `server.listen`
+    pub listen: SocketAddr,
+    /// `watch.units` and `watch.exclude`
+    pub watch: Selector,
+    /// `state.dir`
+    pub state_dir: PathBuf,
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {key}: {message}")]
+    Invalid {
+        path: String,
+        line: usize,
+        column: usize,
+        key: String,
+        message: String,
+    },
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    #[serde(default)]
+    server: RawServer,
+    watch: Option<Spanned<RawWatch>>,
+    #[serde(default)]
+    state: RawState,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWatch {
+    units: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    exclude: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    dir: Option<Spanned<String>>,
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Validates `text` as if read from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let invalid = |offset: usize, key: Option<&str>, message: String| {
+            let (line, column) = line_column(text, offset);
+            ConfigError::Invalid {
+                path: path.display().to_string(),
+                line,
+                column,
+                key: key.map_or_else(|| key_at(text, offset), str::to_owned),
+                message,
+            }
+        };
+        let raw: Raw = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map_or(0, |s| s.start);
+            let message: Vec<&str> = e.message().lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+            invalid(offset, None, message.join("; "))
+        })?;
+
+        let listen = match raw.server.listen {
+            None => DEFAULT_LISTEN.parse().map_err(|_| {
+                invalid(0, Some("server.listen"), "bad built-in default".into())
+            })?,
+            Some(s) => s.get_ref().parse().map_err(|_| {
+                invalid(
+                    s.span().start,
+                    Some("server.listen"),
+                    format!("`{}` is not an address of the form IP:PORT", s.get_ref()),
+                )
+            })?,
+        };
+
+        let Some(watch) = raw.watch else {
+            return Err(invalid(
+                text.len(),
+                Some("watch.units"),
+                "missing: a [watch] table with `units = [...]` is required".into(),
+            ));
+        };
+        let watch_span = watch.span();
+        let watch = watch.into_inner();
+        if watch.units.get_ref().is_empty() {
+            return Err(invalid(
+                watch.units.span().start.max(watch_span.start),
+                Some("watch.units"),
+                "empty: list at least one unit name or glob pattern".into(),
+            ));
+        }
+        let mut selector = Selector::default();
+        for (list, key) in [
+            (watch.units.get_ref(), "watch.units"),
+            (&watch.exclude, "watch.exclude"),
+        ] {
+            for pattern in list {
+                let added = if key == "watch.units" {
+                    selector.include(pattern.get_ref())
+                } else {
+                    selector.exclude(pattern.get_ref())
+                };
+                added.map_err(|why| {
+                    invalid(
+                        pattern.span().start,
+                        Some(key),
+                        format!("bad glob `{}`: {why}", pattern.get_ref()),
+                    )
+                })?;
+            }
+        }
+
+        let state_dir = match raw.state.dir {
+            None => PathBuf::from(DEFAULT_STATE_DIR),
+            Some(s) if s.get_ref().is_empty() => {
+                return Err(invalid(
+                    s.span().start,
+                    Some("state.dir"),
+                    "empty path".into(),
+                ))
+            }
+            Some(s) => PathBuf::from(s.into_inner()),
+        };
+
+        Ok(Config {
+            path: path.to_owned(),
+            listen,
+            watch: selector,
+            state_dir,
+        })
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..floor_char_boundary(text, offset)];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+fn floor_char_boundary(text: &str, mut i: usize) -> usize {
+    while i > 0 && !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+/// The dotted key a byte offset belongs to: the `key = ` of its line under the
+/// nearest `[table]` header above it, or that header itself.
+fn key_at(text: &str, offset: usize) -> String {
+    let offset = floor_char_boundary(text, offset.min(text.len()));
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("").trim();
+    let header = |l: &str| -> Option<String> {
+        let l = l.trim();
+        l.strip_prefix('[')
+            .and_then(|r| r.split(']').next())
+            .map(|h| h.trim().to_owned())
+    };
+    if let Some(h) = header(line) {
+        return h;
+    }
+    let table = text[..line_start].lines().rev().find_map(header);
+    let key = line
+        .split('=')
+        .next()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && !k.starts_with('#') && !k.starts_with(['"', '\'']))
+        .map(str::to_owned);
+    match (table, key) {
+        (Some(t), Some(k)) => format!("{t}.{k}"),
+        (None, Some(k)) => k,
+        (Some(t), None) => t,
+        (None, None) => "(top level)".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        match Config::parse(Path::new("/etc/unitwatch/config.toml"), text) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    const SHIPPED: &str = include_str!("../config.toml");
+
+    #[test]
+    fn shipped_config_is_valid() {
+        let c = Config::parse(Path::new("config.toml"), SHIPPED).expect("shipped config");
+        assert_eq!(c.listen.to_string(), "0.0.0.0:9567");
+        assert!(c.watch.matches("aitbc-coordinator-api.service"));
+        assert!(c.watch.matches("prometheus.service"));
+        assert!(!c.watch.matches("ssh.service"));
+        assert_eq!(c.state_dir, PathBuf::from("/var/lib/unitwatch"));
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::parse(Path::new("c.toml"), "[watch]\nunits = [\"a.service\"]\n")
+            .expect("minimal config");
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let cases = [
+            (
+                "[watch]\nunits = [\"a.service\"]\nbogus = 1\n",
+                "/etc/unitwatch/config.toml:3:1: watch.bogus: unknown field `bogus`",
+            ),
+            (
+                "[server]\nlisten = \"localhost\"\n[watch]\nunits = [\"a\"]\n",
+                "/etc/unitwatch/config.toml:2:10: server.listen: `localhost` is not an address",
+            ),
+            (
+                "[server]\nlisten = 9567\n[watch]\nunits = [\"a\"]\n",
+                "/etc/unitwatch/config.toml:2:10: server.listen: invalid type: integer `9567`",
+            ),
+            (
+                "[watch]\nunits = [\"aitbc-[.service\"]\n",
+                "/etc/unitwatch/config.toml:2:10: watch.units: bad glob `aitbc-[.service`",
+            ),
+            (
+                "[watch]\nunits = [\"a\"]\nexclude = [\"b\", \"[x\"]\n",
+                "/etc/unitwatch/config.toml:3:17: watch.exclude: bad glob `[x`",
+            ),
+            (
+                "[watch]\nunits = []\n",
+                "/etc/unitwatch/config.toml:2:9: watch.units: empty",
+            ),
+            (
+                "[server]\nlisten = \"0.0.0.0:9567\"\n",
+                "/etc/unitwatch/config.toml:3:1: watch.units: missing",
+            ),
+            (
+                "[watch\nunits = 1\n",
+                "/etc/unitwatch/config.toml:1:7: watch:",
+            ),
+            (
+                "[sever]\nlisten = \"0.0.0.0:1\"\n",
+                "/etc/unitwatch/config.toml:1:2: sever: unknown field `sever`",
+            ),
+        ];
+        for (text, want) in cases {
+            let got = err(text);
+            assert!(got.starts_with(want), "for\n{text}\ngot:  {got}\nwant: {want}...");
+            assert!(!got.contains('\n'), "multi-line error: {got}");
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! Which units are watched: glob patterns (`*`, `?`, `[...]`) over full unit
+//! names, with excludes winning over includes.
+
+use glob::Pattern;
+
+/// The include and exclude patterns of `[watch]`.
+#[derive(Debug, Clone, Default)]
+pub struct Selector {
+    include: Vec<Pattern>,
+    exclude: Vec<Pattern>,
+}
+
+impl Selector {
+    /// Adds an include pattern; the error says what is wrong with it.
+    pub fn include(&mut self, pattern: &str) -> Result<(), String> {
+        self.include.push(compile(pattern)?);
+        Ok(())
+    }
+
+    /// Adds an exclude pattern; the error says what is wrong with it.
+    pub fn exclude(&mut self, pattern: &str) -> Result<(), String> {
+        self.exclude.push(compile(pattern)?);
+        Ok(())
+    }
+
+    /// Whether the unit named `unit` is watched.
+    pub fn matches(&self, unit: &str) -> bool {
+        self.include.iter().any(|p| p.matches(unit)) && !self.exclude.iter().any(|p| p.matches(unit))
+    }
+
+    /// The include patterns as written, for systemd's `*ByPatterns` calls
+    /// (which match with the same glob syntax).
+    pub fn include_patterns(&self) -> Vec<String> {
+        self.include.iter().map(|p| p.as_str().to_owned()).collect()
+    }
+}
+
+fn compile(pattern: &str) -> Result<Pattern, String> {
+    if pattern.is_empty() {
+        return Err("empty pattern".into());
+    }
+    Pattern::new(pattern).map_err(|e| format!("{} at character {}", e.msg, e.pos + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn selector(include: &[&str], exclude: &[&str]) -> Selector {
+        let mut s = Selector::default();
+        for p in include {
+            s.include(p).expect("include");
+        }
+        for p in exclude {
+            s.exclude(p).expect("exclude");
+        }
+        s
+    }
+
+    #[test]
+    fn globs() {
+        let s = selector(
+            &["prometheus.service", "aitbc-*.service", "worker@?.service", "db[12].service"],
+            &["aitbc-debug*.service"],
+        );
+        for yes in [
+            "prometheus.service",
+            "aitbc-coordinator-api.service",
+            "aitbc-worker@3.service",
+            "worker@7.service",
+            "db2.service",
+        ] {
+            assert!(s.matches(yes), "{yes} should match");
+        }
+        for no in [
+            "prometheus.socket",
+            "prometheus-node-exporter.service",
+            "aitbc-debug-shell.service",
+            "worker@10.service",
+            "db3.service",
+            "ssh.service",
+        ] {
+            assert!(!s.matches(no), "{no} should not match");
+        }
+    }
+
+    #[test]
+    fn bad_patterns_are_rejected() {
+        let mut s = Selector::default();
+        assert!(s.include("a[.service").is_err());
+        assert!(s.include("").is_err());
+        assert!(s.exclude("***").is_err());
+    }
+}
