@@ -2,8 +2,15 @@
 //! systemd, exported as Prometheus metrics.
 //!
 //! The [`ledger`] is the pure core; [`source`]s turn systemd into ledger
-//! events, [`sink`]s read the ledger; [`server::run`] wires them together.
+//! events, [`sink`]s read the ledger; [`owner`] is the one task that holds
+//! the ledger and [`server::run`] wires everything together.
 
-pub mod ledger;
 pub mod config;
+pub mod health;
+pub mod ledger;
+pub mod owner;
 pub mod select;
+pub mod server;
+pub mod shutdown;
+pub mod sink;
+pub mod source;

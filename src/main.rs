@@ -1,1 +1,98 @@
-fn main() {}
+//! The `unitwatch` command: parses arguments, sets up logging and hands over
+//! to [`unitwatch::server::run`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::prelude::*;
+use tracing_subscriber::EnvFilter;
+use unitwatch::config::{Config, DEFAULT_PATH};
+use unitwatch::source::dbus::Bus;
+
+/// Exports per-unit uptime, downtime, restarts and failures of systemd units as Prometheus metrics.
+#[derive(Parser, Debug)]
+#[command(name = "unitwatch", version, about)]
+struct Cli {
+    /// Configuration file.
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_PATH)]
+    config: PathBuf,
+    /// Address to serve /metrics on (overrides server.listen).
+    #[arg(long = "web.listen-address", value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Watch the calling user's service manager on the session bus.
+    #[arg(long)]
+    user: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validate a configuration file and exit 0 (valid) or 1 (invalid).
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+}
+
+fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Under systemd, log to the journal with structured fields.
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        if let Ok(journald) = tracing_journald::layer() {
+            tracing_subscriber::registry().with(filter).with(journald).init();
+            return;
+        }
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::CheckConfig { file }) = &cli.command {
+        return match Config::load(file) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let config = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("unitwatch: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logging();
+    let listen = cli.listen.unwrap_or(config.listen);
+    let bus = if cli.user { Bus::User } else { Bus::System };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("unitwatch: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(unitwatch::server::run(config, listen, bus)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("unitwatch: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

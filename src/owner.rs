@@ -1,0 +1,58 @@
+//! The task that owns the ledger: it applies events from the sources in the
+//! order they arrive and answers the sinks' reads, so nothing else ever
+//! touches the ledger.
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::ledger::{Event, Ledger, Origin, Outcome, Usec};
+use crate::sink::metrics;
+
+/// What the ledger task is asked to do.
+#[derive(Debug)]
+pub enum Input {
+    /// Apply an event.
+    Event(Event, Origin),
+    /// Render `/metrics` as of now.
+    Scrape(oneshot::Sender<String>),
+}
+
+/// Counters about unitwatch itself.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    /// Events applied, by [`Origin`] (`dbus`, `journal`).
+    pub events: [u64; 2],
+}
+
+/// The wall clock, in systemd's unit. Read here, at the edge, never in the ledger.
+pub fn now_usec() -> Usec {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as Usec)
+}
+
+/// Runs until every sender is gone.
+pub async fn run(mut inputs: mpsc::Receiver<Input>) {
+    let mut ledger = Ledger::new();
+    let mut stats = Stats::default();
+    while let Some(input) = inputs.recv().await {
+        match input {
+            Input::Event(event, origin) => {
+                stats.events[origin as usize] += 1;
+                let unit = event.unit.clone();
+                match ledger.apply(event) {
+                    Outcome::Appeared => tracing::info!(unit = %unit, "watching unit"),
+                    Outcome::Restarted(trigger, n) => {
+                        tracing::info!(unit = %unit, trigger = trigger.as_str(), count = n, "unit restarted")
+                    }
+                    Outcome::Failed(result) => {
+                        tracing::warn!(unit = %unit, result = %result, "unit failed")
+                    }
+                    Outcome::Quiet => {}
+                }
+            }
+            Input::Scrape(reply) => {
+                let _ = reply.send(metrics::render(&ledger, now_usec(), &stats));
+            }
+        }
+    }
+}

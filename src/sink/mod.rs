@@ -1,0 +1,4 @@
+//! Sinks: adapters that read the ledger for the outside world.
+
+pub mod http;
+pub mod metrics;

@@ -1,0 +1,422 @@
+//! The D-Bus source: follows systemd's manager over the bus and turns what it
+//! announces into ledger events.
+//!
+//! On (re)connect it calls `Subscribe`, takes a snapshot of the watched units
+//! (`ListUnitsByPatterns`, `ListUnitFilesByPatterns` + `LoadUnit`, then
+//! `GetAll` per unit), and from then on follows, in the order systemd sent
+//! them, `PropertiesChanged` of the watched units and the manager's
+//! `UnitNew`, `UnitRemoved`, `JobNew`, `JobRemoved` and `Reloading` signals.
+//! Nothing is polled. A dropped connection is retried with backoff and the
+//! snapshot retaken; the timestamps systemd kept account for the gap.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use zbus::message::Type as MessageType;
+use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value as ZValue};
+use zbus::{Connection, MatchRule, Message, MessageStream};
+
+use crate::health::Health;
+use crate::ledger::{Event, Origin, Transition};
+use crate::owner::{now_usec, Input};
+use crate::select::Selector;
+use crate::shutdown::Shutdown;
+use crate::source::properties::{UnitProperties, Value};
+
+const SYSTEMD: &str = "org.freedesktop.systemd1";
+const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
+const MANAGER: &str = "org.freedesktop.systemd1.Manager";
+const UNIT: &str = "org.freedesktop.systemd1.Unit";
+const SERVICE: &str = "org.freedesktop.systemd1.Service";
+const JOB: &str = "org.freedesktop.systemd1.Job";
+const PROPERTIES: &str = "org.freedesktop.DBus.Properties";
+
+/// Which service manager to follow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bus {
+    /// The system manager on the system bus (`DBUS_SYSTEM_BUS_ADDRESS` is honoured).
+    System,
+    /// The calling user's manager on the session bus.
+    User,
+}
+
+/// Why a session with the bus ended.
+#[derive(Debug, thiserror::Error)]
+pub enum DbusError {
+    #[error("D-Bus: {0}")]
+    Bus(#[from] zbus::Error),
+    #[error("the ledger task is gone")]
+    LedgerGone,
+    #[error("the bus connection closed")]
+    Closed,
+}
+
+/// The D-Bus source task.
+pub struct DbusSource {
+    bus: Bus,
+    selector: Selector,
+    events: mpsc::Sender<Input>,
+    health: Health,
+    /// Last known properties of every watched unit, by unit name; kept across
+    /// reconnects so changes during a gap are recovered from the timestamps.
+    units: HashMap<String, UnitProperties>,
+    /// Object path → unit name of watched units.
+    paths: HashMap<OwnedObjectPath, String>,
+}
+
+fn to_value(v: &OwnedValue) -> Option<Value> {
+    match &**v {
+        ZValue::Str(s) => Some(Value::Str(s.as_str().to_owned())),
+        ZValue::U64(t) => Some(Value::U64(*t)),
+        ZValue::U32(n) => Some(Value::U32(*n)),
+        _ => None,
+    }
+}
+
+impl DbusSource {
+    pub fn new(bus: Bus, selector: Selector, events: mpsc::Sender<Input>, health: Health) -> Self {
+        DbusSource {
+            bus,
+            selector,
+            events,
+            health,
+            units: HashMap::new(),
+            paths: HashMap::new(),
+        }
+    }
+
+    /// Runs until shutdown, reconnecting with backoff when the bus goes away.
+    pub async fn run(mut self, mut shutdown: Shutdown) {
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            let result = tokio::select! {
+                r = self.session() => r,
+                _ = shutdown.recv() => return,
+            };
+            let reason = match result {
+                Ok(()) => "the bus connection closed".to_owned(),
+                Err(DbusError::LedgerGone) => return,
+                Err(e) => e.to_string(),
+            };
+            if self.health.set_down(&reason) {
+                tracing::warn!(reason = %reason, retry_in_ms = backoff.as_millis() as u64, "lost systemd over D-Bus; reconnecting");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shutdown.recv() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+            if self.health.is_up() {
+                backoff = Duration::from_millis(250);
+            }
+        }
+    }
+
+    async fn connect(&self) -> zbus::Result<Connection> {
+        let builder = match self.bus {
+            Bus::System => zbus::connection::Builder::system()?,
+            Bus::User => zbus::connection::Builder::session()?,
+        };
+        builder.max_queued(1 << 16).build().await
+    }
+
+    /// One connection: subscribe, snapshot, follow. Returns when the connection ends.
+    async fn session(&mut self) -> Result<(), DbusError> {
+        let conn = self.connect().await?;
+        // All of systemd's signals through one stream, so their order is kept.
+        let rule = MatchRule::builder()
+            .msg_type(MessageType::Signal)
+            .sender(SYSTEMD)?
+            .build();
+        let mut stream = MessageStream::for_match_rule(rule, &conn, Some(1 << 16)).await?;
+        // Drain the stream into our own queue so that method calls made while
+        // handling a signal can never be stuck behind a full signal queue.
+        let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+        let drain = tokio::spawn(async move {
+            while let Some(Ok(msg)) = stream.next().await {
+                if tx.send(msg).is_err() {
+                    break;
+                }
+            }
+        });
+        let result = self.follow(&conn, &mut rx).await;
+        drain.abort();
+        result
+    }
+
+    async fn follow(
+        &mut self,
+        conn: &Connection,
+        rx: &mut mpsc::UnboundedReceiver<Message>,
+    ) -> Result<(), DbusError> {
+        call(conn, MANAGER_PATH, MANAGER, "Subscribe", &()).await?;
+        let n = self.snapshot(conn).await?;
+        self.health.set_up(n);
+        tracing::info!(units = n, "subscribed to systemd; following unit changes");
+        while let Some(msg) = rx.recv().await {
+            self.handle(conn, &msg).await?;
+        }
+        Ok(())
+    }
+
+    /// Finds every watched unit and reports its current state.
+    async fn snapshot(&mut self, conn: &Connection) -> Result<usize, DbusError> {
+        let patterns = self.selector.include_patterns();
+        let listed: Vec<(
+            String,
+            String,
+            String,
+            String,
+            String,
+            String,
+            OwnedObjectPath,
+            u32,
+            String,
+            OwnedObjectPath,
+        )> = call(
+            conn,
+            MANAGER_PATH,
+            MANAGER,
+            "ListUnitsByPatterns",
+            &(Vec::<String>::new(), &patterns),
+        )
+        .await?
+        .body()
+        .deserialize()?;
+        let mut found: HashMap<String, OwnedObjectPath> = listed
+            .into_iter()
+            .filter(|u| self.selector.matches(&u.0))
+            .map(|u| (u.0, u.6))
+            .collect();
+        // Units with a unit file but not loaded right now (e.g. stopped and
+        // garbage-collected) are loaded so they are accounted as down.
+        let files: Vec<(String, String)> = call(
+            conn,
+            MANAGER_PATH,
+            MANAGER,
+            "ListUnitFilesByPatterns",
+            &(Vec::<String>::new(), &patterns),
+        )
+        .await?
+        .body()
+        .deserialize()?;
+        for (path, _state) in files {
+            let Some(name) = path.rsplit('/').next().map(str::to_owned) else {
+                continue;
+            };
+            if found.contains_key(&name) || name.contains("@.") || !self.selector.matches(&name) {
+                continue;
+            }
+            match call(conn, MANAGER_PATH, MANAGER, "LoadUnit", &(&name,)).await {
+                Ok(reply) => {
+                    let object: OwnedObjectPath = reply.body().deserialize()?;
+                    found.insert(name, object);
+                }
+                Err(e) => tracing::debug!(unit = %name, error = %e, "cannot load unit"),
+            }
+        }
+        let mut names: Vec<_> = found.into_iter().collect();
+        names.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, path) in names {
+            self.observe(conn, name, path).await?;
+        }
+        Ok(self.paths.len())
+    }
+
+    /// Reads a unit's properties and reports it as seen (or its changes, if known).
+    async fn observe(
+        &mut self,
+        conn: &Connection,
+        name: String,
+        path: OwnedObjectPath,
+    ) -> Result<(), DbusError> {
+        let now = now_usec();
+        let mut props = UnitProperties::default();
+        let mut interfaces = vec![UNIT];
+        if name.ends_with(".service") {
+            interfaces.push(SERVICE);
+        }
+        for interface in interfaces {
+            let all: HashMap<String, OwnedValue> =
+                match call(conn, path.as_str(), PROPERTIES, "GetAll", &(interface,)).await {
+                    Ok(reply) => reply.body().deserialize()?,
+                    Err(e) => {
+                        tracing::debug!(unit = %name, error = %e, "cannot read unit properties");
+                        return Ok(());
+                    }
+                };
+            merge(&mut props, &all);
+        }
+        let events = match self.units.get(&name) {
+            Some(before) if before.active_state.is_some() => {
+                let mut events = props.changes_since(before, &name, now);
+                // Seen again (after a reconnect or a reload): no new baseline,
+                // but make sure the ledger knows it is loaded.
+                if let Some(state) = props.active_state {
+                    events.insert(
+                        0,
+                        Event::new(
+                            &name,
+                            now,
+                            Transition::Seen {
+                                state,
+                                sub_state: props.sub_state.clone().unwrap_or_default(),
+                                n_restarts: None,
+                            },
+                        ),
+                    );
+                }
+                events
+            }
+            _ => props.seen(&name, now),
+        };
+        self.paths.insert(path, name.clone());
+        self.units.insert(name, props);
+        self.send(events).await
+    }
+
+    async fn send(&self, events: Vec<Event>) -> Result<(), DbusError> {
+        for event in events {
+            self.events
+                .send(Input::Event(event, Origin::Dbus))
+                .await
+                .map_err(|_| DbusError::LedgerGone)?;
+        }
+        Ok(())
+    }
+
+    async fn handle(&mut self, conn: &Connection, msg: &Message) -> Result<(), DbusError> {
+        let header = msg.header();
+        let (Some(interface), Some(member)) = (header.interface(), header.member()) else {
+            return Ok(());
+        };
+        match (interface.as_str(), member.as_str()) {
+            (PROPERTIES, "PropertiesChanged") => {
+                let Some(path) = header.path() else {
+                    return Ok(());
+                };
+                let Some(name) = self.paths.get(&OwnedObjectPath::from(path.to_owned())).cloned()
+                else {
+                    return Ok(());
+                };
+                let Ok((iface, changed, _invalidated)) = msg
+                    .body()
+                    .deserialize::<(String, HashMap<String, OwnedValue>, Vec<String>)>()
+                else {
+                    return Ok(());
+                };
+                if iface != UNIT && iface != SERVICE {
+                    return Ok(());
+                }
+                let now = now_usec();
+                let before = self.units.entry(name.clone()).or_default();
+                let mut after = before.clone();
+                merge(&mut after, &changed);
+                if after == *before {
+                    return Ok(());
+                }
+                let events = after.changes_since(before, &name, now);
+                *before = after;
+                self.send(events).await
+            }
+            (MANAGER, "UnitNew") => {
+                let (name, path): (String, OwnedObjectPath) = msg.body().deserialize()?;
+                if self.selector.matches(&name) {
+                    tracing::debug!(unit = %name, "unit loaded");
+                    self.observe(conn, name, path).await?;
+                    self.health.set_up(self.paths.len());
+                }
+                Ok(())
+            }
+            (MANAGER, "UnitRemoved") => {
+                let (name, _path): (String, OwnedObjectPath) = msg.body().deserialize()?;
+                if self.selector.matches(&name) {
+                    self.send(vec![Event::new(&name, now_usec(), Transition::Removed)])
+                        .await?;
+                }
+                Ok(())
+            }
+            (MANAGER, "JobNew") => {
+                let (id, job, unit): (u32, OwnedObjectPath, String) = msg.body().deserialize()?;
+                if !self.selector.matches(&unit) {
+                    return Ok(());
+                }
+                // The signal does not carry the job's type; ask while the job exists.
+                let job_type = match call(conn, job.as_str(), PROPERTIES, "Get", &(JOB, "JobType"))
+                    .await
+                {
+                    Ok(reply) => reply
+                        .body()
+                        .deserialize::<OwnedValue>()
+                        .ok()
+                        .and_then(|v| match to_value(&v) {
+                            Some(Value::Str(s)) => Some(s),
+                            _ => None,
+                        }),
+                    Err(e) => {
+                        tracing::debug!(unit = %unit, job = id, error = %e, "job gone before its type was read");
+                        None
+                    }
+                };
+                if let Some(job_type) = job_type {
+                    self.send(vec![Event::new(
+                        &unit,
+                        now_usec(),
+                        Transition::JobQueued { id, job_type },
+                    )])
+                    .await?;
+                }
+                Ok(())
+            }
+            (MANAGER, "JobRemoved") => {
+                let (id, _job, unit, result): (u32, OwnedObjectPath, String, String) =
+                    msg.body().deserialize()?;
+                if self.selector.matches(&unit) {
+                    self.send(vec![Event::new(
+                        &unit,
+                        now_usec(),
+                        Transition::JobRemoved { id, result },
+                    )])
+                    .await?;
+                }
+                Ok(())
+            }
+            (MANAGER, "Reloading") => {
+                let (active,): (bool,) = msg.body().deserialize()?;
+                if !active {
+                    // New unit files may match now, and systemd does not
+                    // announce every change a reload makes: look again.
+                    tracing::debug!("systemd reloaded; taking a new snapshot");
+                    let n = self.snapshot(conn).await?;
+                    self.health.set_up(n);
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn merge(props: &mut UnitProperties, values: &HashMap<String, OwnedValue>) {
+    for name in UnitProperties::NAMES {
+        if let Some(v) = values.get(name).and_then(to_value) {
+            props.set(name, v);
+        }
+    }
+}
+
+async fn call<B>(
+    conn: &Connection,
+    path: &str,
+    interface: &str,
+    method: &str,
+    body: &B,
+) -> zbus::Result<Message>
+where
+    B: serde::Serialize + zbus::zvariant::DynamicType,
+{
+    conn.call_method(Some(SYSTEMD), path, Some(interface), method, body)
+        .await
+}

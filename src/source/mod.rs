@@ -1,0 +1,4 @@
+//! Sources: adapters that turn the outside world into ledger events.
+
+pub mod dbus;
+pub mod properties;

@@ -1,0 +1,247 @@
+//! What systemd tells about a unit over the bus, and the ledger events it means.
+//!
+//! systemd sends the full set of a unit's change-emitting properties in each
+//! `PropertiesChanged`, but it coalesces: several state changes between two
+//! dispatches of its bus queue arrive as one signal. The timestamps systemd
+//! keeps per unit (`InactiveExitTimestamp`, `ActiveEnterTimestamp`,
+//! `ActiveExitTimestamp`, `InactiveEnterTimestamp`, `StateChangeTimestamp`)
+//! still carry every edge of the last cycle, so each update is turned into one
+//! state event per timestamp that moved; the ledger orders and deduplicates them.
+
+use crate::ledger::{ActiveState, Event, Transition, Usec};
+
+/// The properties of a unit that unitwatch follows, merged from `GetAll` and
+/// `PropertiesChanged` of the `Unit` and `Service` interfaces.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UnitProperties {
+    pub active_state: Option<ActiveState>,
+    pub sub_state: Option<String>,
+    pub state_change: Usec,
+    pub inactive_exit: Usec,
+    pub active_enter: Usec,
+    pub active_exit: Usec,
+    pub inactive_enter: Usec,
+    /// `NRestarts` (services only).
+    pub n_restarts: Option<u32>,
+    /// `Result` (services only).
+    pub result: Option<String>,
+}
+
+/// A property value as read off the bus.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Value {
+    Str(String),
+    U64(u64),
+    U32(u32),
+}
+
+impl UnitProperties {
+    /// Takes in one property; unknown names and mistyped values are ignored.
+    pub fn set(&mut self, name: &str, value: Value) {
+        match (name, value) {
+            ("ActiveState", Value::Str(s)) => self.active_state = ActiveState::parse(&s),
+            ("SubState", Value::Str(s)) => self.sub_state = Some(s),
+            ("StateChangeTimestamp", Value::U64(t)) => self.state_change = t,
+            ("InactiveExitTimestamp", Value::U64(t)) => self.inactive_exit = t,
+            ("ActiveEnterTimestamp", Value::U64(t)) => self.active_enter = t,
+            ("ActiveExitTimestamp", Value::U64(t)) => self.active_exit = t,
+            ("InactiveEnterTimestamp", Value::U64(t)) => self.inactive_enter = t,
+            ("NRestarts", Value::U32(n)) => self.n_restarts = Some(n),
+            ("Result", Value::Str(s)) => self.result = Some(s),
+            _ => {}
+        }
+    }
+
+    /// Names of the properties [`UnitProperties::set`] takes in.
+    pub const NAMES: [&'static str; 9] = [
+        "ActiveState",
+        "SubState",
+        "StateChangeTimestamp",
+        "InactiveExitTimestamp",
+        "ActiveEnterTimestamp",
+        "ActiveExitTimestamp",
+        "InactiveEnterTimestamp",
+        "NRestarts",
+        "Result",
+    ];
+
+    /// The first sight of a unit at unitwatch's time `now`: a `Seen` event,
+    /// followed by the events of anything systemd recorded after `now`.
+    pub fn seen(&self, unit: &str, now: Usec) -> Vec<Event> {
+        let Some(state) = self.active_state else {
+            return Vec::new();
+        };
+        let mut events = vec![Event::new(
+            unit,
+            now,
+            Transition::Seen {
+                state,
+                sub_state: self.sub_state.clone().unwrap_or_default(),
+                n_restarts: self.n_restarts,
+            },
+        )];
+        events.extend(
+            self.changes_since(&UnitProperties::default(), unit, now)
+                .into_iter()
+                .filter(|e| e.at > now || matches!(e.transition, Transition::RunFailed { .. })),
+        );
+        events
+    }
+
+    /// The events that lead from `before` to `self`; `now` is unitwatch's time
+    /// of the update, used for `NRestarts`, which carries no timestamp.
+    pub fn changes_since(&self, before: &UnitProperties, unit: &str, now: Usec) -> Vec<Event> {
+        let Some(state) = self.active_state else {
+            return Vec::new();
+        };
+        let mut events = Vec::new();
+        let mut edges: Vec<(Usec, ActiveState)> = [
+            (self.inactive_exit, before.inactive_exit, ActiveState::Activating),
+            (self.active_enter, before.active_enter, ActiveState::Active),
+            (self.active_exit, before.active_exit, ActiveState::Deactivating),
+            (self.inactive_enter, before.inactive_enter, ActiveState::Inactive),
+        ]
+        .into_iter()
+        .filter(|(t, old, _)| *t != 0 && t != old)
+        .map(|(t, _, s)| (t, s))
+        .collect();
+        // Stable by time: at equal timestamps the later edge of the cycle wins.
+        edges.sort_by_key(|(t, _)| *t);
+        for (at, s) in edges {
+            events.push(Event::new(
+                unit,
+                at,
+                Transition::State {
+                    state: s,
+                    sub_state: None,
+                },
+            ));
+        }
+        if self.state_change != 0
+            && (self.state_change != before.state_change
+                || Some(state) != before.active_state
+                || self.sub_state != before.sub_state)
+        {
+            events.push(Event::new(
+                unit,
+                self.state_change,
+                Transition::State {
+                    state,
+                    sub_state: self.sub_state.clone(),
+                },
+            ));
+        }
+        // A run ended badly: failed, or waiting to be restarted, with a Result
+        // other than success. Re-sent on every update while it holds; the
+        // ledger counts one per end-of-run timestamp.
+        let ended = state == ActiveState::Failed || self.sub_state.as_deref() == Some("auto-restart");
+        if let (true, Some(result)) = (ended, &self.result) {
+            if result != "success" && self.state_change != 0 {
+                events.push(Event::new(
+                    unit,
+                    self.state_change,
+                    Transition::RunFailed {
+                        result: result.clone(),
+                    },
+                ));
+            }
+        }
+        if let Some(n) = self.n_restarts {
+            if before.n_restarts != Some(n) {
+                events.push(Event::new(unit, now, Transition::NRestarts(n)));
+            }
+        }
+        events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::Ledger;
+
+    const S: Usec = 1_000_000;
+    const T0: Usec = 1_700_000_000 * S;
+
+    fn props(state: &str, sub: &str, ts: [u64; 5], n: u32, result: &str) -> UnitProperties {
+        let mut p = UnitProperties::default();
+        p.set("ActiveState", Value::Str(state.into()));
+        p.set("SubState", Value::Str(sub.into()));
+        for (name, t) in [
+            "StateChangeTimestamp",
+            "InactiveExitTimestamp",
+            "ActiveEnterTimestamp",
+            "ActiveExitTimestamp",
+            "InactiveEnterTimestamp",
+        ]
+        .iter()
+        .zip(ts)
+        {
+            p.set(name, Value::U64(if t == 0 { 0 } else { T0 + t * S }));
+        }
+        p.set("NRestarts", Value::U32(n));
+        p.set("Result", Value::Str(result.into()));
+        p
+    }
+
+    fn feed(ledger: &mut Ledger, events: Vec<Event>) {
+        for e in events {
+            ledger.apply(e);
+        }
+    }
+
+    #[test]
+    fn coalesced_stop_and_start_keep_the_down_interval() {
+        let mut l = Ledger::new();
+        // active since t=1, seen at t=2
+        let a = props("active", "running", [1, 0, 1, 0, 0], 0, "success");
+        feed(&mut l, a.seen("u.service", T0 + 2 * S));
+        // one signal after stop at 5 and start at 7 (inactive 6..7)
+        let b = props("active", "running", [7, 7, 7, 5, 6], 0, "success");
+        feed(&mut l, b.changes_since(&a, "u.service", T0 + 8 * S));
+        let v = l.unit("u.service", T0 + 10 * S).expect("unit");
+        assert_eq!((v.uptime_seconds, v.downtime_seconds), (6.0, 2.0));
+    }
+
+    #[test]
+    fn crash_into_auto_restart_counts_one_failure_however_often_reported() {
+        let mut l = Ledger::new();
+        let a = props("active", "running", [1, 1, 1, 0, 0], 0, "success");
+        feed(&mut l, a.seen("u.service", T0 + 2 * S));
+        let b = props("activating", "auto-restart", [4, 1, 1, 4, 0], 0, "exit-code");
+        feed(&mut l, b.changes_since(&a, "u.service", T0 + 4 * S));
+        feed(&mut l, b.changes_since(&b, "u.service", T0 + 4 * S));
+        let c = props("activating", "start", [5, 1, 1, 4, 0], 1, "success");
+        feed(&mut l, c.changes_since(&b, "u.service", T0 + 5 * S));
+        let d = props("active", "running", [5, 1, 5, 4, 0], 1, "success");
+        feed(&mut l, d.changes_since(&c, "u.service", T0 + 5 * S));
+        let v = l.unit("u.service", T0 + 10 * S).expect("unit");
+        assert_eq!(v.restarts_auto, 1);
+        assert_eq!(v.failures.get("exit-code"), Some(&1));
+        assert_eq!((v.uptime_seconds, v.downtime_seconds), (7.0, 1.0));
+    }
+
+    #[test]
+    fn result_arriving_after_the_state_still_counts() {
+        let mut l = Ledger::new();
+        let a = props("active", "running", [1, 1, 1, 0, 0], 0, "success");
+        feed(&mut l, a.seen("u.service", T0 + 2 * S));
+        let b = props("failed", "failed", [4, 1, 1, 3, 4], 0, "success");
+        feed(&mut l, b.changes_since(&a, "u.service", T0 + 4 * S));
+        let c = props("failed", "failed", [4, 1, 1, 3, 4], 0, "signal");
+        feed(&mut l, c.changes_since(&b, "u.service", T0 + 4 * S));
+        let v = l.unit("u.service", T0 + 10 * S).expect("unit");
+        assert_eq!(v.failures.get("signal"), Some(&1));
+        assert_eq!(v.state, ActiveState::Failed);
+    }
+
+    #[test]
+    fn a_failure_before_first_sight_is_not_counted() {
+        let mut l = Ledger::new();
+        let a = props("failed", "failed", [1, 0, 0, 0, 1], 0, "exit-code");
+        feed(&mut l, a.seen("u.service", T0 + 2 * S));
+        let v = l.unit("u.service", T0 + 3 * S).expect("unit");
+        assert!(v.failures.is_empty());
+        assert_eq!(v.downtime_seconds, 1.0);
+    }
+}
