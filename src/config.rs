@@ -104,14 +104,19 @@ impl Config {
         };
         let raw: Raw = toml::from_str(text).map_err(|e| {
             let offset = e.span().map_or(0, |s| s.start);
-            let message: Vec<&str> = e.message().lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+            let message: Vec<&str> = e
+                .message()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
             invalid(offset, None, message.join("; "))
         })?;
 
         let listen = match raw.server.listen {
-            None => DEFAULT_LISTEN.parse().map_err(|_| {
-                invalid(0, Some("server.listen"), "bad built-in default".into())
-            })?,
+            None => DEFAULT_LISTEN
+                .parse()
+                .map_err(|_| invalid(0, Some("server.listen"), "bad built-in default".into()))?,
             Some(s) => s.get_ref().parse().map_err(|_| {
                 invalid(
                     s.span().start,
@@ -298,7 +303,10 @@ mod tests {
         ];
         for (text, want) in cases {
             let got = err(text);
-            assert!(got.starts_with(want), "for\n{text}\ngot:  {got}\nwant: {want}...");
+            assert!(
+                got.starts_with(want),
+                "for\n{text}\ngot:  {got}\nwant: {want}..."
+            );
             assert!(!got.contains('\n'), "multi-line error: {got}");
         }
     }

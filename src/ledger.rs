@@ -233,7 +233,9 @@ impl Account {
     }
 
     fn last_change(&self) -> Usec {
-        self.points.last_key_value().map_or(self.fold_at, |(t, _)| *t)
+        self.points
+            .last_key_value()
+            .map_or(self.fold_at, |(t, _)| *t)
     }
 
     fn add(&mut self, state: ActiveState, usec: u64) {
@@ -541,7 +543,11 @@ mod tests {
         assert_eq!(v.downtime_seconds, case.down, "{}: downtime", case.name);
         assert_eq!(v.state, case.state, "{}: state", case.name);
         assert_eq!(v.restarts_auto, case.auto, "{}: auto restarts", case.name);
-        assert_eq!(v.restarts_manual, case.manual, "{}: manual restarts", case.name);
+        assert_eq!(
+            v.restarts_manual, case.manual,
+            "{}: manual restarts",
+            case.name
+        );
         let failures: Vec<(&str, u64)> = v.failures.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         assert_eq!(failures, case.failures, "{}: failures", case.name);
     }
@@ -818,7 +824,10 @@ mod tests {
     #[test]
     fn events_for_unseen_units_are_ignored() {
         let mut l = Ledger::new();
-        assert_eq!(l.apply(Event::new("x.service", T0, st(Active))), Outcome::Quiet);
+        assert_eq!(
+            l.apply(Event::new("x.service", T0, st(Active))),
+            Outcome::Quiet
+        );
         assert!(l.is_empty());
     }
 

@@ -42,7 +42,10 @@ fn init_logging() {
     // Under systemd, log to the journal with structured fields.
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         if let Ok(journald) = tracing_journald::layer() {
-            tracing_subscriber::registry().with(filter).with(journald).init();
+            tracing_subscriber::registry()
+                .with(filter)
+                .with(journald)
+                .init();
             return;
         }
     }

@@ -25,7 +25,8 @@ impl Selector {
 
     /// Whether the unit named `unit` is watched.
     pub fn matches(&self, unit: &str) -> bool {
-        self.include.iter().any(|p| p.matches(unit)) && !self.exclude.iter().any(|p| p.matches(unit))
+        self.include.iter().any(|p| p.matches(unit))
+            && !self.exclude.iter().any(|p| p.matches(unit))
     }
 
     /// The include patterns as written, for systemd's `*ByPatterns` calls
@@ -60,7 +61,12 @@ mod tests {
     #[test]
     fn globs() {
         let s = selector(
-            &["prometheus.service", "aitbc-*.service", "worker@?.service", "db[12].service"],
+            &[
+                "prometheus.service",
+                "aitbc-*.service",
+                "worker@?.service",
+                "db[12].service",
+            ],
             &["aitbc-debug*.service"],
         );
         for yes in [

@@ -25,7 +25,9 @@ pub async fn run(config: Config, listen: SocketAddr, bus: Bus) -> anyhow::Result
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    let local = listener.local_addr().context("cannot read the listen address")?;
+    let local = listener
+        .local_addr()
+        .context("cannot read the listen address")?;
 
     let (inputs, ledger_inputs) = mpsc::channel(QUEUE);
     let (trigger, shutdown) = shutdown::channel();
@@ -60,7 +62,10 @@ pub async fn run(config: Config, listen: SocketAddr, bus: Bus) -> anyhow::Result
         }
         let _ = ledger.await;
     };
-    if tokio::time::timeout(Duration::from_secs(2), stopped).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(2), stopped)
+        .await
+        .is_err()
+    {
         tracing::warn!("tasks did not stop within 2 s; exiting anyway");
     }
     Ok(())

@@ -39,9 +39,15 @@ async fn metrics(State(app): State<AppState>) -> Response {
 
 async fn healthz(State(app): State<AppState>) -> Response {
     match app.health.status() {
-        Ok(units) => (StatusCode::OK, format!("ok: connected to systemd, watching {units} units\n"))
+        Ok(units) => (
+            StatusCode::OK,
+            format!("ok: connected to systemd, watching {units} units\n"),
+        )
             .into_response(),
-        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("unavailable: {reason}\n"))
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("unavailable: {reason}\n"),
+        )
             .into_response(),
     }
 }

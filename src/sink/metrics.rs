@@ -140,7 +140,8 @@ fn encode_units(encoder: &mut DescriptorEncoder, units: &[Sample]) -> Result<(),
     for s in units {
         for trigger in Trigger::ALL {
             let labels = [("unit", s.unit.as_str()), ("trigger", trigger.as_str())];
-            ConstCounter::new(s.restarts[trigger as usize]).encode(family.encode_family(&labels)?)?;
+            ConstCounter::new(s.restarts[trigger as usize])
+                .encode(family.encode_family(&labels)?)?;
         }
     }
 
@@ -202,7 +203,10 @@ fn encode_self(encoder: &mut DescriptorEncoder, scrape: &Scrape) -> Result<(), s
         None,
         MetricType::Counter,
     )?;
-    for (source, n) in [("dbus", scrape.stats.events[0]), ("journal", scrape.stats.events[1])] {
+    for (source, n) in [
+        ("dbus", scrape.stats.events[0]),
+        ("journal", scrape.stats.events[1]),
+    ] {
         ConstCounter::new(n).encode(family.encode_family(&[("source", source)])?)?;
     }
     Ok(())

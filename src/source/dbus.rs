@@ -33,6 +33,21 @@ const SERVICE: &str = "org.freedesktop.systemd1.Service";
 const JOB: &str = "org.freedesktop.systemd1.Job";
 const PROPERTIES: &str = "org.freedesktop.DBus.Properties";
 
+/// One entry of `ListUnitsByPatterns`: name, description, load state,
+/// active state, sub state, following, object path, job id, job type, job path.
+type ListedUnit = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    OwnedObjectPath,
+    u32,
+    String,
+    OwnedObjectPath,
+);
+
 /// Which service manager to follow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Bus {
@@ -164,18 +179,7 @@ impl DbusSource {
     /// Finds every watched unit and reports its current state.
     async fn snapshot(&mut self, conn: &Connection) -> Result<usize, DbusError> {
         let patterns = self.selector.include_patterns();
-        let listed: Vec<(
-            String,
-            String,
-            String,
-            String,
-            String,
-            String,
-            OwnedObjectPath,
-            u32,
-            String,
-            OwnedObjectPath,
-        )> = call(
+        let listed: Vec<ListedUnit> = call(
             conn,
             MANAGER_PATH,
             MANAGER,
@@ -297,13 +301,16 @@ impl DbusSource {
                 let Some(path) = header.path() else {
                     return Ok(());
                 };
-                let Some(name) = self.paths.get(&OwnedObjectPath::from(path.to_owned())).cloned()
+                let Some(name) = self
+                    .paths
+                    .get(&OwnedObjectPath::from(path.to_owned()))
+                    .cloned()
                 else {
                     return Ok(());
                 };
-                let Ok((iface, changed, _invalidated)) = msg
-                    .body()
-                    .deserialize::<(String, HashMap<String, OwnedValue>, Vec<String>)>()
+                let Ok((iface, changed, _invalidated)) =
+                    msg.body()
+                        .deserialize::<(String, HashMap<String, OwnedValue>, Vec<String>)>()
                 else {
                     return Ok(());
                 };
@@ -347,14 +354,12 @@ impl DbusSource {
                 let job_type = match call(conn, job.as_str(), PROPERTIES, "Get", &(JOB, "JobType"))
                     .await
                 {
-                    Ok(reply) => reply
-                        .body()
-                        .deserialize::<OwnedValue>()
-                        .ok()
-                        .and_then(|v| match to_value(&v) {
+                    Ok(reply) => reply.body().deserialize::<OwnedValue>().ok().and_then(|v| {
+                        match to_value(&v) {
                             Some(Value::Str(s)) => Some(s),
                             _ => None,
-                        }),
+                        }
+                    }),
                     Err(e) => {
                         tracing::debug!(unit = %unit, job = id, error = %e, "job gone before its type was read");
                         None

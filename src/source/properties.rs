@@ -96,10 +96,22 @@ impl UnitProperties {
         };
         let mut events = Vec::new();
         let mut edges: Vec<(Usec, ActiveState)> = [
-            (self.inactive_exit, before.inactive_exit, ActiveState::Activating),
+            (
+                self.inactive_exit,
+                before.inactive_exit,
+                ActiveState::Activating,
+            ),
             (self.active_enter, before.active_enter, ActiveState::Active),
-            (self.active_exit, before.active_exit, ActiveState::Deactivating),
-            (self.inactive_enter, before.inactive_enter, ActiveState::Inactive),
+            (
+                self.active_exit,
+                before.active_exit,
+                ActiveState::Deactivating,
+            ),
+            (
+                self.inactive_enter,
+                before.inactive_enter,
+                ActiveState::Inactive,
+            ),
         ]
         .into_iter()
         .filter(|(t, old, _)| *t != 0 && t != old)
@@ -134,7 +146,8 @@ impl UnitProperties {
         // A run ended badly: failed, or waiting to be restarted, with a Result
         // other than success. Re-sent on every update while it holds; the
         // ledger counts one per end-of-run timestamp.
-        let ended = state == ActiveState::Failed || self.sub_state.as_deref() == Some("auto-restart");
+        let ended =
+            state == ActiveState::Failed || self.sub_state.as_deref() == Some("auto-restart");
         if let (true, Some(result)) = (ended, &self.result) {
             if result != "success" && self.state_change != 0 {
                 events.push(Event::new(
@@ -208,7 +221,13 @@ mod tests {
         let mut l = Ledger::new();
         let a = props("active", "running", [1, 1, 1, 0, 0], 0, "success");
         feed(&mut l, a.seen("u.service", T0 + 2 * S));
-        let b = props("activating", "auto-restart", [4, 1, 1, 4, 0], 0, "exit-code");
+        let b = props(
+            "activating",
+            "auto-restart",
+            [4, 1, 1, 4, 0],
+            0,
+            "exit-code",
+        );
         feed(&mut l, b.changes_since(&a, "u.service", T0 + 4 * S));
         feed(&mut l, b.changes_since(&b, "u.service", T0 + 4 * S));
         let c = props("activating", "start", [5, 1, 1, 4, 0], 1, "success");
