@@ -19,9 +19,11 @@
 //!   counts, a drop means systemd reset the counter and the new value counts.
 //! - A manual restart is a restart job (`systemctl restart`, `try-restart`,
 //!   `reload-or-restart` that restarts) that finished with result `done`,
-//!   queued while the unit had a run (not `inactive`/`failed`) and not queued
-//!   by systemd itself while the unit waited in `auto-restart`. A stop
-//!   followed later by a start is two jobs and no restart.
+//!   queued while the unit was up and not by systemd itself (while the unit
+//!   waited in `auto-restart`), during which the unit went down and came back
+//!   up. A job whose type could not be read (it can finish before it is
+//!   asked) counts by that behaviour alone. A stop followed later by a start
+//!   is two jobs and no restart; a restart of a unit that was down is a start.
 //! - A failure is a run that ended with a `Result` other than `success`,
 //!   counted once per end-of-run timestamp.
 //! - Accounting for a unit starts when it is first [`Transition::Seen`].
@@ -76,11 +78,6 @@ impl ActiveState {
     /// Up means `active` or `reloading`.
     pub fn is_up(self) -> bool {
         matches!(self, ActiveState::Active | ActiveState::Reloading)
-    }
-
-    /// Whether a run of the unit is in progress (anything but `inactive`/`failed`).
-    fn has_run(self) -> bool {
-        !matches!(self, ActiveState::Inactive | ActiveState::Failed)
     }
 }
 
@@ -141,7 +138,8 @@ pub enum Transition {
     NRestarts(u32),
     /// A run ended unsuccessfully with systemd's `Result` (`exit-code`, `signal`, ...).
     RunFailed { result: String },
-    /// A job was queued for the unit.
+    /// A job was queued for the unit; `job_type` is systemd's `JobType`
+    /// (`start`, `stop`, `restart`, ...), empty if it could not be read.
     JobQueued { id: u32, job_type: String },
     /// A job of the unit finished with systemd's job result (`done`, `canceled`, ...).
     JobRemoved { id: u32, result: String },
@@ -180,10 +178,34 @@ pub enum Outcome {
     Quiet,
 }
 
+/// A job of a unit between `JobNew` and `JobRemoved`, and what the unit did meanwhile.
 #[derive(Debug)]
-struct RestartJob {
+struct PendingJob {
+    /// `Some(true)` for a restart job, `Some(false)` for any other type,
+    /// `None` if the type is unknown.
+    restart: Option<bool>,
     queued_by_systemd: bool,
-    had_run: bool,
+    was_up: bool,
+    went_down: bool,
+    came_back: bool,
+}
+
+impl PendingJob {
+    fn observe(&mut self, state: ActiveState) {
+        if !state.is_up() {
+            self.went_down = true;
+        } else if self.went_down {
+            self.came_back = true;
+        }
+    }
+
+    fn is_manual_restart(&self) -> bool {
+        self.restart != Some(false)
+            && !self.queued_by_systemd
+            && self.was_up
+            && self.went_down
+            && self.came_back
+    }
 }
 
 /// Accounting of one unit.
@@ -203,7 +225,7 @@ struct Account {
     restarts: [u64; 2],
     failures: BTreeMap<String, u64>,
     last_failure_at: Usec,
-    jobs: HashMap<u32, RestartJob>,
+    jobs: HashMap<u32, PendingJob>,
     loaded: bool,
 }
 
@@ -316,6 +338,9 @@ impl Account {
                 Outcome::Quiet
             }
             Transition::State { state, sub_state } => {
+                for job in self.jobs.values_mut() {
+                    job.observe(state);
+                }
                 let newest = at >= self.last_change();
                 self.record_state(at, state);
                 if let (true, Some(sub)) = (newest, sub_state) {
@@ -345,17 +370,23 @@ impl Account {
                 Outcome::Failed(result)
             }
             Transition::JobQueued { id, job_type } => {
-                if matches!(job_type.as_str(), "restart" | "try-restart") {
-                    let job = RestartJob {
-                        queued_by_systemd: self.sub_state == "auto-restart",
-                        had_run: self.state().has_run(),
-                    };
-                    self.jobs.entry(id).or_insert(job);
-                }
+                let restart = match job_type.as_str() {
+                    "restart" | "try-restart" => Some(true),
+                    "" => None,
+                    _ => Some(false),
+                };
+                let job = PendingJob {
+                    restart,
+                    queued_by_systemd: self.sub_state == "auto-restart",
+                    was_up: self.state().is_up(),
+                    went_down: false,
+                    came_back: false,
+                };
+                self.jobs.entry(id).or_insert(job);
                 Outcome::Quiet
             }
             Transition::JobRemoved { id, result } => match self.jobs.remove(&id) {
-                Some(job) if result == "done" && job.had_run && !job.queued_by_systemd => {
+                Some(job) if result == "done" && job.is_manual_restart() => {
                     self.count_restarts(Trigger::Manual, 1)
                 }
                 _ => Outcome::Quiet,
@@ -644,6 +675,48 @@ mod tests {
                 state: Active,
                 auto: 0,
                 manual: 1,
+                failures: &[],
+            },
+            Case {
+                name: "restart job of unknown type counts by behaviour",
+                events: vec![
+                    (0, seen(Active, "running", 0)),
+                    (3, job(9, "")),
+                    (3, st(Deactivating)),
+                    (4, st(Inactive)),
+                    (4, sub(Active, "running")),
+                    (4, done(9)),
+                    (5, job(10, "")),
+                    (5, sub(Reloading, "reload")),
+                    (5, sub(Active, "running")),
+                    (5, done(10)),
+                ],
+                now: 10,
+                up: 9.0,
+                down: 1.0,
+                state: Active,
+                auto: 0,
+                manual: 1,
+                failures: &[],
+            },
+            Case {
+                name: "start queued while stopping is no restart",
+                events: vec![
+                    (0, seen(Active, "running", 0)),
+                    (3, job(1, "stop")),
+                    (3, st(Deactivating)),
+                    (4, job(2, "start")),
+                    (5, st(Inactive)),
+                    (5, done(1)),
+                    (6, sub(Active, "running")),
+                    (6, done(2)),
+                ],
+                now: 10,
+                up: 7.0,
+                down: 3.0,
+                state: Active,
+                auto: 0,
+                manual: 0,
                 failures: &[],
             },
             Case {

@@ -365,15 +365,15 @@ impl DbusSource {
                         None
                     }
                 };
-                if let Some(job_type) = job_type {
-                    self.send(vec![Event::new(
-                        &unit,
-                        now_usec(),
-                        Transition::JobQueued { id, job_type },
-                    )])
-                    .await?;
-                }
-                Ok(())
+                // Unknown (empty) if the job finished first: the ledger then
+                // judges it by what the unit did while it ran.
+                let job_type = job_type.unwrap_or_default();
+                self.send(vec![Event::new(
+                    &unit,
+                    now_usec(),
+                    Transition::JobQueued { id, job_type },
+                )])
+                .await
             }
             (MANAGER, "JobRemoved") => {
                 let (id, _job, unit, result): (u32, OwnedObjectPath, String, String) =
