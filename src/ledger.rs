@@ -21,14 +21,16 @@
 //!   `reload-or-restart` that restarts) that finished with result `done`,
 //!   queued while the unit was up and not by systemd itself (while the unit
 //!   waited in `auto-restart`), during which the unit went down and came back
-//!   up. A job whose type could not be read (it can finish before it is
-//!   asked) counts by that behaviour alone. A stop followed later by a start
+//!   up. A job of unknown type (the D-Bus signals do not carry it) counts by
+//!   that behaviour alone: only a restart job takes a unit down and back up. A stop followed later by a start
 //!   is two jobs and no restart; a restart of a unit that was down is a start.
 //! - A failure is a run that ended with a `Result` other than `success`,
-//!   counted once per end-of-run timestamp.
+//!   counted once per run: per `InvocationID` where systemd gives one (a
+//!   crash with `Restart=` passes through `failed` and then `auto-restart`,
+//!   both of the same invocation), else per end-of-run timestamp.
 //! - Accounting for a unit starts when it is first [`Transition::Seen`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 /// Microseconds since the Unix epoch (`CLOCK_REALTIME`), as systemd records them.
 pub type Usec = u64;
@@ -136,8 +138,12 @@ pub enum Transition {
     },
     /// systemd's `NRestarts` read at this timestamp.
     NRestarts(u32),
-    /// A run ended unsuccessfully with systemd's `Result` (`exit-code`, `signal`, ...).
-    RunFailed { result: String },
+    /// A run ended unsuccessfully with systemd's `Result` (`exit-code`,
+    /// `signal`, ...); `invocation` is the run's `InvocationID`, if known.
+    RunFailed {
+        result: String,
+        invocation: Option<String>,
+    },
     /// A job was queued for the unit; `job_type` is systemd's `JobType`
     /// (`start`, `stop`, `restart`, ...), empty if it could not be read.
     JobQueued { id: u32, job_type: String },
@@ -225,6 +231,8 @@ struct Account {
     restarts: [u64; 2],
     failures: BTreeMap<String, u64>,
     last_failure_at: Usec,
+    /// `InvocationID`s of the last runs counted as failed.
+    failed_invocations: VecDeque<String>,
     jobs: HashMap<u32, PendingJob>,
     loaded: bool,
 }
@@ -243,6 +251,7 @@ impl Account {
             restarts: [0, 0],
             failures: BTreeMap::new(),
             last_failure_at: 0,
+            failed_invocations: VecDeque::new(),
             jobs: HashMap::new(),
             loaded: true,
         }
@@ -361,18 +370,33 @@ impl Account {
                     self.count_restarts(Trigger::Auto, u64::from(new))
                 }
             },
-            Transition::RunFailed { result } => {
-                if at <= self.last_failure_at || at < self.seen_at {
+            Transition::RunFailed { result, invocation } => {
+                if at < self.seen_at {
                     return Outcome::Quiet;
                 }
-                self.last_failure_at = at;
+                match invocation {
+                    Some(id) if !id.is_empty() => {
+                        if self.failed_invocations.contains(&id) {
+                            return Outcome::Quiet;
+                        }
+                        if self.failed_invocations.len() >= 8 {
+                            self.failed_invocations.pop_front();
+                        }
+                        self.failed_invocations.push_back(id);
+                    }
+                    _ if at <= self.last_failure_at => return Outcome::Quiet,
+                    _ => {}
+                }
+                self.last_failure_at = self.last_failure_at.max(at);
                 *self.failures.entry(result.clone()).or_insert(0) += 1;
                 Outcome::Failed(result)
             }
             Transition::JobQueued { id, job_type } => {
+                // A restart job becomes a start job once its stop is done, so
+                // a "start" read late may be a restart.
                 let restart = match job_type.as_str() {
                     "restart" | "try-restart" => Some(true),
-                    "" => None,
+                    "" | "start" => None,
                     _ => Some(false),
                 };
                 let job = PendingJob {
@@ -546,7 +570,17 @@ mod tests {
     }
 
     fn failed(r: &str) -> Transition {
-        Transition::RunFailed { result: r.into() }
+        Transition::RunFailed {
+            result: r.into(),
+            invocation: None,
+        }
+    }
+
+    fn failed_run(r: &str, invocation: &str) -> Transition {
+        Transition::RunFailed {
+            result: r.into(),
+            invocation: Some(invocation.into()),
+        }
     }
 
     /// Expected view of unit "u" after feeding `events` (offsets in seconds from T0), read at `now`.
@@ -825,6 +859,29 @@ mod tests {
                 auto: 1,
                 manual: 0,
                 failures: &[("signal", 1)],
+            },
+            Case {
+                name: "crash through failed into auto-restart is one failure per invocation",
+                events: vec![
+                    (0, seen(Active, "running", 0)),
+                    (4, failed_run("exit-code", "aa")),
+                    (4, sub(Failed, "failed")),
+                    (5, failed_run("exit-code", "aa")),
+                    (5, sub(Activating, "auto-restart")),
+                    (6, Transition::NRestarts(1)),
+                    (6, sub(Active, "running")),
+                    (8, failed_run("exit-code", "bb")),
+                    (8, sub(Failed, "failed")),
+                    (9, failed_run("exit-code", "bb")),
+                    (9, sub(Activating, "auto-restart")),
+                ],
+                now: 10,
+                up: 6.0,
+                down: 4.0,
+                state: Activating,
+                auto: 1,
+                manual: 0,
+                failures: &[("exit-code", 2)],
             },
             Case {
                 name: "out-of-order reports fall into place",

@@ -38,6 +38,7 @@ pub async fn run(mut inputs: mpsc::Receiver<Input>) {
         match input {
             Input::Event(event, origin) => {
                 stats.events[origin as usize] += 1;
+                tracing::trace!(source = origin.as_str(), ?event, "event");
                 let unit = event.unit.clone();
                 match ledger.apply(event) {
                     Outcome::Appeared => tracing::info!(unit = %unit, "watching unit"),

@@ -237,6 +237,7 @@ mod tests {
             T0 + 2 * S,
             Transition::RunFailed {
                 result: "exit-code".into(),
+                invocation: None,
             },
         ));
         l.apply(Event::new(

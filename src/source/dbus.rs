@@ -30,7 +30,6 @@ const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
 const MANAGER: &str = "org.freedesktop.systemd1.Manager";
 const UNIT: &str = "org.freedesktop.systemd1.Unit";
 const SERVICE: &str = "org.freedesktop.systemd1.Service";
-const JOB: &str = "org.freedesktop.systemd1.Job";
 const PROPERTIES: &str = "org.freedesktop.DBus.Properties";
 
 /// One entry of `ListUnitsByPatterns`: name, description, load state,
@@ -86,6 +85,14 @@ fn to_value(v: &OwnedValue) -> Option<Value> {
         ZValue::Str(s) => Some(Value::Str(s.as_str().to_owned())),
         ZValue::U64(t) => Some(Value::U64(*t)),
         ZValue::U32(n) => Some(Value::U32(*n)),
+        ZValue::Array(a) => a
+            .iter()
+            .map(|b| match b {
+                ZValue::U8(b) => Some(*b),
+                _ => None,
+            })
+            .collect::<Option<Vec<u8>>>()
+            .map(Value::Bytes),
         _ => None,
     }
 }
@@ -330,11 +337,19 @@ impl DbusSource {
             }
             (MANAGER, "UnitNew") => {
                 let (name, path): (String, OwnedObjectPath) = msg.body().deserialize()?;
-                if self.selector.matches(&name) {
-                    tracing::debug!(unit = %name, "unit loaded");
-                    self.observe(conn, name, path).await?;
-                    self.health.set_up(self.paths.len());
+                if !self.selector.matches(&name) {
+                    return Ok(());
                 }
+                if self.units.contains_key(&name) {
+                    // Loaded again (e.g. after systemd garbage-collected it):
+                    // its changes arrive as PropertiesChanged. Reading it here
+                    // would load it again and again as systemd unloads it.
+                    self.paths.insert(path, name);
+                    return Ok(());
+                }
+                tracing::debug!(unit = %name, "new unit");
+                self.observe(conn, name, path).await?;
+                self.health.set_up(self.paths.len());
                 Ok(())
             }
             (MANAGER, "UnitRemoved") => {
@@ -346,32 +361,20 @@ impl DbusSource {
                 Ok(())
             }
             (MANAGER, "JobNew") => {
-                let (id, job, unit): (u32, OwnedObjectPath, String) = msg.body().deserialize()?;
+                let (id, _job, unit): (u32, OwnedObjectPath, String) = msg.body().deserialize()?;
                 if !self.selector.matches(&unit) {
                     return Ok(());
                 }
-                // The signal does not carry the job's type; ask while the job exists.
-                let job_type = match call(conn, job.as_str(), PROPERTIES, "Get", &(JOB, "JobType"))
-                    .await
-                {
-                    Ok(reply) => reply.body().deserialize::<OwnedValue>().ok().and_then(|v| {
-                        match to_value(&v) {
-                            Some(Value::Str(s)) => Some(s),
-                            _ => None,
-                        }
-                    }),
-                    Err(e) => {
-                        tracing::debug!(unit = %unit, job = id, error = %e, "job gone before its type was read");
-                        None
-                    }
-                };
-                // Unknown (empty) if the job finished first: the ledger then
-                // judges it by what the unit did while it ran.
-                let job_type = job_type.unwrap_or_default();
+                // The signal does not carry the job's type, and asking for it
+                // races the job (a restart job is already a start job once its
+                // stop is done): the ledger judges the job by what the unit did.
                 self.send(vec![Event::new(
                     &unit,
                     now_usec(),
-                    Transition::JobQueued { id, job_type },
+                    Transition::JobQueued {
+                        id,
+                        job_type: String::new(),
+                    },
                 )])
                 .await
             }

@@ -25,6 +25,8 @@ pub struct UnitProperties {
     pub n_restarts: Option<u32>,
     /// `Result` (services only).
     pub result: Option<String>,
+    /// `InvocationID` of the current or last run, as hex.
+    pub invocation_id: Option<String>,
 }
 
 /// A property value as read off the bus.
@@ -33,6 +35,7 @@ pub enum Value {
     Str(String),
     U64(u64),
     U32(u32),
+    Bytes(Vec<u8>),
 }
 
 impl UnitProperties {
@@ -48,12 +51,20 @@ impl UnitProperties {
             ("InactiveEnterTimestamp", Value::U64(t)) => self.inactive_enter = t,
             ("NRestarts", Value::U32(n)) => self.n_restarts = Some(n),
             ("Result", Value::Str(s)) => self.result = Some(s),
+            ("InvocationID", Value::Bytes(b)) => {
+                self.invocation_id = Some(
+                    b.iter()
+                        .map(|byte| format!("{byte:02x}"))
+                        .collect::<String>(),
+                )
+                .filter(|id| !id.is_empty());
+            }
             _ => {}
         }
     }
 
     /// Names of the properties [`UnitProperties::set`] takes in.
-    pub const NAMES: [&'static str; 9] = [
+    pub const NAMES: [&'static str; 10] = [
         "ActiveState",
         "SubState",
         "StateChangeTimestamp",
@@ -63,6 +74,7 @@ impl UnitProperties {
         "InactiveEnterTimestamp",
         "NRestarts",
         "Result",
+        "InvocationID",
     ];
 
     /// The first sight of a unit at unitwatch's time `now`: a `Seen` event,
@@ -155,6 +167,7 @@ impl UnitProperties {
                     self.state_change,
                     Transition::RunFailed {
                         result: result.clone(),
+                        invocation: self.invocation_id.clone(),
                     },
                 ));
             }

@@ -1,0 +1,125 @@
+//! The command line: check-config, bad configuration, a busy address, and a
+//! clean exit on SIGTERM. None of these need systemd.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::unitwatch::{http_get, temp_dir};
+use common::wait_for;
+
+fn unitwatch() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_unitwatch"))
+}
+
+#[test]
+fn check_config_accepts_the_shipped_config() {
+    let out = unitwatch()
+        .args([
+            "check-config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"),
+        ])
+        .output()
+        .expect("run unitwatch");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn bad_config_is_one_line_naming_file_line_and_key() {
+    let dir = temp_dir("cli");
+    let file = dir.join("config.toml");
+    std::fs::write(
+        &file,
+        "[watch]\nunits = [\"a.service\"]\n\n[server]\nlisten = \"nowhere\"\n",
+    )
+    .expect("write config");
+    for args in [
+        vec!["check-config".to_owned(), file.display().to_string()],
+        vec!["--config".to_owned(), file.display().to_string()],
+    ] {
+        let out = unitwatch().args(&args).output().expect("run unitwatch");
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("{}:5:10: server.listen:", file.display())),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn unreadable_config_names_the_file() {
+    let out = unitwatch()
+        .args(["--config", "/nonexistent/unitwatch.toml"])
+        .output()
+        .expect("run unitwatch");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/nonexistent/unitwatch.toml: cannot read"),
+        "{err}"
+    );
+}
+
+#[test]
+fn busy_listen_address_fails_before_starting() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = busy.local_addr().expect("addr").to_string();
+    let out = unitwatch()
+        .args([
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"),
+        ])
+        .args(["--web.listen-address", &addr])
+        .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus")
+        .output()
+        .expect("run unitwatch");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+}
+
+/// Without a bus, /healthz says why (503) and SIGTERM still ends it with 0.
+#[test]
+fn sigterm_exits_zero_and_healthz_reports_no_bus() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = unitwatch()
+        .args([
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"),
+        ])
+        .args(["--web.listen-address", &addr])
+        .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus")
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let (status, body) = wait_for("/healthz to answer", Duration::from_secs(10), || {
+        http_get(&addr, "/healthz").ok()
+    });
+    assert_eq!(status, 503, "{body}");
+    assert!(body.starts_with("unavailable:"), "{body}");
+    let (status, body) = http_get(&addr, "/").expect("GET /");
+    assert_eq!(status, 200);
+    assert!(body.contains("href=\"metrics\""), "{body}");
+    let (status, _) = http_get(&addr, "/nope").expect("GET /nope");
+    assert_eq!(status, 404);
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    let exit = wait_for("unitwatch to exit", Duration::from_secs(5), || {
+        child.try_wait().ok().flatten()
+    });
+    assert_eq!(exit.code(), Some(0));
+}

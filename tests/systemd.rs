@@ -1,0 +1,217 @@
+//! unitwatch against a real systemd booted in namespaces: `/metrics` read over
+//! HTTP while units start, stop, crash and restart.
+
+mod common;
+
+use std::time::Duration;
+
+use common::unitwatch::Unitwatch;
+use common::{wait_for, Sandbox};
+
+const STABLE: &str = "[Service]\nExecStart=/bin/sleep infinity\n";
+const WAIT: Duration = Duration::from_secs(15);
+
+fn up(unit: &str) -> String {
+    format!("service_up{{unit=\"{unit}\"}}")
+}
+fn uptime(unit: &str) -> String {
+    format!("service_uptime_seconds_total{{unit=\"{unit}\"}}")
+}
+fn downtime(unit: &str) -> String {
+    format!("service_downtime_seconds_total{{unit=\"{unit}\"}}")
+}
+fn restarts(unit: &str, trigger: &str) -> String {
+    format!("service_restart_count_total{{unit=\"{unit}\",trigger=\"{trigger}\"}}")
+}
+fn failures(unit: &str, result: &str) -> String {
+    format!("service_failures_total{{unit=\"{unit}\",result=\"{result}\"}}")
+}
+
+fn n_restarts(sb: &Sandbox, unit: &str) -> f64 {
+    sb.show(unit, "NRestarts")
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("NRestarts of {unit} is not a number"))
+}
+
+/// A stable unit: up, uptime grows, no downtime; a manual restart counts once
+/// as manual; a stop is seen within 1 s and downtime grows from then on.
+#[test]
+fn stable_unit_up_restart_and_stop() {
+    let sb = Sandbox::start();
+    let unit = "aitbc-stable.service";
+    sb.write_unit(unit, STABLE);
+    sb.write_unit("unmatched.service", STABLE);
+    sb.daemon_reload();
+    sb.systemctl(&["start", unit, "unmatched.service"]);
+
+    let uw = Unitwatch::start(&sb.bus_address(), "units = [\"aitbc-*.service\"]");
+    uw.wait_value(&up(unit), WAIT, |v| v == 1.0);
+    let u1 = uw.wait_value(&uptime(unit), WAIT, |_| true);
+    uw.wait_value(&uptime(unit), WAIT, |v| v > u1);
+    assert_eq!(
+        uw.value(&downtime(unit)),
+        Some(0.0),
+        "a stable unit has no downtime"
+    );
+    assert_eq!(uw.value(&restarts(unit, "auto")), Some(0.0));
+    assert_eq!(uw.value(&restarts(unit, "manual")), Some(0.0));
+
+    // 6. units that match no pattern are absent
+    let text = uw.metrics();
+    assert!(
+        !text.contains("unmatched.service"),
+        "unmatched unit exported:\n{text}"
+    );
+
+    // 4. systemctl restart: exactly one manual restart, no automatic one
+    let before = uw.wait_value(
+        &format!("service_state_change_timestamp_seconds{{unit=\"{unit}\"}}"),
+        WAIT,
+        |_| true,
+    );
+    sb.systemctl(&["restart", unit]);
+    uw.wait_value(&restarts(unit, "manual"), WAIT, |v| v >= 1.0);
+    uw.wait_value(
+        &format!("service_state_change_timestamp_seconds{{unit=\"{unit}\"}}"),
+        WAIT,
+        |v| v > before,
+    );
+    uw.wait_value(&up(unit), WAIT, |v| v == 1.0);
+    // a later, unrelated job on the unit flushes anything still in flight
+    sb.systemctl(&["reload-or-restart", "unmatched.service"]);
+    sb.systemctl(&["start", unit]);
+    assert_eq!(uw.value(&restarts(unit, "manual")), Some(1.0));
+    assert_eq!(uw.value(&restarts(unit, "auto")), Some(0.0));
+
+    // 2. systemctl stop: service_up 0 within 1 s, then downtime grows
+    sb.systemctl(&["stop", unit]);
+    uw.wait_value(&up(unit), Duration::from_secs(1), |v| v == 0.0);
+    let d1 = uw.wait_value(&downtime(unit), WAIT, |_| true);
+    uw.wait_value(&downtime(unit), WAIT, |v| v > d1);
+    assert_eq!(
+        uw.value(&restarts(unit, "manual")),
+        Some(1.0),
+        "a stop is not a restart"
+    );
+
+    // a plain start after the stop is not a restart either
+    sb.systemctl(&["start", unit]);
+    uw.wait_value(&up(unit), WAIT, |v| v == 1.0);
+    assert_eq!(uw.value(&restarts(unit, "manual")), Some(1.0));
+}
+
+/// Case 3: a unit that exits 1 after ~1 s with Restart=always: every crash is one
+/// automatic restart and one exit-code failure, matching systemd's NRestarts
+/// and the journal.
+#[test]
+fn crashing_unit_restarts_match_nrestarts() {
+    let sb = Sandbox::start();
+    let unit = "aitbc-crash.service";
+    sb.write_unit(
+        unit,
+        "[Unit]\nStartLimitIntervalSec=0\n[Service]\nExecStart=/bin/sh -c 'sleep 1; exit 1'\nRestart=always\nRestartSec=1\n",
+    );
+    sb.daemon_reload();
+    let uw = Unitwatch::start(&sb.bus_address(), "units = [\"aitbc-crash.service\"]");
+    sb.systemctl(&["start", unit]);
+
+    // each crash adds exactly one, in step with NRestarts
+    for n in 1..=3 {
+        wait_for(&format!("NRestarts >= {n}"), WAIT, || {
+            (n_restarts(&sb, unit) >= n as f64).then_some(())
+        });
+        uw.wait_value(&restarts(unit, "auto"), WAIT, |v| v >= n as f64);
+    }
+    // NRestarts is reset by a stop; systemd's journal keeps the count.
+    sb.systemctl(&["stop", unit]);
+    let journal_count = |what: &str| -> f64 {
+        sb.sh(&format!(
+            "journalctl -u {unit} -o cat | grep -c \"{what}\" || true"
+        ))
+        .trim()
+        .parse()
+        .expect("a count from the journal")
+    };
+    let systemd_restarts = journal_count("Scheduled restart job");
+    let journal_failures = journal_count("Failed with result 'exit-code'");
+    uw.wait_value(&restarts(unit, "auto"), WAIT, |v| v == systemd_restarts);
+    uw.wait_value(&failures(unit, "exit-code"), WAIT, |v| {
+        v == journal_failures
+    });
+    assert!(systemd_restarts >= 3.0);
+    assert_eq!(uw.value(&restarts(unit, "manual")), Some(0.0));
+}
+
+/// A unit that flaps many times between two scrapes shows all its restarts.
+#[test]
+fn flapping_between_two_scrapes_counts_every_restart() {
+    let sb = Sandbox::start();
+    let unit = "aitbc-flap.service";
+    sb.write_unit(
+        unit,
+        "[Unit]\nStartLimitIntervalSec=0\n[Service]\nExecStart=/bin/false\nRestart=always\nRestartSec=200ms\n",
+    );
+    sb.daemon_reload();
+    let uw = Unitwatch::start(&sb.bus_address(), "units = [\"aitbc-flap.service\"]");
+    assert_eq!(uw.value(&restarts(unit, "auto")), Some(0.0), "first scrape");
+
+    sb.systemctl(&["start", unit]);
+    wait_for("NRestarts >= 5", WAIT, || {
+        (n_restarts(&sb, unit) >= 5.0).then_some(())
+    });
+    // Stopping resets NRestarts; systemd's journal keeps the count.
+    sb.systemctl(&["stop", unit]);
+    let n: f64 = sb
+        .sh(&format!(
+            "journalctl -u {unit} -o cat | grep -c 'Scheduled restart job' || true"
+        ))
+        .trim()
+        .parse()
+        .expect("a count from the journal");
+    assert!(n >= 5.0, "only {n} restarts in the journal");
+    // second scrape: all of them
+    uw.wait_value(&restarts(unit, "auto"), WAIT, |v| v == n);
+}
+
+/// Case 5: a unit file created after unitwatch started, and a template instance,
+/// appear once systemd announces them; excluded and unmatched units never do.
+#[test]
+fn units_appearing_later_are_picked_up() {
+    let sb = Sandbox::start();
+    sb.write_unit("aitbc-excluded.service", STABLE);
+    sb.write_unit("other.service", STABLE);
+    sb.daemon_reload();
+    sb.systemctl(&["start", "aitbc-excluded.service", "other.service"]);
+    let uw = Unitwatch::start(
+        &sb.bus_address(),
+        "units = [\"aitbc-*.service\"]\nexclude = [\"aitbc-excluded.service\"]",
+    );
+
+    sb.write_unit("aitbc-late.service", STABLE);
+    sb.daemon_reload();
+    sb.systemctl(&["start", "aitbc-late.service"]);
+    uw.wait_value(&up("aitbc-late.service"), WAIT, |v| v == 1.0);
+
+    sb.write_unit("aitbc-worker@.service", STABLE);
+    sb.daemon_reload();
+    sb.systemctl(&["start", "aitbc-worker@3.service"]);
+    uw.wait_value(&up("aitbc-worker@3.service"), WAIT, |v| v == 1.0);
+
+    // a unit file that exists but never ran is exported as down
+    sb.write_unit("aitbc-idle.service", STABLE);
+    sb.daemon_reload();
+    uw.wait_value(&up("aitbc-idle.service"), WAIT, |v| v == 0.0);
+
+    let text = uw.metrics();
+    for absent in [
+        "aitbc-excluded.service",
+        "other.service",
+        "aitbc-worker@.service",
+    ] {
+        assert!(
+            !text.contains(&format!("unit=\"{absent}\"")),
+            "{absent} exported:\n{text}"
+        );
+    }
+}
