@@ -8,6 +8,7 @@
 pub mod config;
 pub mod health;
 pub mod ledger;
+pub mod notify;
 pub mod owner;
 pub mod select;
 pub mod server;

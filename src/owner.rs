@@ -5,6 +5,7 @@
 use tokio::sync::{mpsc, oneshot};
 
 use crate::ledger::{Event, Ledger, Origin, Outcome, Usec};
+use crate::notify::Notifier;
 use crate::sink::metrics;
 
 /// What the ledger task is asked to do.
@@ -14,6 +15,9 @@ pub enum Input {
     Event(Event, Origin),
     /// Render `/metrics` as of now.
     Scrape(oneshot::Sender<String>),
+    /// A source finished its snapshot of `units` units: every event of it is
+    /// queued before this, so once it is taken the ledger holds them.
+    SnapshotDone { units: usize },
 }
 
 /// Counters about unitwatch itself.
@@ -30,11 +34,28 @@ pub fn now_usec() -> Usec {
         .map_or(0, |d| d.as_micros() as Usec)
 }
 
-/// Runs until every sender is gone.
-pub async fn run(mut inputs: mpsc::Receiver<Input>) {
+/// Runs until every sender is gone. Pings systemd's watchdog from this loop,
+/// so a stuck ledger task gets unitwatch restarted.
+pub async fn run(mut inputs: mpsc::Receiver<Input>, notifier: Notifier) {
     let mut ledger = Ledger::new();
     let mut stats = Stats::default();
-    while let Some(input) = inputs.recv().await {
+    let mut ready = false;
+    let period = notifier
+        .watchdog_interval()
+        .unwrap_or(std::time::Duration::from_secs(3600));
+    let mut watchdog = tokio::time::interval(period);
+    watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let input = tokio::select! {
+            input = inputs.recv() => match input {
+                Some(input) => input,
+                None => break,
+            },
+            _ = watchdog.tick() => {
+                notifier.watchdog();
+                continue;
+            }
+        };
         match input {
             Input::Event(event, origin) => {
                 stats.events[origin as usize] += 1;
@@ -53,6 +74,15 @@ pub async fn run(mut inputs: mpsc::Receiver<Input>) {
             }
             Input::Scrape(reply) => {
                 let _ = reply.send(metrics::render(&ledger, now_usec(), &stats));
+            }
+            Input::SnapshotDone { units } => {
+                let status = format!("watching {units} unit{}", if units == 1 { "" } else { "s" });
+                if ready {
+                    notifier.status(&status);
+                } else {
+                    ready = true;
+                    notifier.ready(&status);
+                }
             }
         }
     }

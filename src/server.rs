@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::health::Health;
+use crate::notify::Notifier;
 use crate::shutdown;
 use crate::sink::http;
 use crate::source::dbus::{Bus, DbusSource};
@@ -33,7 +34,7 @@ pub async fn run(config: Config, listen: SocketAddr, bus: Bus) -> anyhow::Result
     let (trigger, shutdown) = shutdown::channel();
     let health = Health::default();
 
-    let ledger = tokio::spawn(crate::owner::run(ledger_inputs));
+    let ledger = tokio::spawn(crate::owner::run(ledger_inputs, Notifier::from_env()));
     let dbus = tokio::spawn(
         DbusSource::new(bus, config.watch.clone(), inputs.clone(), health.clone())
             .run(shutdown.clone()),
@@ -54,6 +55,7 @@ pub async fn run(config: Config, listen: SocketAddr, bus: Bus) -> anyhow::Result
         _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = sigint.recv() => tracing::info!("SIGINT: shutting down"),
     }
+    Notifier::from_env().stopping();
     trigger.fire();
     let stopped = async {
         let _ = dbus.await;

@@ -215,3 +215,45 @@ fn units_appearing_later_are_picked_up() {
         );
     }
 }
+
+/// Run by systemd as a `Type=notify` service: it becomes active only once
+/// READY=1 is sent, shows its status line, and a stuck process (SIGSTOP) is
+/// restarted by the watchdog.
+#[test]
+fn notify_readiness_status_and_watchdog() {
+    let sb = Sandbox::start();
+    sb.write_unit("aitbc-stable.service", STABLE);
+    sb.daemon_reload();
+    sb.systemctl(&["start", "aitbc-stable.service"]);
+    std::fs::write(
+        sb.path("/run/unitwatch-test.toml"),
+        "[server]\nlisten = \"127.0.0.1:9567\"\n[watch]\nunits = [\"aitbc-*.service\"]\n",
+    )
+    .expect("write config");
+    sb.write_unit(
+        "unitwatch.service",
+        &format!(
+            "[Service]\nType=notify\nExecStart={} --config /run/unitwatch-test.toml\nWatchdogSec=2\nRestart=on-failure\nRestartSec=100ms\n",
+            env!("CARGO_BIN_EXE_unitwatch")
+        ),
+    );
+    sb.daemon_reload();
+    // `systemctl start` of a Type=notify unit returns once READY=1 arrived.
+    sb.systemctl(&["start", "unitwatch.service"]);
+    assert_eq!(sb.show("unitwatch.service", "ActiveState"), "active");
+    assert_eq!(
+        sb.show("unitwatch.service", "StatusText"),
+        "watching 1 unit"
+    );
+
+    let pid = sb.show("unitwatch.service", "MainPID");
+    sb.sh(&format!("kill -STOP {pid}"));
+    wait_for("the watchdog to restart unitwatch", WAIT, || {
+        (sb.show("unitwatch.service", "NRestarts") == "1"
+            && sb.show("unitwatch.service", "ActiveState") == "active")
+            .then_some(())
+    });
+    let result =
+        sb.sh("journalctl -u unitwatch.service -o cat | grep -c 'Watchdog timeout' || true");
+    assert_eq!(result.trim(), "1", "the restart was the watchdog's");
+}

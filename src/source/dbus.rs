@@ -177,6 +177,7 @@ impl DbusSource {
         let n = self.snapshot(conn).await?;
         self.health.set_up(n);
         tracing::info!(units = n, "subscribed to systemd; following unit changes");
+        self.snapshot_done(n).await?;
         while let Some(msg) = rx.recv().await {
             self.handle(conn, &msg).await?;
         }
@@ -286,6 +287,13 @@ impl DbusSource {
         self.paths.insert(path, name.clone());
         self.units.insert(name, props);
         self.send(events).await
+    }
+
+    async fn snapshot_done(&self, units: usize) -> Result<(), DbusError> {
+        self.events
+            .send(Input::SnapshotDone { units })
+            .await
+            .map_err(|_| DbusError::LedgerGone)
     }
 
     async fn send(&self, events: Vec<Event>) -> Result<(), DbusError> {
@@ -399,6 +407,7 @@ impl DbusSource {
                     tracing::debug!("systemd reloaded; taking a new snapshot");
                     let n = self.snapshot(conn).await?;
                     self.health.set_up(n);
+                    self.snapshot_done(n).await?;
                 }
                 Ok(())
             }
