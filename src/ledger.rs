@@ -28,9 +28,21 @@
 //!   counted once per run: per `InvocationID` where systemd gives one (a
 //!   crash with `Restart=` passes through `failed` and then `auto-restart`,
 //!   both of the same invocation), else per end-of-run timestamp.
-//! - Accounting for a unit starts when it is first [`Transition::Seen`].
+//! - Accounting for a unit starts when it is first [`Transition::Seen`] over
+//!   D-Bus, or with its first record in the journal.
+//! - D-Bus and the journal report the same transitions. While D-Bus follows a
+//!   unit (from `Seen` until [`Ledger::dbus_lost`]) its timestamps are
+//!   authoritative and the journal's state records are not used; outside
+//!   those spans (history, gaps) the journal's are. Restarts and failures
+//!   from both are matched: automatic restarts by systemd's `NRestarts`
+//!   value, failures and manual restarts by the `InvocationID` of the run
+//!   they ended.
+//! - A reboot: for units up at the last journal record of a boot, the time
+//!   until the next boot's records is downtime ([`Ledger::host_down`]).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
 
 /// Microseconds since the Unix epoch (`CLOCK_REALTIME`), as systemd records them.
 pub type Usec = u64;
@@ -39,7 +51,8 @@ pub type Usec = u64;
 pub const MAX_POINTS: usize = 256;
 
 /// systemd's `ActiveState` of a unit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ActiveState {
     Active,
     Reloading,
@@ -84,7 +97,8 @@ impl ActiveState {
 }
 
 /// What set a restart off.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Trigger {
     /// systemd restarted the unit itself (`Restart=`).
     Auto,
@@ -145,28 +159,64 @@ pub enum Transition {
         invocation: Option<String>,
     },
     /// A job was queued for the unit; `job_type` is systemd's `JobType`
-    /// (`start`, `stop`, `restart`, ...), empty if it could not be read.
-    JobQueued { id: u32, job_type: String },
+    /// (`start`, `stop`, `restart`, ...), empty if unknown; `invocation` is
+    /// the `InvocationID` of the unit's run at that moment.
+    JobQueued {
+        id: u32,
+        job_type: String,
+        invocation: Option<String>,
+    },
     /// A job of the unit finished with systemd's job result (`done`, `canceled`, ...).
     JobRemoved { id: u32, result: String },
     /// systemd unloaded the unit; its counters stay.
     Removed,
+    /// A restart recorded as such (the journal's restart job records),
+    /// ending the run `invocation`.
+    Restart {
+        trigger: Trigger,
+        invocation: Option<String>,
+    },
 }
 
-/// An event: a transition of a unit at a timestamp.
+impl Transition {
+    /// The state a unit is known to be in right after this transition, for
+    /// starting the account of a unit first met in the journal.
+    fn implied_state(&self) -> Option<ActiveState> {
+        match self {
+            Transition::Seen { state, .. } | Transition::State { state, .. } => Some(*state),
+            Transition::RunFailed { .. } => Some(ActiveState::Failed),
+            Transition::NRestarts(_) => Some(ActiveState::Activating),
+            Transition::Restart { .. } => Some(ActiveState::Deactivating),
+            _ => None,
+        }
+    }
+}
+
+/// An event: a transition of a unit at a timestamp, and who reported it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
     pub unit: String,
     pub at: Usec,
     pub transition: Transition,
+    pub origin: Origin,
 }
 
 impl Event {
+    /// An event seen live over D-Bus.
     pub fn new(unit: impl Into<String>, at: Usec, transition: Transition) -> Event {
         Event {
             unit: unit.into(),
             at,
             transition,
+            origin: Origin::Dbus,
+        }
+    }
+
+    /// An event read from the journal.
+    pub fn logged(unit: impl Into<String>, at: Usec, transition: Transition) -> Event {
+        Event {
+            origin: Origin::Journal,
+            ..Event::new(unit, at, transition)
         }
     }
 }
@@ -194,6 +244,7 @@ struct PendingJob {
     was_up: bool,
     went_down: bool,
     came_back: bool,
+    invocation: Option<String>,
 }
 
 impl PendingJob {
@@ -214,8 +265,26 @@ impl PendingJob {
     }
 }
 
+/// Remembers the last few `InvocationID`s something was counted for.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Recent(VecDeque<String>);
+
+impl Recent {
+    /// Records `id`; false if it was already there.
+    fn insert(&mut self, id: &str) -> bool {
+        if self.0.iter().any(|x| x == id) {
+            return false;
+        }
+        if self.0.len() >= 16 {
+            self.0.pop_front();
+        }
+        self.0.push_back(id.to_owned());
+        true
+    }
+}
+
 /// Accounting of one unit.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Account {
     /// When accounting began; nothing before it counts.
     seen_at: Usec,
@@ -232,9 +301,15 @@ struct Account {
     failures: BTreeMap<String, u64>,
     last_failure_at: Usec,
     /// `InvocationID`s of the last runs counted as failed.
-    failed_invocations: VecDeque<String>,
+    failed_invocations: Recent,
+    /// `InvocationID`s of the last runs ended by a counted manual restart.
+    restarted_invocations: Recent,
+    #[serde(skip)]
     jobs: HashMap<u32, PendingJob>,
     loaded: bool,
+    /// Spans D-Bus followed the unit: from `Seen` until the connection was lost.
+    #[serde(skip)]
+    followed: Vec<(Usec, Option<Usec>)>,
 }
 
 impl Account {
@@ -251,10 +326,45 @@ impl Account {
             restarts: [0, 0],
             failures: BTreeMap::new(),
             last_failure_at: 0,
-            failed_invocations: VecDeque::new(),
+            failed_invocations: Recent::default(),
+            restarted_invocations: Recent::default(),
             jobs: HashMap::new(),
             loaded: true,
+            followed: Vec::new(),
         }
+    }
+
+    /// Whether D-Bus was following the unit at `at`.
+    fn followed_at(&self, at: Usec) -> bool {
+        self.followed
+            .iter()
+            .any(|(from, to)| at >= *from && to.is_none_or(|to| at < to))
+    }
+
+    fn follow(&mut self, at: Usec) {
+        if !self.followed.iter().any(|(_, to)| to.is_none()) {
+            if self.followed.len() >= 8 {
+                self.followed.remove(0);
+            }
+            self.followed.push((at, None));
+        }
+    }
+
+    fn unfollow(&mut self, at: Usec) {
+        for span in self.followed.iter_mut() {
+            if span.1.is_none() {
+                span.1 = Some(at.max(span.0));
+            }
+        }
+    }
+
+    fn count_manual_restart(&mut self, invocation: Option<&str>) -> Outcome {
+        if let Some(id) = invocation.filter(|id| !id.is_empty()) {
+            if !self.restarted_invocations.insert(id) {
+                return Outcome::Quiet;
+            }
+        }
+        self.count_restarts(Trigger::Manual, 1)
     }
 
     fn state(&self) -> ActiveState {
@@ -328,25 +438,30 @@ impl Account {
         Outcome::Restarted(trigger, n)
     }
 
-    fn apply(&mut self, at: Usec, transition: Transition) -> Outcome {
+    fn apply(&mut self, at: Usec, transition: Transition, origin: Origin) -> Outcome {
         match transition {
             Transition::Seen {
                 state,
                 sub_state,
                 n_restarts,
             } => {
-                // Seen again after systemd unloaded it: continue the accounting.
+                // Seen again after systemd unloaded it, after a reconnect or
+                // after a restart of unitwatch: continue the accounting.
                 self.loaded = true;
+                self.follow(at);
                 self.record_state(at, state);
                 if at >= self.last_change() {
                     self.sub_state = sub_state;
                 }
                 if let Some(n) = n_restarts {
-                    return self.apply(at, Transition::NRestarts(n));
+                    return self.apply(at, Transition::NRestarts(n), origin);
                 }
                 Outcome::Quiet
             }
             Transition::State { state, sub_state } => {
+                if origin == Origin::Journal && self.followed_at(at) {
+                    return Outcome::Quiet;
+                }
                 for job in self.jobs.values_mut() {
                     job.observe(state);
                 }
@@ -358,6 +473,11 @@ impl Account {
                 Outcome::Quiet
             }
             Transition::NRestarts(n) => match self.n_restarts {
+                // A journal record of NRestarts is itself one restart.
+                None if origin == Origin::Journal && at >= self.seen_at => {
+                    self.n_restarts = Some((at, n));
+                    self.count_restarts(Trigger::Auto, 1)
+                }
                 None => {
                     self.n_restarts = Some((at, n));
                     Outcome::Quiet
@@ -376,13 +496,9 @@ impl Account {
                 }
                 match invocation {
                     Some(id) if !id.is_empty() => {
-                        if self.failed_invocations.contains(&id) {
+                        if !self.failed_invocations.insert(&id) {
                             return Outcome::Quiet;
                         }
-                        if self.failed_invocations.len() >= 8 {
-                            self.failed_invocations.pop_front();
-                        }
-                        self.failed_invocations.push_back(id);
                     }
                     _ if at <= self.last_failure_at => return Outcome::Quiet,
                     _ => {}
@@ -391,7 +507,11 @@ impl Account {
                 *self.failures.entry(result.clone()).or_insert(0) += 1;
                 Outcome::Failed(result)
             }
-            Transition::JobQueued { id, job_type } => {
+            Transition::JobQueued {
+                id,
+                job_type,
+                invocation,
+            } => {
                 // A restart job becomes a start job once its stop is done, so
                 // a "start" read late may be a restart.
                 let restart = match job_type.as_str() {
@@ -405,13 +525,14 @@ impl Account {
                     was_up: self.state().is_up(),
                     went_down: false,
                     came_back: false,
+                    invocation,
                 };
                 self.jobs.entry(id).or_insert(job);
                 Outcome::Quiet
             }
             Transition::JobRemoved { id, result } => match self.jobs.remove(&id) {
                 Some(job) if result == "done" && job.is_manual_restart() => {
-                    self.count_restarts(Trigger::Manual, 1)
+                    self.count_manual_restart(job.invocation.as_deref())
                 }
                 _ => Outcome::Quiet,
             },
@@ -420,6 +541,12 @@ impl Account {
                 self.jobs.clear();
                 Outcome::Quiet
             }
+            Transition::Restart {
+                trigger: Trigger::Manual,
+                invocation,
+            } if at >= self.seen_at => self.count_manual_restart(invocation.as_deref()),
+            // Automatic restarts are counted from NRestarts alone.
+            Transition::Restart { .. } => Outcome::Quiet,
         }
     }
 }
@@ -447,7 +574,7 @@ impl UnitView<'_> {
 }
 
 /// The accounts of all units unitwatch has seen.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Ledger {
     units: BTreeMap<String, Account>,
 }
@@ -461,28 +588,66 @@ impl Ledger {
         Ledger::default()
     }
 
-    /// Applies one event. Events for a unit not yet seen are ignored, except
-    /// [`Transition::Seen`], which starts its accounting.
+    /// Applies one event. An unknown unit's accounting starts with
+    /// [`Transition::Seen`] or with its first record from the journal;
+    /// other events for unknown units are ignored.
     pub fn apply(&mut self, event: Event) -> Outcome {
         let Event {
             unit,
             at,
             transition,
+            origin,
         } = event;
         if let Some(account) = self.units.get_mut(&unit) {
-            return account.apply(at, transition);
+            return account.apply(at, transition, origin);
         }
-        match transition {
+        let start = match (&transition, origin) {
+            (Transition::Seen { .. }, _) => transition.implied_state(),
+            (_, Origin::Journal) => transition.implied_state(),
+            _ => None,
+        };
+        let Some(state) = start else {
+            return Outcome::Quiet;
+        };
+        let (sub_state, n_restarts) = match &transition {
             Transition::Seen {
-                state,
                 sub_state,
                 n_restarts,
-            } => {
-                self.units
-                    .insert(unit, Account::new(at, state, sub_state, n_restarts));
-                Outcome::Appeared
+                ..
+            } => (sub_state.clone(), *n_restarts),
+            // The restart this record reports is in the window: count it.
+            Transition::NRestarts(n) => (String::new(), Some(n.saturating_sub(1))),
+            _ => (String::new(), None),
+        };
+        let mut account = Account::new(at, state, sub_state, n_restarts);
+        if matches!(transition, Transition::Seen { .. }) {
+            account.follow(at);
+        } else {
+            account.apply(at, transition, origin);
+        }
+        self.units.insert(unit, account);
+        Outcome::Appeared
+    }
+
+    /// The D-Bus connection was lost at `at`: no unit is followed from then
+    /// until it is seen again.
+    pub fn dbus_lost(&mut self, at: Usec) {
+        for account in self.units.values_mut() {
+            account.unfollow(at);
+        }
+    }
+
+    /// The host went down at `at` (the last journal record of a boot): units
+    /// up then are down from `at` on, until records of the next boot say
+    /// otherwise.
+    pub fn host_down(&mut self, at: Usec) {
+        for account in self.units.values_mut() {
+            if account.state().is_up() && at > account.last_change() {
+                account.unfollow(at);
+                account.jobs.clear();
+                account.record_state(at, ActiveState::Inactive);
+                account.sub_state = "dead".into();
             }
-            _ => Outcome::Quiet,
         }
     }
 
@@ -559,6 +724,7 @@ mod tests {
         Transition::JobQueued {
             id,
             job_type: t.into(),
+            invocation: None,
         }
     }
 
@@ -998,5 +1164,121 @@ mod tests {
         assert!(v.loaded);
         assert_eq!(v.restarts_auto, 2);
         assert_eq!((v.uptime_seconds, v.downtime_seconds), (4.0, 2.0));
+    }
+
+    fn logged(t: u64, tr: Transition) -> Event {
+        Event::logged("u.service", T0 + t * S, tr)
+    }
+
+    fn live(t: u64, tr: Transition) -> Event {
+        Event::new("u.service", T0 + t * S, tr)
+    }
+
+    #[test]
+    fn journal_history_starts_the_account_and_counts_the_first_restart() {
+        let mut l = Ledger::new();
+        l.apply(logged(1, st(Activating)));
+        l.apply(logged(2, st(Active)));
+        l.apply(logged(5, failed_run("exit-code", "aa")));
+        l.apply(logged(5, st(Failed)));
+        l.apply(logged(6, Transition::NRestarts(1)));
+        l.apply(logged(6, st(Activating)));
+        l.apply(logged(7, st(Active)));
+        let v = l.unit("u.service", T0 + 10 * S).expect("unit");
+        assert_eq!((v.uptime_seconds, v.downtime_seconds), (6.0, 3.0));
+        assert_eq!((v.restarts_auto, v.failures.get("exit-code")), (1, Some(&1)));
+
+        // first met through a restart record: that restart counts
+        let mut l = Ledger::new();
+        l.apply(logged(1, Transition::NRestarts(4)));
+        assert_eq!(l.unit("u.service", T0 + 2 * S).expect("unit").restarts_auto, 1);
+    }
+
+    #[test]
+    fn journal_and_dbus_reporting_the_same_run_count_once() {
+        let mut l = Ledger::new();
+        l.apply(live(0, seen(Active, "running", 0)));
+        // D-Bus first, then the journal's records of the same crash
+        l.apply(live(4, failed_run("exit-code", "aa")));
+        l.apply(live(4, sub(Failed, "failed")));
+        l.apply(live(5, Transition::NRestarts(1)));
+        l.apply(live(5, sub(Active, "running")));
+        l.apply(logged(4, failed_run("exit-code", "aa")));
+        l.apply(logged(4, st(Failed)));
+        l.apply(logged(5, Transition::NRestarts(1)));
+        // the journal first, then D-Bus
+        l.apply(logged(7, failed_run("signal", "bb")));
+        l.apply(logged(8, Transition::NRestarts(2)));
+        l.apply(live(7, failed_run("signal", "bb")));
+        l.apply(live(8, Transition::NRestarts(2)));
+        // a manual restart: journal record and D-Bus job of the same run
+        l.apply(logged(
+            9,
+            Transition::Restart {
+                trigger: Trigger::Manual,
+                invocation: Some("cc".into()),
+            },
+        ));
+        l.apply(live(
+            9,
+            Transition::JobQueued {
+                id: 5,
+                job_type: String::new(),
+                invocation: Some("cc".into()),
+            },
+        ));
+        l.apply(live(9, st(Deactivating)));
+        l.apply(live(9, sub(Active, "running")));
+        l.apply(live(9, done(5)));
+        // journal state records while D-Bus follows change nothing
+        l.apply(logged(9, st(Inactive)));
+        let v = l.unit("u.service", T0 + 10 * S).expect("unit");
+        assert_eq!((v.restarts_auto, v.restarts_manual), (2, 1));
+        assert_eq!(v.failures.get("exit-code"), Some(&1));
+        assert_eq!(v.failures.get("signal"), Some(&1));
+        assert_eq!((v.uptime_seconds, v.downtime_seconds), (9.0, 1.0));
+    }
+
+    #[test]
+    fn journal_fills_a_dbus_gap() {
+        let mut l = Ledger::new();
+        l.apply(live(0, seen(Active, "running", 0)));
+        l.dbus_lost(T0 + 2 * S);
+        l.apply(logged(3, st(Inactive)));
+        l.apply(logged(5, st(Active)));
+        l.apply(live(6, seen(Active, "running", 0)));
+        l.apply(logged(7, st(Inactive)));
+        let v = l.unit("u.service", T0 + 10 * S).expect("unit");
+        assert_eq!((v.uptime_seconds, v.downtime_seconds), (8.0, 2.0));
+    }
+
+    #[test]
+    fn reboot_counts_as_downtime_for_units_that_were_up() {
+        let mut l = Ledger::new();
+        l.apply(logged(0, st(Active)));
+        l.host_down(T0 + 4 * S);
+        l.apply(logged(10, st(Activating)));
+        l.apply(logged(11, st(Active)));
+        let v = l.unit("u.service", T0 + 12 * S).expect("unit");
+        assert_eq!((v.uptime_seconds, v.downtime_seconds), (5.0, 7.0));
+    }
+
+    #[test]
+    fn survives_a_round_trip_through_json() {
+        let mut l = Ledger::new();
+        l.apply(live(0, seen(Active, "running", 0)));
+        l.apply(live(4, failed_run("exit-code", "aa")));
+        l.apply(live(4, sub(Failed, "failed")));
+        l.apply(live(5, Transition::NRestarts(1)));
+        l.apply(live(5, sub(Active, "running")));
+        let json = serde_json::to_string(&l).expect("serialize");
+        let mut back: Ledger = serde_json::from_str(&json).expect("deserialize");
+        back.apply(logged(4, failed_run("exit-code", "aa")));
+        back.apply(logged(5, Transition::NRestarts(1)));
+        let (a, b) = (
+            l.unit("u.service", T0 + 9 * S).expect("unit"),
+            back.unit("u.service", T0 + 9 * S).expect("unit"),
+        );
+        assert_eq!(a, b);
     }
 }

@@ -376,12 +376,14 @@ impl DbusSource {
                 // The signal does not carry the job's type, and asking for it
                 // races the job (a restart job is already a start job once its
                 // stop is done): the ledger judges the job by what the unit did.
+                let invocation = self.units.get(&unit).and_then(|p| p.invocation_id.clone());
                 self.send(vec![Event::new(
                     &unit,
                     now_usec(),
                     Transition::JobQueued {
                         id,
                         job_type: String::new(),
+                        invocation,
                     },
                 )])
                 .await
