@@ -500,8 +500,11 @@ impl Account {
                             return Outcome::Quiet;
                         }
                     }
-                    _ if at <= self.last_failure_at => return Outcome::Quiet,
-                    _ => {}
+                    _ => {
+                        if at <= self.last_failure_at {
+                            return Outcome::Quiet;
+                        }
+                    }
                 }
                 self.last_failure_at = self.last_failure_at.max(at);
                 *self.failures.entry(result.clone()).or_insert(0) += 1;

@@ -1,4 +1,5 @@
 //! Sources: adapters that turn the outside world into ledger events.
 
 pub mod dbus;
+pub mod journal_record;
 pub mod properties;
