@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -29,7 +30,15 @@ pub struct Config {
     pub watch: Selector,
     /// `state.dir`
     pub state_dir: PathBuf,
+    /// `journal.backfill`: how far back to read the journal on a first start.
+    pub backfill: Duration,
+    /// `journal.directory`: read journal files from this directory instead
+    /// of the system journal (a container's or a test system's journal).
+    pub journal_directory: Option<PathBuf>,
 }
+
+/// The default of `journal.backfill`.
+pub const DEFAULT_BACKFILL: &str = "7d";
 
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +67,15 @@ struct Raw {
     watch: Option<Spanned<RawWatch>>,
     #[serde(default)]
     state: RawState,
+    #[serde(default)]
+    journal: RawJournal,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawJournal {
+    backfill: Option<Spanned<String>>,
+    directory: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -175,13 +193,60 @@ impl Config {
             Some(s) => PathBuf::from(s.into_inner()),
         };
 
+        let backfill = match raw.journal.backfill {
+            None => parse_duration(DEFAULT_BACKFILL).unwrap_or_default(),
+            Some(s) => parse_duration(s.get_ref()).ok_or_else(|| {
+                invalid(
+                    s.span().start,
+                    Some("journal.backfill"),
+                    format!(
+                        "`{}` is not a duration such as \"0\", \"90s\", \"15m\", \"12h\", \"7d\" or \"2w\"",
+                        s.get_ref()
+                    ),
+                )
+            })?,
+        };
+        let journal_directory = match raw.journal.directory {
+            None => None,
+            Some(s) if s.get_ref().is_empty() => {
+                return Err(invalid(
+                    s.span().start,
+                    Some("journal.directory"),
+                    "empty path".into(),
+                ))
+            }
+            Some(s) => Some(PathBuf::from(s.into_inner())),
+        };
+
         Ok(Config {
             path: path.to_owned(),
             listen,
             watch: selector,
             state_dir,
+            backfill,
+            journal_directory,
         })
     }
+}
+
+/// `"0"` or a whole number with a unit: `s`, `m`, `h`, `d`, `w`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    if text == "0" {
+        return Some(Duration::ZERO);
+    }
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 604_800,
+        _ => return None,
+    };
+    n.checked_mul(seconds).map(Duration::from_secs)
 }
 
 /// 1-based line and column of a byte offset.
@@ -251,6 +316,37 @@ mod tests {
         assert!(c.watch.matches("prometheus.service"));
         assert!(!c.watch.matches("ssh.service"));
         assert_eq!(c.state_dir, PathBuf::from("/var/lib/unitwatch"));
+        assert_eq!(c.backfill, Duration::from_secs(7 * 86_400));
+        assert_eq!(c.journal_directory, None);
+    }
+
+    #[test]
+    fn durations() {
+        for (text, secs) in [
+            ("0", 0),
+            ("90s", 90),
+            ("15m", 900),
+            ("12h", 43_200),
+            ("7d", 604_800),
+            ("2w", 1_209_600),
+        ] {
+            assert_eq!(
+                parse_duration(text),
+                Some(Duration::from_secs(secs)),
+                "{text}"
+            );
+        }
+        for bad in [
+            "",
+            "7",
+            "d",
+            "-1d",
+            "1.5h",
+            "7 days",
+            "99999999999999999999w",
+        ] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
     }
 
     #[test]
@@ -295,6 +391,10 @@ mod tests {
             (
                 "[watch\nunits = 1\n",
                 "/etc/unitwatch/config.toml:1:7: watch:",
+            ),
+            (
+                "[watch]\nunits = [\"a\"]\n[journal]\nbackfill = \"a week\"\n",
+                "/etc/unitwatch/config.toml:4:12: journal.backfill: `a week` is not a duration",
             ),
             (
                 "[sever]\nlisten = \"0.0.0.0:1\"\n",

@@ -8,6 +8,7 @@ struct State {
     up: bool,
     reason: String,
     units: usize,
+    journal: Option<Result<(), String>>,
 }
 
 /// A cheap, clonable handle to the shared health state.
@@ -20,6 +21,7 @@ impl Default for Health {
             up: false,
             reason: "not yet connected to systemd".into(),
             units: 0,
+            journal: None,
         })))
     }
 }
@@ -52,6 +54,11 @@ impl Health {
         self.lock().up
     }
 
+    /// Whether the journal can be read (`Err` with why not).
+    pub fn set_journal(&self, status: Result<(), String>) {
+        self.lock().journal = Some(status);
+    }
+
     /// `Ok(units watched)` while connected, `Err(reason)` otherwise.
     pub fn status(&self) -> Result<usize, String> {
         let s = self.lock();
@@ -60,5 +67,10 @@ impl Health {
         } else {
             Err(s.reason.clone())
         }
+    }
+
+    /// The journal's status: `None` until known.
+    pub fn journal(&self) -> Option<Result<(), String>> {
+        self.lock().journal.clone()
     }
 }

@@ -1189,12 +1189,18 @@ mod tests {
         l.apply(logged(7, st(Active)));
         let v = l.unit("u.service", T0 + 10 * S).expect("unit");
         assert_eq!((v.uptime_seconds, v.downtime_seconds), (6.0, 3.0));
-        assert_eq!((v.restarts_auto, v.failures.get("exit-code")), (1, Some(&1)));
+        assert_eq!(
+            (v.restarts_auto, v.failures.get("exit-code")),
+            (1, Some(&1))
+        );
 
         // first met through a restart record: that restart counts
         let mut l = Ledger::new();
         l.apply(logged(1, Transition::NRestarts(4)));
-        assert_eq!(l.unit("u.service", T0 + 2 * S).expect("unit").restarts_auto, 1);
+        assert_eq!(
+            l.unit("u.service", T0 + 2 * S).expect("unit").restarts_auto,
+            1
+        );
     }
 
     #[test]

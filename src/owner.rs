@@ -1,30 +1,52 @@
 //! The task that owns the ledger: it applies events from the sources in the
-//! order they arrive and answers the sinks' reads, so nothing else ever
-//! touches the ledger.
+//! order they arrive, answers the sinks' reads, and saves the state, so
+//! nothing else ever touches the ledger.
 
-use tokio::sync::{mpsc, oneshot};
+use std::time::Duration;
 
-use crate::ledger::{Event, Ledger, Origin, Outcome, Usec};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::health::Health;
+use crate::ledger::{Event, Ledger, Outcome, Usec};
 use crate::notify::Notifier;
 use crate::sink::metrics;
+use crate::sink::state::{Saved, StateFile};
+
+/// How often the state is written when something changed.
+pub const SAVE_EVERY: Duration = Duration::from_secs(10);
 
 /// What the ledger task is asked to do.
 #[derive(Debug)]
 pub enum Input {
     /// Apply an event.
-    Event(Event, Origin),
+    Event(Event),
     /// Render `/metrics` as of now.
     Scrape(oneshot::Sender<String>),
     /// A source finished its snapshot of `units` units: every event of it is
     /// queued before this, so once it is taken the ledger holds them.
     SnapshotDone { units: usize },
+    /// The D-Bus connection was lost at `at`.
+    DbusLost { at: Usec },
+    /// Whether the journal can be read.
+    JournalStatus(Result<(), String>),
+    /// Every journal record up to `cursor` has been sent.
+    JournalPosition {
+        cursor: String,
+        boot_id: Option<String>,
+    },
+    /// The host went down at `at` (the last record of a previous boot).
+    HostDown { at: Usec },
+    /// Save the state and stop.
+    Shutdown(oneshot::Sender<()>),
 }
 
-/// Counters about unitwatch itself.
+/// Numbers about unitwatch itself.
 #[derive(Debug, Default, Clone)]
 pub struct Stats {
-    /// Events applied, by [`Origin`] (`dbus`, `journal`).
+    /// Events applied, by origin (`dbus`, `journal`).
     pub events: [u64; 2],
+    /// Whether the journal is being read.
+    pub journal_up: bool,
 }
 
 /// The wall clock, in systemd's unit. Read here, at the edge, never in the ledger.
@@ -34,56 +56,163 @@ pub fn now_usec() -> Usec {
         .map_or(0, |d| d.as_micros() as Usec)
 }
 
-/// Runs until every sender is gone. Pings systemd's watchdog from this loop,
-/// so a stuck ledger task gets unitwatch restarted.
-pub async fn run(mut inputs: mpsc::Receiver<Input>, notifier: Notifier) {
-    let mut ledger = Ledger::new();
-    let mut stats = Stats::default();
-    let mut ready = false;
-    let period = notifier
-        .watchdog_interval()
-        .unwrap_or(std::time::Duration::from_secs(3600));
-    let mut watchdog = tokio::time::interval(period);
-    watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let input = tokio::select! {
-            input = inputs.recv() => match input {
-                Some(input) => input,
-                None => break,
-            },
-            _ = watchdog.tick() => {
-                notifier.watchdog();
-                continue;
-            }
+/// The ledger task's belongings.
+pub struct Owner {
+    pub ledger: Ledger,
+    pub state: StateFile,
+    pub journal_cursor: Option<String>,
+    pub boot_id: Option<String>,
+    pub notifier: Notifier,
+    /// Where `/healthz` learns about the journal.
+    pub health: Health,
+}
+
+impl Owner {
+    fn snapshot(&self) -> Vec<u8> {
+        // Serializing borrows the ledger; the Saved wrapper is built around a
+        // reference-free copy of the small fields.
+        #[derive(serde::Serialize)]
+        struct SavedRef<'a> {
+            version: u32,
+            saved_at: Usec,
+            boot_id: &'a Option<String>,
+            journal_cursor: &'a Option<String>,
+            ledger: &'a Ledger,
+        }
+        let saved = SavedRef {
+            version: Saved::VERSION,
+            saved_at: now_usec(),
+            boot_id: &self.boot_id,
+            journal_cursor: &self.journal_cursor,
+            ledger: &self.ledger,
         };
-        match input {
-            Input::Event(event, origin) => {
-                stats.events[origin as usize] += 1;
-                tracing::trace!(source = origin.as_str(), ?event, "event");
-                let unit = event.unit.clone();
-                match ledger.apply(event) {
-                    Outcome::Appeared => tracing::info!(unit = %unit, "watching unit"),
-                    Outcome::Restarted(trigger, n) => {
-                        tracing::info!(unit = %unit, trigger = trigger.as_str(), count = n, "unit restarted")
+        serde_json::to_vec(&saved).unwrap_or_default()
+    }
+
+    /// Runs until told to shut down (or every sender is gone). Pings
+    /// systemd's watchdog from this loop, so a stuck ledger task gets
+    /// unitwatch restarted.
+    pub async fn run(mut self, mut inputs: mpsc::Receiver<Input>) {
+        let mut stats = Stats::default();
+        let mut ready = false;
+        let mut dirty = false;
+        let period = self
+            .notifier
+            .watchdog_interval()
+            .unwrap_or(Duration::from_secs(3600));
+        let mut watchdog = tokio::time::interval(period);
+        watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut save = tokio::time::interval(SAVE_EVERY);
+        save.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (writes, written) = watch::channel(Vec::new());
+        let writer = tokio::spawn(write_state(self.state.clone(), written));
+        let mut shutdown_reply = None;
+        loop {
+            let input = tokio::select! {
+                input = inputs.recv() => match input {
+                    Some(input) => input,
+                    None => break,
+                },
+                _ = watchdog.tick() => {
+                    self.notifier.watchdog();
+                    continue;
+                }
+                _ = save.tick() => {
+                    if dirty {
+                        dirty = false;
+                        writes.send_replace(self.snapshot());
                     }
-                    Outcome::Failed(result) => {
-                        tracing::warn!(unit = %unit, result = %result, "unit failed")
+                    continue;
+                }
+            };
+            match input {
+                Input::Event(event) => {
+                    dirty = true;
+                    stats.events[event.origin as usize] += 1;
+                    tracing::trace!(source = event.origin.as_str(), ?event, "event");
+                    let unit = event.unit.clone();
+                    match self.ledger.apply(event) {
+                        Outcome::Appeared => tracing::info!(unit = %unit, "watching unit"),
+                        Outcome::Restarted(trigger, n) => {
+                            tracing::info!(unit = %unit, trigger = trigger.as_str(), count = n, "unit restarted")
+                        }
+                        Outcome::Failed(result) => {
+                            tracing::warn!(unit = %unit, result = %result, "unit failed")
+                        }
+                        Outcome::Quiet => {}
                     }
-                    Outcome::Quiet => {}
+                }
+                Input::Scrape(reply) => {
+                    let _ = reply.send(metrics::render(&self.ledger, now_usec(), &stats));
+                }
+                Input::SnapshotDone { units } => {
+                    let status =
+                        format!("watching {units} unit{}", if units == 1 { "" } else { "s" });
+                    if ready {
+                        self.notifier.status(&status);
+                    } else {
+                        ready = true;
+                        self.notifier.ready(&status);
+                    }
+                }
+                Input::DbusLost { at } => self.ledger.dbus_lost(at),
+                Input::JournalStatus(status) => {
+                    stats.journal_up = status.is_ok();
+                    self.health.set_journal(status);
+                }
+                Input::JournalPosition { cursor, boot_id } => {
+                    dirty = true;
+                    self.journal_cursor = Some(cursor);
+                    if boot_id.is_some() {
+                        self.boot_id = boot_id;
+                    }
+                }
+                Input::HostDown { at } => {
+                    dirty = true;
+                    tracing::info!(at_usec = at, "the host rebooted since the last record; units up then count as down until they started again");
+                    self.ledger.host_down(at);
+                }
+                Input::Shutdown(reply) => {
+                    shutdown_reply = Some(reply);
+                    break;
                 }
             }
-            Input::Scrape(reply) => {
-                let _ = reply.send(metrics::render(&ledger, now_usec(), &stats));
-            }
-            Input::SnapshotDone { units } => {
-                let status = format!("watching {units} unit{}", if units == 1 { "" } else { "s" });
-                if ready {
-                    notifier.status(&status);
-                } else {
-                    ready = true;
-                    notifier.ready(&status);
+        }
+        writer.abort();
+        // The last state, written here and now.
+        let bytes = self.snapshot();
+        let state = self.state.clone();
+        let written = tokio::task::spawn_blocking(move || state.write(&bytes)).await;
+        match written {
+            Ok(Ok(())) => tracing::info!(path = %self.state.path().display(), "state saved"),
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot save the state at shutdown"),
+            Err(e) => tracing::error!(error = %e, "cannot save the state at shutdown"),
+        }
+        if let Some(reply) = shutdown_reply {
+            let _ = reply.send(());
+        }
+    }
+}
+
+/// Writes each new state as it comes; a failure is logged and the next
+/// state (at most [`SAVE_EVERY`] later) is the retry.
+async fn write_state(state: StateFile, mut written: watch::Receiver<Vec<u8>>) {
+    let mut failing = false;
+    while written.changed().await.is_ok() {
+        let bytes = written.borrow_and_update().clone();
+        let file = state.clone();
+        match tokio::task::spawn_blocking(move || file.write(&bytes)).await {
+            Ok(Ok(())) => {
+                if failing {
+                    failing = false;
+                    tracing::info!(path = %state.path().display(), "state saved again");
                 }
             }
+            Ok(Err(e)) => {
+                failing = true;
+                tracing::warn!(error = %e, retry_in_s = SAVE_EVERY.as_secs(), "cannot save the state; keeping it in memory");
+            }
+            Err(e) => tracing::warn!(error = %e, "state writer failed"),
         }
     }
 }

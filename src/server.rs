@@ -1,5 +1,10 @@
 //! Wires sources, the ledger task and sinks together and runs them until
 //! SIGTERM or SIGINT.
+//!
+//! Startup order matters for exact accounting: the state file is loaded,
+//! the journal is read from the saved position (or the backfill window) up to
+//! now, and only then does the D-Bus source take its snapshot and follow
+//! live, so history is always applied before the present.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -7,14 +12,18 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Config;
 use crate::health::Health;
+use crate::ledger::Ledger;
 use crate::notify::Notifier;
+use crate::owner::{now_usec, Input, Owner};
 use crate::shutdown;
 use crate::sink::http;
+use crate::sink::state::StateFile;
 use crate::source::dbus::{Bus, DbusSource};
+use crate::source::journal::{JournalSource, Start};
 
 /// How many inputs may wait for the ledger task before sources wait.
 const QUEUE: usize = 8192;
@@ -29,32 +38,82 @@ pub async fn run(config: Config, listen: SocketAddr, bus: Bus) -> anyhow::Result
     let local = listener
         .local_addr()
         .context("cannot read the listen address")?;
-
-    let (inputs, ledger_inputs) = mpsc::channel(QUEUE);
-    let (trigger, shutdown) = shutdown::channel();
-    let health = Health::default();
-
-    let ledger = tokio::spawn(crate::owner::run(ledger_inputs, Notifier::from_env()));
-    let dbus = tokio::spawn(
-        DbusSource::new(bus, config.watch.clone(), inputs.clone(), health.clone())
-            .run(shutdown.clone()),
-    );
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         listen = %local,
         config = %config.path.display(),
+        state = %config.state_dir.display(),
         "unitwatch started"
     );
 
+    let state = StateFile::new(&config.state_dir);
+    let saved = state.load();
+    let now = now_usec();
+    let start = match &saved {
+        Some(s) => match &s.journal_cursor {
+            Some(cursor) => Start::After(cursor.clone()),
+            None => Start::Since(s.saved_at),
+        },
+        None if config.backfill.is_zero() => Start::Now,
+        None => Start::Since(now.saturating_sub(config.backfill.as_micros() as u64)),
+    };
+    let (ledger, cursor, boot_id, saved_at) = match saved {
+        Some(s) => {
+            tracing::info!(units = s.ledger.len(), "continuing from the saved state");
+            (s.ledger, s.journal_cursor, s.boot_id, s.saved_at)
+        }
+        None => (Ledger::new(), None, None, 0),
+    };
+
+    let (inputs, ledger_inputs) = mpsc::channel(QUEUE);
+    let (trigger, shutdown) = shutdown::channel();
+    let health = Health::default();
+    let owner = Owner {
+        ledger,
+        state,
+        journal_cursor: cursor,
+        boot_id: boot_id.clone(),
+        notifier: Notifier::from_env(),
+        health: health.clone(),
+    };
+    let ledger_task = tokio::spawn(owner.run(ledger_inputs));
+
     let mut http_shutdown = shutdown.clone();
-    let server = axum::serve(listener, http::router(inputs, health))
+    let server = axum::serve(listener, http::router(inputs.clone(), health.clone()))
         .with_graceful_shutdown(async move { http_shutdown.recv().await });
     let server = tokio::spawn(async move { server.await });
 
-    tokio::select! {
-        _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = sigint.recv() => tracing::info!("SIGINT: shutting down"),
+    // History first: the journal up to now, then D-Bus live.
+    let (caught_up, history_read) = oneshot::channel();
+    let journal = JournalSource {
+        directory: config.journal_directory.clone(),
+        user: bus == Bus::User,
+        selector: config.watch.clone(),
+        start,
+        last_boot: boot_id,
+        last_at: saved_at,
+        inputs: inputs.clone(),
+    };
+    if let Err(e) = journal.spawn(caught_up) {
+        tracing::error!(error = %e, "cannot start the journal reader; counting from D-Bus alone");
     }
+    let mut signalled = tokio::select! {
+        _ = history_read => false,
+        _ = sigterm.recv() => true,
+        _ = sigint.recv() => true,
+    };
+    let dbus = tokio::spawn(
+        DbusSource::new(bus, config.watch.clone(), inputs.clone(), health).run(shutdown.clone()),
+    );
+
+    if !signalled {
+        tokio::select! {
+            _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = sigint.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+        signalled = true;
+    }
+    debug_assert!(signalled);
     Notifier::from_env().stopping();
     trigger.fire();
     let stopped = async {
@@ -62,7 +121,11 @@ pub async fn run(config: Config, listen: SocketAddr, bus: Bus) -> anyhow::Result
         if let Ok(Err(e)) = server.await {
             tracing::warn!(error = %e, "HTTP server ended with an error");
         }
-        let _ = ledger.await;
+        let (done, saved) = oneshot::channel();
+        if inputs.send(Input::Shutdown(done)).await.is_ok() {
+            let _ = saved.await;
+        }
+        let _ = ledger_task.await;
     };
     if tokio::time::timeout(Duration::from_secs(2), stopped)
         .await

@@ -197,6 +197,13 @@ fn encode_self(encoder: &mut DescriptorEncoder, scrape: &Scrape) -> Result<(), s
         MetricType::Gauge,
     )?)?;
 
+    ConstGauge::new(i64::from(scrape.stats.journal_up)).encode(encoder.encode_descriptor(
+        "unitwatch_journal_up",
+        "1 while the journal is being read, 0 when unitwatch counts from D-Bus alone.",
+        None,
+        MetricType::Gauge,
+    )?)?;
+
     let mut family = encoder.encode_descriptor(
         "unitwatch_events",
         "Events applied to the ledger, by source.",
@@ -253,7 +260,14 @@ mod tests {
             T0 + 3 * S,
             Transition::NRestarts(1),
         ));
-        let text = render(&l, T0 + 5 * S, &Stats { events: [4, 0] });
+        let text = render(
+            &l,
+            T0 + 5 * S,
+            &Stats {
+                events: [4, 0],
+                journal_up: true,
+            },
+        );
         for line in [
             "# TYPE service_up gauge",
             r#"service_up{unit="aitbc-coordinator-api.service"} 0"#,
@@ -269,6 +283,7 @@ mod tests {
             r#"service_state_change_timestamp_seconds{unit="aitbc-coordinator-api.service"} 1700000002.0"#,
             r#"unitwatch_build_info{version=""#,
             "unitwatch_units_watched 1",
+            "unitwatch_journal_up 1",
             r#"unitwatch_events_total{source="dbus"} 4"#,
             "# EOF",
         ] {

@@ -19,7 +19,7 @@ use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value as ZValue};
 use zbus::{Connection, MatchRule, Message, MessageStream};
 
 use crate::health::Health;
-use crate::ledger::{Event, Origin, Transition};
+use crate::ledger::{Event, Transition};
 use crate::owner::{now_usec, Input};
 use crate::select::Selector;
 use crate::shutdown::Shutdown;
@@ -122,6 +122,14 @@ impl DbusSource {
                 Err(DbusError::LedgerGone) => return,
                 Err(e) => e.to_string(),
             };
+            if self
+                .events
+                .send(Input::DbusLost { at: now_usec() })
+                .await
+                .is_err()
+            {
+                return;
+            }
             if self.health.set_down(&reason) {
                 tracing::warn!(reason = %reason, retry_in_ms = backoff.as_millis() as u64, "lost systemd over D-Bus; reconnecting");
             }
@@ -299,7 +307,7 @@ impl DbusSource {
     async fn send(&self, events: Vec<Event>) -> Result<(), DbusError> {
         for event in events {
             self.events
-                .send(Input::Event(event, Origin::Dbus))
+                .send(Input::Event(event))
                 .await
                 .map_err(|_| DbusError::LedgerGone)?;
         }

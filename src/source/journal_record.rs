@@ -73,7 +73,9 @@ impl Mapper {
             return Vec::new();
         };
         let invocation = fields.get("INVOCATION_ID").cloned();
-        let previous = self.last.insert(unit.clone(), (id.clone(), invocation.clone()));
+        let previous = self
+            .last
+            .insert(unit.clone(), (id.clone(), invocation.clone()));
         let previous_id = previous.as_ref().map(|(id, _)| id.as_str());
         let state = |state| {
             Event::logged(
@@ -232,7 +234,10 @@ mod tests {
             ]
         );
         assert_eq!(of("aitbc-oneshot.service"), ["activating", "inactive"]);
-        assert_eq!(of("aitbc-segv.service"), ["active", "failed=exit-code", "failed"]);
+        assert_eq!(
+            of("aitbc-segv.service"),
+            ["active", "failed=exit-code", "failed"]
+        );
     }
 
     #[test]
@@ -263,7 +268,10 @@ mod tests {
         f.insert("UNIT".to_owned(), "ssh.service".to_owned());
         assert!(m.events(&f, 1).is_empty());
         f.insert("UNIT".to_owned(), "aitbc-x.service".to_owned());
-        f.insert("MESSAGE_ID".to_owned(), "00000000000000000000000000000000".to_owned());
+        f.insert(
+            "MESSAGE_ID".to_owned(),
+            "00000000000000000000000000000000".to_owned(),
+        );
         assert!(m.events(&f, 1).is_empty());
         f.remove("UNIT");
         assert!(m.events(&f, 1).is_empty());

@@ -1,0 +1,222 @@
+//! The journal source: reads the service manager's unit lifecycle records
+//! from the journal (filtered by `MESSAGE_ID` so nothing else is parsed) and
+//! turns them into ledger events — history from before unitwatch started or
+//! while it was down, then live records as they are written.
+//!
+//! It runs on a thread of its own (libsystemd's API blocks) and waits for new
+//! records with `sd_journal_wait`; rotation and vacuuming are handled by
+//! libsystemd. If the journal cannot be opened unitwatch carries on with
+//! D-Bus alone and says so on `/healthz` and in `unitwatch_journal_up`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use systemd::journal::{self, Journal, JournalSeek};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::ledger::Usec;
+use crate::owner::Input;
+use crate::select::Selector;
+use crate::source::journal_record::{Mapper, MESSAGE_IDS};
+
+/// Where to start reading.
+#[derive(Debug, Clone)]
+pub enum Start {
+    /// Right after this cursor (the state file's).
+    After(String),
+    /// From this time on (the backfill window of a first start).
+    Since(Usec),
+    /// Only records written from now on.
+    Now,
+}
+
+/// The journal source.
+pub struct JournalSource {
+    pub directory: Option<PathBuf>,
+    pub user: bool,
+    pub selector: Selector,
+    pub start: Start,
+    /// The boot and time of the last record the ledger holds, if known.
+    pub last_boot: Option<String>,
+    pub last_at: Usec,
+    pub inputs: mpsc::Sender<Input>,
+}
+
+/// How many records between two reports of the position to the ledger task.
+const POSITION_EVERY: usize = 256;
+
+impl JournalSource {
+    /// Runs on its own thread; `caught_up` fires once everything up to now
+    /// has been read (or the journal turned out unreadable).
+    pub fn spawn(
+        self,
+        caught_up: oneshot::Sender<()>,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name("journal".into())
+            .spawn(move || self.run(caught_up))
+    }
+
+    fn open(&self) -> systemd::Result<Journal> {
+        let mut j = match &self.directory {
+            Some(dir) => journal::OpenDirectoryOptions::default()
+                .open_directory(dir.to_string_lossy().as_ref())?,
+            None => journal::OpenOptions::default()
+                .system(!self.user)
+                .current_user(self.user)
+                .local_only(true)
+                .open()?,
+        };
+        for id in MESSAGE_IDS {
+            j.match_add("MESSAGE_ID", id)?;
+        }
+        Ok(j)
+    }
+
+    fn send(&self, input: Input) -> bool {
+        self.inputs.blocking_send(input).is_ok()
+    }
+
+    fn run(mut self, caught_up: oneshot::Sender<()>) {
+        let mut journal = match self.open() {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot open the journal; counting from D-Bus alone");
+                self.send(Input::JournalStatus(Err(format!(
+                    "cannot open the journal: {e}"
+                ))));
+                self.caught_up();
+                let _ = caught_up.send(());
+                return;
+            }
+        };
+        let mut skip_cursor = None;
+        let seeked = match &self.start {
+            Start::After(cursor) => {
+                skip_cursor = Some(cursor.clone());
+                journal.seek_cursor(cursor.as_str())
+            }
+            Start::Since(at) => journal.seek(JournalSeek::ClockRealtime { usec: *at }),
+            Start::Now => journal
+                .seek_tail()
+                .and_then(|_| journal.previous().map(|_| ())),
+        };
+        if let Err(e) = seeked {
+            tracing::warn!(error = %e, "cannot seek in the journal; reading from its start");
+        }
+        self.send(Input::JournalStatus(Ok(())));
+
+        let mut mapper = Mapper::new(self.selector.clone());
+        let mut caught_up = Some(caught_up);
+        let mut since_position = 0usize;
+        let mut cursor: Option<String> = None;
+        let mut failures = 0u32;
+        loop {
+            match journal.next_entry() {
+                Ok(Some(fields)) => {
+                    failures = 0;
+                    let at = journal.timestamp_usec().unwrap_or(0);
+                    let here = journal.cursor().ok();
+                    if let (Some(skip), Some(here)) = (&skip_cursor, &here) {
+                        if skip == here {
+                            skip_cursor = None;
+                            continue;
+                        }
+                    }
+                    if skip_cursor.take().is_some() {
+                        tracing::warn!("the journal no longer holds the saved position (rotated or vacuumed); continuing from the next record it has");
+                    }
+                    if let Some(boot) = fields.get("_BOOT_ID") {
+                        let rebooted =
+                            self.last_boot.as_ref().is_some_and(|b| b != boot) && self.last_at > 0;
+                        if rebooted && !self.send(Input::HostDown { at: self.last_at }) {
+                            return;
+                        }
+                        self.last_boot = Some(boot.clone());
+                    }
+                    self.last_at = self.last_at.max(at);
+                    for event in mapper.events(&fields, at) {
+                        if !self.send(Input::Event(event)) {
+                            return;
+                        }
+                    }
+                    cursor = here;
+                    since_position += 1;
+                    if since_position >= POSITION_EVERY {
+                        since_position = 0;
+                        if !self.report(&cursor) {
+                            return;
+                        }
+                    }
+                }
+                Ok(None) => {
+                    if since_position > 0 {
+                        since_position = 0;
+                        if !self.report(&cursor) {
+                            return;
+                        }
+                    }
+                    if let Some(tx) = caught_up.take() {
+                        self.caught_up();
+                        let _ = tx.send(());
+                    }
+                    if let Err(e) = journal.wait(None) {
+                        tracing::warn!(error = %e, "waiting for the journal failed");
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures == 1 {
+                        tracing::warn!(error = %e, "cannot read the journal; retrying");
+                    }
+                    std::thread::sleep(Duration::from_millis(200 * u64::from(failures.min(25))));
+                    if failures % 10 == 0 {
+                        match self.open() {
+                            Ok(j) => {
+                                journal = j;
+                                if let Some(c) = &cursor {
+                                    let _ = journal.seek_cursor(c.as_str());
+                                    skip_cursor = Some(c.clone());
+                                }
+                            }
+                            Err(e) => tracing::warn!(error = %e, "cannot reopen the journal"),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn report(&self, cursor: &Option<String>) -> bool {
+        match cursor {
+            Some(c) => self.send(Input::JournalPosition {
+                cursor: c.clone(),
+                boot_id: self.last_boot.clone(),
+            }),
+            None => true,
+        }
+    }
+
+    /// At the end of the history: if the host booted since the last record
+    /// read, units up then went down with it.
+    fn caught_up(&mut self) {
+        let current = current_boot_id();
+        if let (Some(last), Some(now)) = (&self.last_boot, &current) {
+            if last != now && self.last_at > 0 {
+                self.send(Input::HostDown { at: self.last_at });
+            }
+        }
+        if current.is_some() {
+            self.last_boot = current;
+        }
+    }
+}
+
+/// This boot's ID as the journal writes it (32 hex digits, no dashes).
+pub fn current_boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().replace('-', ""))
+        .filter(|s| s.len() == 32)
+}
