@@ -45,7 +45,7 @@ fn stable_unit_up_restart_and_stop() {
     sb.daemon_reload();
     sb.systemctl(&["start", unit, "unmatched.service"]);
 
-    let uw = Unitwatch::start(&sb.bus_address(), "units = [\"aitbc-*.service\"]");
+    let uw = Unitwatch::start(&sb, "units = [\"aitbc-*.service\"]");
     uw.wait_value(&up(unit), WAIT, |v| v == 1.0);
     let u1 = uw.wait_value(&uptime(unit), WAIT, |_| true);
     uw.wait_value(&uptime(unit), WAIT, |v| v > u1);
@@ -113,7 +113,7 @@ fn crashing_unit_restarts_match_nrestarts() {
         "[Unit]\nStartLimitIntervalSec=0\n[Service]\nExecStart=/bin/sh -c 'sleep 1; exit 1'\nRestart=always\nRestartSec=1\n",
     );
     sb.daemon_reload();
-    let uw = Unitwatch::start(&sb.bus_address(), "units = [\"aitbc-crash.service\"]");
+    let uw = Unitwatch::start(&sb, "units = [\"aitbc-crash.service\"]");
     sb.systemctl(&["start", unit]);
 
     // each crash adds exactly one, in step with NRestarts
@@ -153,7 +153,7 @@ fn flapping_between_two_scrapes_counts_every_restart() {
         "[Unit]\nStartLimitIntervalSec=0\n[Service]\nExecStart=/bin/false\nRestart=always\nRestartSec=200ms\n",
     );
     sb.daemon_reload();
-    let uw = Unitwatch::start(&sb.bus_address(), "units = [\"aitbc-flap.service\"]");
+    let uw = Unitwatch::start(&sb, "units = [\"aitbc-flap.service\"]");
     assert_eq!(uw.value(&restarts(unit, "auto")), Some(0.0), "first scrape");
 
     sb.systemctl(&["start", unit]);
@@ -184,7 +184,7 @@ fn units_appearing_later_are_picked_up() {
     sb.daemon_reload();
     sb.systemctl(&["start", "aitbc-excluded.service", "other.service"]);
     let uw = Unitwatch::start(
-        &sb.bus_address(),
+        &sb,
         "units = [\"aitbc-*.service\"]\nexclude = [\"aitbc-excluded.service\"]",
     );
 

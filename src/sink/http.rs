@@ -38,15 +38,20 @@ async fn metrics(State(app): State<AppState>) -> Response {
 }
 
 async fn healthz(State(app): State<AppState>) -> Response {
+    let journal = match app.health.journal() {
+        Some(Ok(())) => "journal: reading".to_owned(),
+        Some(Err(why)) => format!("journal: degraded, counting from D-Bus alone ({why})"),
+        None => "journal: not yet open".to_owned(),
+    };
     match app.health.status() {
         Ok(units) => (
             StatusCode::OK,
-            format!("ok: connected to systemd, watching {units} units\n"),
+            format!("ok: connected to systemd, watching {units} units; {journal}\n"),
         )
             .into_response(),
         Err(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("unavailable: {reason}\n"),
+            format!("unavailable: {reason}; {journal}\n"),
         )
             .into_response(),
     }

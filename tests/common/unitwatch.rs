@@ -3,11 +3,11 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::wait_for;
+use super::{wait_for, Sandbox};
 
 pub struct Unitwatch {
     child: Option<Child>,
@@ -62,27 +62,42 @@ pub fn value(text: &str, series: &str) -> Option<f64> {
 }
 
 impl Unitwatch {
-    /// Starts unitwatch against `bus_address` with this `[watch]` table body,
-    /// and waits until `/healthz` says it is connected.
-    pub fn start(bus_address: &str, watch: &str) -> Unitwatch {
-        let dir = temp_dir("uw");
+    /// Starts unitwatch against the sandbox's bus and journal with this
+    /// `[watch]` table body, in a fresh directory, and waits until
+    /// `/healthz` says it is connected.
+    pub fn start(sb: &Sandbox, watch: &str) -> Unitwatch {
+        Unitwatch::launch(sb, watch, "", &temp_dir("uw"))
+    }
+
+    /// Like [`Unitwatch::start`], with extra `[journal]` lines and in `dir`
+    /// (config, `state/` and the log live there; reuse it to restart).
+    pub fn launch(sb: &Sandbox, watch: &str, journal: &str, dir: &Path) -> Unitwatch {
         let config = dir.join("config.toml");
         std::fs::write(
             &config,
             format!(
-                "[watch]\n{watch}\n[state]\ndir = \"{}\"\n",
-                dir.join("state").display()
+                "[watch]\n{watch}\n[state]\ndir = \"{}\"\n[journal]\n{}\n{journal}\n",
+                dir.join("state").display(),
+                if journal.contains("directory") {
+                    String::new()
+                } else {
+                    format!("directory = \"{}\"", sb.path("/run/log/journal").display())
+                },
             ),
         )
         .expect("write config");
         let addr = format!("127.0.0.1:{}", free_port());
-        let log = std::fs::File::create(dir.join("unitwatch.log")).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("unitwatch.log"))
+            .expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_unitwatch"))
             .arg("--config")
             .arg(&config)
             .arg("--web.listen-address")
             .arg(&addr)
-            .env("DBUS_SYSTEM_BUS_ADDRESS", bus_address)
+            .env("DBUS_SYSTEM_BUS_ADDRESS", sb.bus_address())
             .env("RUST_LOG", "unitwatch=trace,info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -92,7 +107,7 @@ impl Unitwatch {
         let uw = Unitwatch {
             child: Some(child),
             addr,
-            dir,
+            dir: dir.to_owned(),
         };
         wait_for(
             &format!("unitwatch /healthz to answer 200; log:\n{}", uw.log_path()),
@@ -103,6 +118,19 @@ impl Unitwatch {
             },
         );
         uw
+    }
+
+    /// The state file's path.
+    pub fn state_file(&self) -> PathBuf {
+        self.dir.join("state").join("state.json")
+    }
+
+    /// SIGKILL, no chance to save anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     pub fn log_path(&self) -> String {
