@@ -78,7 +78,9 @@ impl UnitProperties {
     ];
 
     /// The first sight of a unit at unitwatch's time `now`: a `Seen` event,
-    /// followed by the events of anything systemd recorded after `now`.
+    /// followed by the events of every timestamp systemd kept. The ledger
+    /// ignores those from before its accounting of the unit began; for a unit
+    /// it knows from the state file they fill the time unitwatch was away.
     pub fn seen(&self, unit: &str, now: Usec) -> Vec<Event> {
         let Some(state) = self.active_state else {
             return Vec::new();
@@ -92,11 +94,7 @@ impl UnitProperties {
                 n_restarts: self.n_restarts,
             },
         )];
-        events.extend(
-            self.changes_since(&UnitProperties::default(), unit, now)
-                .into_iter()
-                .filter(|e| e.at > now || matches!(e.transition, Transition::RunFailed { .. })),
-        );
+        events.extend(self.changes_since(&UnitProperties::default(), unit, now));
         events
     }
 
