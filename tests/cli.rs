@@ -13,6 +13,21 @@ fn unitwatch() -> Command {
     Command::new(env!("CARGO_BIN_EXE_unitwatch"))
 }
 
+/// A config of its own, with state in a temporary directory.
+fn config(tag: &str) -> String {
+    let dir = temp_dir(tag);
+    let file = dir.join("config.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[watch]\nunits = [\"aitbc-*.service\"]\n[state]\ndir = \"{}\"\n",
+            dir.join("state").display()
+        ),
+    )
+    .expect("write config");
+    file.display().to_string()
+}
+
 #[test]
 fn check_config_accepts_the_shipped_config() {
     let out = unitwatch()
@@ -72,10 +87,7 @@ fn busy_listen_address_fails_before_starting() {
     let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = busy.local_addr().expect("addr").to_string();
     let out = unitwatch()
-        .args([
-            "--config",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"),
-        ])
+        .args(["--config", &config("busy")])
         .args(["--web.listen-address", &addr])
         .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus")
         .output()
@@ -94,10 +106,7 @@ fn sigterm_exits_zero_and_healthz_reports_no_bus() {
         .port();
     let addr = format!("127.0.0.1:{port}");
     let mut child = unitwatch()
-        .args([
-            "--config",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"),
-        ])
+        .args(["--config", &config("sigterm")])
         .args(["--web.listen-address", &addr])
         .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus")
         .stderr(Stdio::null())
