@@ -207,7 +207,11 @@ impl DbusSource {
         .deserialize()?;
         let mut found: HashMap<String, OwnedObjectPath> = listed
             .into_iter()
-            .filter(|u| self.selector.matches(&u.0))
+            // A masked unit was switched off on purpose, a not-found one does
+            // not exist: neither is a service that is down.
+            .filter(|u| {
+                self.selector.matches(&u.0) && !matches!(u.2.as_str(), "masked" | "not-found")
+            })
             .map(|u| (u.0, u.6))
             .collect();
         // Units with a unit file but not loaded right now (e.g. stopped and
@@ -222,7 +226,10 @@ impl DbusSource {
         .await?
         .body()
         .deserialize()?;
-        for (path, _state) in files {
+        for (path, file_state) in files {
+            if file_state.starts_with("masked") {
+                continue;
+            }
             let Some(name) = path.rsplit('/').next().map(str::to_owned) else {
                 continue;
             };

@@ -1,0 +1,117 @@
+//! The Debian package, installed for real: in a sandbox whose root is a
+//! throw-away overlay, `dpkg -i` brings up the hardened `unitwatch.service`
+//! (Type=notify, its own unprivileged user, reading the journal, serving
+//! /metrics), and `apt-get purge` removes every trace.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::{wait_for, Sandbox};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The package `cargo deb` built (scripts/test builds it before the tests).
+fn package() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/debian");
+    let mut debs: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "deb"))
+                .collect()
+        })
+        .unwrap_or_default();
+    debs.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+    debs.pop().unwrap_or_else(|| {
+        panic!(
+            "no package in {}: build it with `cargo deb` (scripts/test does)",
+            dir.display()
+        )
+    })
+}
+
+#[test]
+fn package_installs_a_hardened_service_and_purges_clean() {
+    let deb = package();
+    let sb = Sandbox::start();
+    sb.write_unit(
+        "aitbc-coordinator-api.service",
+        "[Service]\nExecStart=/bin/sleep infinity\n",
+    );
+    sb.daemon_reload();
+    sb.systemctl(&["start", "aitbc-coordinator-api.service"]);
+    // Package scripts may start services here: this root is thrown away.
+    sb.sh("rm -f /usr/sbin/policy-rc.d");
+
+    sb.sh(&format!("dpkg -i {} >/dev/null", deb.display()));
+    // Type=notify: active only once READY=1 came, after the first snapshot.
+    assert_eq!(sb.show("unitwatch.service", "ActiveState"), "active");
+    assert_eq!(sb.show("unitwatch.service", "UnitFileState"), "enabled");
+    assert_eq!(
+        sb.show("unitwatch.service", "StatusText"),
+        "watching 1 unit"
+    );
+    let pid = sb.show("unitwatch.service", "MainPID");
+    assert_eq!(sb.sh(&format!("ps -o user= -p {pid}")).trim(), "unitwatch");
+    assert_eq!(
+        sb.sh(&format!("grep ^CapEff /proc/{pid}/status")).trim(),
+        "CapEff:\t0000000000000000"
+    );
+
+    let health = sb.sh("curl -sf http://127.0.0.1:9567/healthz");
+    assert!(health.contains("journal: reading"), "{health}");
+    let metrics = sb.sh("curl -sf http://127.0.0.1:9567/metrics");
+    assert!(
+        metrics.contains("service_up{unit=\"aitbc-coordinator-api.service\"} 1"),
+        "{metrics}"
+    );
+    wait_for("the state file", WAIT, || {
+        sb.path("/var/lib/unitwatch/state.json")
+            .exists()
+            .then_some(())
+            .or_else(|| {
+                // StateDirectory= may live under /var/lib/private
+                sb.path("/var/lib/private/unitwatch/state.json")
+                    .exists()
+                    .then_some(())
+            })
+            .or_else(|| {
+                // written at the latest on stop
+                sb.systemctl(&["restart", "unitwatch.service"]);
+                None
+            })
+    });
+
+    let security = sb.sh("systemd-analyze security unitwatch.service --no-pager 2>&1 | tail -n 1");
+    let score: f64 = security
+        .split("unitwatch.service:")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no score in {security:?}"));
+    assert!(score <= 1.5, "systemd-analyze security: {security}");
+
+    let log = sb.sh("journalctl -u unitwatch.service -o cat --no-pager");
+    assert_eq!(
+        log.matches("unitwatch started").count(),
+        1 + log.matches("SIGTERM").count(),
+        "{log}"
+    );
+
+    sb.sh("DEBIAN_FRONTEND=noninteractive apt-get purge -y unitwatch >/dev/null 2>&1");
+    for gone in [
+        "/usr/bin/unitwatch",
+        "/etc/unitwatch",
+        "/var/lib/unitwatch",
+        "/var/lib/private/unitwatch",
+        "/usr/lib/sysusers.d/unitwatch.conf",
+        "/lib/systemd/system/unitwatch.service",
+        "/etc/systemd/system/multi-user.target.wants/unitwatch.service",
+    ] {
+        assert!(!sb.path(gone).exists(), "{gone} left behind after purge");
+    }
+    assert_ne!(sb.show("unitwatch.service", "ActiveState"), "active");
+    let user = sb.exec(&["getent", "passwd", "unitwatch"]);
+    assert!(!user.status.success(), "the unitwatch user is left behind");
+}
