@@ -65,6 +65,8 @@ pub struct Owner {
     pub notifier: Notifier,
     /// Where `/healthz` learns about the journal.
     pub health: Health,
+    /// The address HTTP is served on, for the start line.
+    pub listen: std::net::SocketAddr,
 }
 
 impl Owner {
@@ -152,6 +154,15 @@ impl Owner {
                         self.notifier.status(&status);
                     } else {
                         ready = true;
+                        tracing::info!(
+                            version = env!("CARGO_PKG_VERSION"),
+                            listen = %self.listen,
+                            units,
+                            "unitwatch {} ready on {}, watching {units} unit{}",
+                            env!("CARGO_PKG_VERSION"),
+                            self.listen,
+                            if units == 1 { "" } else { "s" }
+                        );
                         self.notifier.ready(&status);
                     }
                 }

@@ -38,12 +38,12 @@ pub async fn run(config: Config, listen: SocketAddr, bus: Bus) -> anyhow::Result
     let local = listener
         .local_addr()
         .context("cannot read the listen address")?;
-    tracing::info!(
+    tracing::debug!(
         version = env!("CARGO_PKG_VERSION"),
         listen = %local,
         config = %config.path.display(),
         state = %config.state_dir.display(),
-        "unitwatch started"
+        "starting"
     );
 
     let state = StateFile::new(&config.state_dir);
@@ -75,6 +75,7 @@ pub async fn run(config: Config, listen: SocketAddr, bus: Bus) -> anyhow::Result
         boot_id: boot_id.clone(),
         notifier: Notifier::from_env(),
         health: health.clone(),
+        listen: local,
     };
     let ledger_task = tokio::spawn(owner.run(ledger_inputs));
 

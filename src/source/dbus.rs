@@ -184,7 +184,7 @@ impl DbusSource {
         call(conn, MANAGER_PATH, MANAGER, "Subscribe", &()).await?;
         let n = self.snapshot(conn).await?;
         self.health.set_up(n);
-        tracing::info!(units = n, "subscribed to systemd; following unit changes");
+        tracing::debug!(units = n, "subscribed to systemd; following unit changes");
         self.snapshot_done(n).await?;
         while let Some(msg) = rx.recv().await {
             self.handle(conn, &msg).await?;
