@@ -73,60 +73,51 @@ impl prometheus_client::collector::Collector for Collector {
     }
 }
 
-fn gauge(
+/// One sample per unit of a gauge or counter family.
+fn per_unit(
     encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    unit: Option<&Unit>,
+    (name, help, unit, kind): (&str, &str, Option<&Unit>, MetricType),
     units: &[Sample],
     value: impl Fn(&Sample) -> f64,
 ) -> Result<(), std::fmt::Error> {
-    let mut family = encoder.encode_descriptor(name, help, unit, MetricType::Gauge)?;
+    let mut family = encoder.encode_descriptor(name, help, unit, kind)?;
     for s in units {
         let labels = [("unit", s.unit.as_str())];
-        ConstGauge::new(value(s)).encode(family.encode_family(&labels)?)?;
-    }
-    Ok(())
-}
-
-fn counter(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    unit: Option<&Unit>,
-    units: &[Sample],
-    value: impl Fn(&Sample) -> f64,
-) -> Result<(), std::fmt::Error> {
-    let mut family = encoder.encode_descriptor(name, help, unit, MetricType::Counter)?;
-    for s in units {
-        let labels = [("unit", s.unit.as_str())];
-        ConstCounter::new(value(s)).encode(family.encode_family(&labels)?)?;
+        let sample = family.encode_family(&labels)?;
+        match kind {
+            MetricType::Counter => ConstCounter::new(value(s)).encode(sample)?,
+            _ => ConstGauge::new(value(s)).encode(sample)?,
+        }
     }
     Ok(())
 }
 
 fn encode_units(encoder: &mut DescriptorEncoder, units: &[Sample]) -> Result<(), std::fmt::Error> {
-    gauge(
+    per_unit(
         encoder,
-        "service_up",
-        "1 while the unit's ActiveState is active or reloading, 0 otherwise.",
-        None,
+        (
+            "service_up",
+            "1 while the unit's ActiveState is active or reloading, 0 otherwise.",
+            None,
+            MetricType::Gauge,
+        ),
         units,
         |s| if s.state.is_up() { 1.0 } else { 0.0 },
     )?;
-    counter(
+    per_unit(
         encoder,
-        "service_uptime",
-        "Seconds the unit was up (active or reloading) since unitwatch began accounting it.",
-        Some(&Unit::Seconds),
+        (
+            "service_uptime",
+            "Seconds the unit was up (active or reloading) since unitwatch began accounting it.",
+            Some(&Unit::Seconds),
+            MetricType::Counter,
+        ),
         units,
         |s| s.uptime,
     )?;
-    counter(
+    per_unit(
         encoder,
-        "service_downtime",
-        "Seconds the unit was down (any other ActiveState) since unitwatch began accounting it.",
-        Some(&Unit::Seconds),
+        ("service_downtime", "Seconds the unit was down (any other ActiveState) since unitwatch began accounting it.", Some(&Unit::Seconds), MetricType::Counter),
         units,
         |s| s.downtime,
     )?;
@@ -171,11 +162,14 @@ fn encode_units(encoder: &mut DescriptorEncoder, units: &[Sample]) -> Result<(),
         }
     }
 
-    gauge(
+    per_unit(
         encoder,
-        "service_state_change_timestamp",
-        "Unix time of the unit's last ActiveState change, as systemd recorded it.",
-        Some(&Unit::Seconds),
+        (
+            "service_state_change_timestamp",
+            "Unix time of the unit's last ActiveState change, as systemd recorded it.",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+        ),
         units,
         |s| s.state_change,
     )
