@@ -119,8 +119,17 @@ fn real_prometheus_scrapes_alerts_and_answers_the_dashboard() {
         "aitbc-marketplace.service",
         "[Service]\nExecStart=/bin/false\n",
     );
+    // An instance name with systemd's escapes, as mount and device units have.
+    sb.write_unit(
+        "aitbc-worker@.service",
+        "[Service]\nExecStart=/bin/sleep infinity\n",
+    );
     sb.daemon_reload();
-    sb.systemctl(&["start", "aitbc-coordinator-api.service"]);
+    sb.systemctl(&[
+        "start",
+        "aitbc-coordinator-api.service",
+        "aitbc-worker@gpu\\x2d0.service",
+    ]);
     let _ = sb.exec(&["systemctl", "start", "aitbc-marketplace.service"]);
     sb.sh("rm -f /usr/sbin/policy-rc.d");
     sb.sh(&format!("dpkg -i {} >/dev/null", deb.display()));
@@ -151,6 +160,19 @@ fn real_prometheus_scrapes_alerts_and_answers_the_dashboard() {
     );
     wait_for("Prometheus to scrape unitwatch", WAIT, || {
         let r = query(&sb, "/api/v1/query", Some("up{job=\"unitwatch\"} == 1"));
+        r["data"]["result"]
+            .as_array()
+            .filter(|a| !a.is_empty())
+            .map(|_| ())
+    });
+
+    // The escaped name arrives intact (a bad label value would fail the scrape).
+    wait_for("the escaped unit name in Prometheus", WAIT, || {
+        let r = query(
+            &sb,
+            "/api/v1/query",
+            Some("service_up{unit=\"aitbc-worker@gpu\\\\x2d0.service\"} == 1"),
+        );
         r["data"]["result"]
             .as_array()
             .filter(|a| !a.is_empty())

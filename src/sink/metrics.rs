@@ -40,18 +40,34 @@ struct Scrape {
 #[derive(Debug)]
 struct Collector(Arc<Scrape>);
 
+/// A label value as the exposition format wants it (the encoder writes
+/// values as given): unit names carry systemd's `\x2d` escapes, and a
+/// backslash, a double quote or a newline must be escaped.
+fn escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Renders the ledger as of `now`.
 pub fn render(ledger: &Ledger, now: Usec, stats: &Stats) -> String {
     let units = ledger
         .view(now)
         .map(|v| Sample {
-            unit: v.unit.to_owned(),
+            unit: escape(v.unit),
             state: v.state,
             uptime: v.uptime_seconds,
             downtime: v.downtime_seconds,
             state_change: v.state_change_seconds,
             restarts: [v.restarts_auto, v.restarts_manual],
-            failures: v.failures.iter().map(|(r, n)| (r.clone(), *n)).collect(),
+            failures: v.failures.iter().map(|(r, n)| (escape(r), *n)).collect(),
         })
         .collect();
     let mut registry = Registry::default();
@@ -280,6 +296,34 @@ mod tests {
             "unitwatch_journal_up 1",
             r#"unitwatch_events_total{source="dbus"} 4"#,
             "# EOF",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut l = Ledger::new();
+        for name in [
+            "systemd-fsck@dev-disk-by\\x2duuid-1234.service",
+            "we\"ird\nname.service",
+            "ünïcødé@ø.service",
+        ] {
+            l.apply(Event::new(
+                name,
+                T0,
+                Transition::Seen {
+                    state: ActiveState::Active,
+                    sub_state: "running".into(),
+                    n_restarts: None,
+                },
+            ));
+        }
+        let text = render(&l, T0 + S, &Stats::default());
+        for line in [
+            r#"service_up{unit="systemd-fsck@dev-disk-by\\x2duuid-1234.service"} 1"#,
+            r#"service_up{unit="we\"ird\nname.service"} 1"#,
+            r#"service_up{unit="ünïcødé@ø.service"} 1"#,
         ] {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");
         }
