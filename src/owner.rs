@@ -47,6 +47,10 @@ pub struct Stats {
     pub events: [u64; 2],
     /// Whether the journal is being read.
     pub journal_up: bool,
+    /// Whether the D-Bus connection is up.
+    pub dbus_up: bool,
+    /// Times the D-Bus connection came back after it was lost.
+    pub dbus_reconnects: u64,
 }
 
 /// The wall clock, in systemd's unit. Read here, at the edge, never in the ledger.
@@ -148,6 +152,11 @@ impl Owner {
                     let _ = reply.send(metrics::render(&self.ledger, now_usec(), &stats));
                 }
                 Input::SnapshotDone { units } => {
+                    if ready && !stats.dbus_up {
+                        stats.dbus_reconnects += 1;
+                        tracing::info!(units, "reconnected to systemd over D-Bus");
+                    }
+                    stats.dbus_up = true;
                     let status =
                         format!("watching {units} unit{}", if units == 1 { "" } else { "s" });
                     if ready {
@@ -166,7 +175,10 @@ impl Owner {
                         self.notifier.ready(&status);
                     }
                 }
-                Input::DbusLost { at } => self.ledger.dbus_lost(at),
+                Input::DbusLost { at } => {
+                    stats.dbus_up = false;
+                    self.ledger.dbus_lost(at);
+                }
                 Input::JournalStatus(status) => {
                     stats.journal_up = status.is_ok();
                     self.health.set_journal(status);

@@ -257,3 +257,56 @@ fn notify_readiness_status_and_watchdog() {
         sb.sh("journalctl -u unitwatch.service -o cat | grep -c 'Watchdog timeout' || true");
     assert_eq!(result.trim(), "1", "the restart was the watchdog's");
 }
+
+/// The system bus goes away (dbus-daemon killed) while a unit crash-loops:
+/// /healthz says so, unitwatch reconnects once the bus is back, and every
+/// restart and failure of the gap is counted once.
+#[test]
+fn survives_the_bus_going_away() {
+    let sb = Sandbox::start();
+    let unit = "aitbc-crash.service";
+    sb.write_unit(
+        unit,
+        "[Unit]\nStartLimitIntervalSec=0\n[Service]\nExecStart=/bin/sh -c 'sleep 0.5; exit 1'\nRestart=always\nRestartSec=300ms\n",
+    );
+    sb.daemon_reload();
+    let uw = Unitwatch::start(&sb, "units = [\"aitbc-*.service\"]");
+    sb.systemctl(&["start", unit]);
+    uw.wait_value(&restarts(unit, "auto"), WAIT, |v| v >= 1.0);
+
+    sb.systemctl(&["kill", "--signal=SIGKILL", "dbus.service"]);
+    wait_for(
+        "/healthz to report the lost bus",
+        WAIT,
+        || match common::unitwatch::http_get(&uw.addr, "/healthz") {
+            Ok((503, body)) => Some(body),
+            _ => None,
+        },
+    );
+    // The next connection attempt socket-activates a new dbus-daemon.
+    wait_for("/healthz to recover", WAIT, || {
+        matches!(
+            common::unitwatch::http_get(&uw.addr, "/healthz"),
+            Ok((200, _))
+        )
+        .then_some(())
+    });
+    uw.wait_value("unitwatch_dbus_reconnects_total", WAIT, |v| v >= 1.0);
+    uw.wait_value("unitwatch_dbus_up", WAIT, |v| v == 1.0);
+
+    sb.systemctl(&["stop", unit]);
+    let journal_count = |what: &str| -> f64 {
+        sb.sh(&format!(
+            "journalctl -u {unit} -o cat | grep -c \"{what}\" || true"
+        ))
+        .trim()
+        .parse()
+        .expect("a count from the journal")
+    };
+    uw.wait_value(&restarts(unit, "auto"), WAIT, |v| {
+        v == journal_count("Scheduled restart job")
+    });
+    uw.wait_value(&failures(unit, "exit-code"), WAIT, |v| {
+        v == journal_count("Failed with result 'exit-code'")
+    });
+}

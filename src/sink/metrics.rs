@@ -214,6 +214,19 @@ fn encode_self(encoder: &mut DescriptorEncoder, scrape: &Scrape) -> Result<(), s
         MetricType::Gauge,
     )?)?;
 
+    ConstGauge::new(i64::from(scrape.stats.dbus_up)).encode(encoder.encode_descriptor(
+        "unitwatch_dbus_up",
+        "1 while unitwatch is connected to the service manager over D-Bus.",
+        None,
+        MetricType::Gauge,
+    )?)?;
+    ConstCounter::new(scrape.stats.dbus_reconnects).encode(encoder.encode_descriptor(
+        "unitwatch_dbus_reconnects",
+        "Times the D-Bus connection came back after it was lost.",
+        None,
+        MetricType::Counter,
+    )?)?;
+
     let mut family = encoder.encode_descriptor(
         "unitwatch_events",
         "Events applied to the ledger, by source.",
@@ -276,6 +289,8 @@ mod tests {
             &Stats {
                 events: [4, 0],
                 journal_up: true,
+                dbus_up: true,
+                dbus_reconnects: 2,
             },
         );
         for line in [
@@ -294,6 +309,8 @@ mod tests {
             r#"unitwatch_build_info{version=""#,
             "unitwatch_units_watched 1",
             "unitwatch_journal_up 1",
+            "unitwatch_dbus_up 1",
+            "unitwatch_dbus_reconnects_total 2",
             r#"unitwatch_events_total{source="dbus"} 4"#,
             "# EOF",
         ] {
