@@ -310,3 +310,46 @@ fn survives_the_bus_going_away() {
         v == journal_count("Failed with result 'exit-code'")
     });
 }
+
+/// `systemctl daemon-reexec` and a storm of 50 `daemon-reload`s while a unit
+/// crash-loops and another is restarted by hand: nothing lost, nothing
+/// counted twice.
+#[test]
+fn reexec_and_reload_storm_lose_nothing() {
+    let sb = Sandbox::start();
+    let (crash, stable) = ("aitbc-crash.service", "aitbc-stable.service");
+    sb.write_unit(
+        crash,
+        "[Unit]\nStartLimitIntervalSec=0\n[Service]\nExecStart=/bin/sh -c 'sleep 0.3; exit 1'\nRestart=always\nRestartSec=200ms\n",
+    );
+    sb.write_unit(stable, STABLE);
+    sb.daemon_reload();
+    sb.systemctl(&["start", stable]);
+    let uw = Unitwatch::start(&sb, "units = [\"aitbc-*.service\"]");
+    sb.systemctl(&["start", crash]);
+    uw.wait_value(&restarts(crash, "auto"), WAIT, |v| v >= 1.0);
+
+    sb.systemctl(&["daemon-reexec"]);
+    sb.systemctl(&["restart", stable]);
+    sb.sh("for i in $(seq 50); do systemctl daemon-reload; done");
+    sb.systemctl(&["restart", stable]);
+
+    sb.systemctl(&["stop", crash]);
+    let journal_count = |unit: &str, what: &str| -> f64 {
+        sb.sh(&format!(
+            "journalctl -u {unit} -o cat | grep -c \"{what}\" || true"
+        ))
+        .trim()
+        .parse()
+        .expect("a count from the journal")
+    };
+    let auto = journal_count(crash, "Scheduled restart job");
+    assert!(auto >= 2.0, "only {auto} restarts");
+    uw.wait_value(&restarts(crash, "auto"), WAIT, |v| v == auto);
+    uw.wait_value(&failures(crash, "exit-code"), WAIT, |v| {
+        v == journal_count(crash, "Failed with result 'exit-code'")
+    });
+    uw.wait_value(&restarts(stable, "manual"), WAIT, |v| v == 2.0);
+    assert_eq!(uw.value(&restarts(crash, "manual")), Some(0.0));
+    assert_eq!(uw.value(&up(stable)), Some(1.0));
+}

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
+use zbus::message::Sequence;
 use zbus::message::Type as MessageType;
 use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value as ZValue};
 use zbus::{Connection, MatchRule, Message, MessageStream};
@@ -78,6 +79,11 @@ pub struct DbusSource {
     units: HashMap<String, UnitProperties>,
     /// Object path → unit name of watched units.
     paths: HashMap<OwnedObjectPath, String>,
+    /// Per unit and interface, the receive position of the last `GetAll`
+    /// reply: signals received before it are older than what it said (they
+    /// wait in our queue while the reply is handed over at once) and are
+    /// dropped, so a snapshot is never overwritten by stale news.
+    read_at: HashMap<(String, &'static str), Sequence>,
 }
 
 fn to_value(v: &OwnedValue) -> Option<Value> {
@@ -106,6 +112,7 @@ impl DbusSource {
             health,
             units: HashMap::new(),
             paths: HashMap::new(),
+            read_at: HashMap::new(),
         }
     }
 
@@ -155,6 +162,8 @@ impl DbusSource {
     /// One connection: subscribe, snapshot, follow. Returns when the connection ends.
     async fn session(&mut self) -> Result<(), DbusError> {
         let conn = self.connect().await?;
+        // Receive positions are only comparable within one connection.
+        self.read_at.clear();
         // All of systemd's signals through one stream, so their order is kept.
         let rule = MatchRule::builder()
             .msg_type(MessageType::Signal)
@@ -268,7 +277,11 @@ impl DbusSource {
         for interface in interfaces {
             let all: HashMap<String, OwnedValue> =
                 match call(conn, path.as_str(), PROPERTIES, "GetAll", &(interface,)).await {
-                    Ok(reply) => reply.body().deserialize()?,
+                    Ok(reply) => {
+                        self.read_at
+                            .insert((name.clone(), interface), reply.recv_position());
+                        reply.body().deserialize()?
+                    }
                     Err(e) => {
                         tracing::debug!(unit = %name, error = %e, "cannot read unit properties");
                         return Ok(());
@@ -344,7 +357,16 @@ impl DbusSource {
                 else {
                     return Ok(());
                 };
-                if iface != UNIT && iface != SERVICE {
+                let iface: &'static str = match iface.as_str() {
+                    UNIT => UNIT,
+                    SERVICE => SERVICE,
+                    _ => return Ok(()),
+                };
+                let stale = self
+                    .read_at
+                    .get(&(name.clone(), iface))
+                    .is_some_and(|read| msg.recv_position() < *read);
+                if stale {
                     return Ok(());
                 }
                 let now = now_usec();
