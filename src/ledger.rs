@@ -15,8 +15,11 @@
 //!   reports (same timestamp) collapse and late reports fall into place. Once
 //!   a unit has more than [`MAX_POINTS`] points the oldest are folded into the
 //!   totals; reports older than the fold are ignored as stale.
-//! - An automatic restart is counted from systemd's `NRestarts`: every rise
-//!   counts, a drop means systemd reset the counter and the new value counts.
+//! - An automatic restart is counted from systemd's `NRestarts`
+//!   ([`RestartCounter`]): every rise counts; a drop reported after the
+//!   high-water mark was reached means systemd reset the counter (a start by
+//!   hand), which begins a new epoch whose value counts; a lower value
+//!   reported from before that is late news and changes nothing.
 //! - A manual restart is a restart job (`systemctl restart`, `try-restart`,
 //!   `reload-or-restart` that restarts) that finished with result `done`,
 //!   queued while the unit was up and not by systemd itself (while the unit
@@ -265,6 +268,60 @@ impl PendingJob {
     }
 }
 
+/// Follows systemd's `NRestarts` of a unit as reported, possibly late and
+/// out of order, by D-Bus and the journal.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RestartCounter {
+    /// The highest value of the current epoch, and when it was reported.
+    high: u32,
+    high_at: Usec,
+    /// When the current epoch began (systemd reset the counter).
+    epoch_at: Usec,
+    /// The highest value of the previous epoch, for its late reports.
+    previous_high: Option<u32>,
+}
+
+impl RestartCounter {
+    fn new(at: Usec, n: u32) -> RestartCounter {
+        RestartCounter {
+            high: n,
+            high_at: at,
+            epoch_at: 0,
+            previous_high: None,
+        }
+    }
+
+    /// Takes in a report of value `n` at `at`; returns how many restarts it adds.
+    fn report(&mut self, at: Usec, n: u32) -> u32 {
+        if at < self.epoch_at {
+            // A late report from before the last reset.
+            return match self.previous_high {
+                Some(p) if n > p => {
+                    self.previous_high = Some(n);
+                    n - p
+                }
+                _ => 0,
+            };
+        }
+        if n >= self.high {
+            let new = n - self.high;
+            self.high = n;
+            self.high_at = self.high_at.max(at);
+            return new;
+        }
+        if at <= self.high_at {
+            // Older news than the high-water mark.
+            return 0;
+        }
+        // systemd reset the counter: a new epoch, all of `n` is new.
+        self.previous_high = Some(self.high);
+        self.high = n;
+        self.high_at = at;
+        self.epoch_at = at;
+        n
+    }
+}
+
 /// Remembers the last few `InvocationID`s something was counted for.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Recent(VecDeque<String>);
@@ -296,7 +353,7 @@ struct Account {
     /// State changes after `fold_at`.
     points: BTreeMap<Usec, ActiveState>,
     sub_state: String,
-    n_restarts: Option<(Usec, u32)>,
+    n_restarts: Option<RestartCounter>,
     restarts: [u64; 2],
     failures: BTreeMap<String, u64>,
     last_failure_at: Usec,
@@ -322,7 +379,7 @@ impl Account {
             down_usec: 0,
             points: BTreeMap::new(),
             sub_state,
-            n_restarts: n_restarts.map(|n| (at, n)),
+            n_restarts: n_restarts.map(|n| RestartCounter::new(at, n)),
             restarts: [0, 0],
             failures: BTreeMap::new(),
             last_failure_at: 0,
@@ -472,21 +529,18 @@ impl Account {
                 }
                 Outcome::Quiet
             }
-            Transition::NRestarts(n) => match self.n_restarts {
+            Transition::NRestarts(n) => match &mut self.n_restarts {
                 // A journal record of NRestarts is itself one restart.
                 None if origin == Origin::Journal && at >= self.seen_at => {
-                    self.n_restarts = Some((at, n));
+                    self.n_restarts = Some(RestartCounter::new(at, n));
                     self.count_restarts(Trigger::Auto, 1)
                 }
                 None => {
-                    self.n_restarts = Some((at, n));
+                    self.n_restarts = Some(RestartCounter::new(at, n));
                     Outcome::Quiet
                 }
-                Some((seen, _)) if at < seen => Outcome::Quiet,
-                Some((_, prev)) => {
-                    self.n_restarts = Some((at, n));
-                    // A drop means systemd reset the counter: all of `n` is new.
-                    let new = if n >= prev { n - prev } else { n };
+                Some(counter) => {
+                    let new = counter.report(at, n);
                     self.count_restarts(Trigger::Auto, u64::from(new))
                 }
             },
@@ -1289,5 +1343,47 @@ mod tests {
             back.unit("u.service", T0 + 9 * S).expect("unit"),
         );
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn late_journal_restarts_around_a_reset_count_once() {
+        const MS: Usec = 1_000;
+        let mut l = Ledger::new();
+        l.apply(live(0, seen(Active, "running", 0)));
+        for n in 1..=7u32 {
+            l.apply(logged(u64::from(n), Transition::NRestarts(n)));
+            l.apply(Event::new(
+                "u.service",
+                T0 + u64::from(n) * S + 90 * MS,
+                Transition::NRestarts(n),
+            ));
+        }
+        // restart 8 is scheduled, then a stop resets NRestarts: D-Bus only
+        // sees the 0, before the journal's record of 8 arrives.
+        l.apply(Event::new(
+            "u.service",
+            T0 + 8 * S + 5 * MS,
+            Transition::NRestarts(0),
+        ));
+        l.apply(Event::logged(
+            "u.service",
+            T0 + 8 * S + MS,
+            Transition::NRestarts(8),
+        ));
+        // a stale journal record of an old value changes nothing
+        l.apply(logged(6, Transition::NRestarts(6)));
+        assert_eq!(
+            l.unit("u.service", T0 + 9 * S).expect("unit").restarts_auto,
+            8
+        );
+        // the next epoch counts from zero
+        l.apply(logged(10, Transition::NRestarts(1)));
+        l.apply(live(10, Transition::NRestarts(1)));
+        assert_eq!(
+            l.unit("u.service", T0 + 11 * S)
+                .expect("unit")
+                .restarts_auto,
+            9
+        );
     }
 }
