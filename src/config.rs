@@ -28,6 +28,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// `watch.units` and `watch.exclude`
     pub watch: Selector,
+    /// `watch.max_units`
+    pub max_units: usize,
     /// `state.dir`
     pub state_dir: PathBuf,
     /// `journal.backfill`: how far back to read the journal on a first start.
@@ -90,6 +92,7 @@ struct RawWatch {
     units: Spanned<Vec<Spanned<String>>>,
     #[serde(default)]
     exclude: Vec<Spanned<String>>,
+    max_units: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -181,6 +184,20 @@ impl Config {
             }
         }
 
+        let max_units = match watch.max_units {
+            None => crate::ledger::DEFAULT_MAX_UNITS,
+            Some(n) => usize::try_from(*n.get_ref())
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| {
+                    invalid(
+                        n.span().start,
+                        Some("watch.max_units"),
+                        format!("{} is not a number of units (1 or more)", n.get_ref()),
+                    )
+                })?,
+        };
+
         let state_dir = match raw.state.dir {
             None => PathBuf::from(DEFAULT_STATE_DIR),
             Some(s) if s.get_ref().is_empty() => {
@@ -222,6 +239,7 @@ impl Config {
             path: path.to_owned(),
             listen,
             watch: selector,
+            max_units,
             state_dir,
             backfill,
             journal_directory,
@@ -395,6 +413,10 @@ mod tests {
             (
                 "[watch]\nunits = [\"a\"]\n[journal]\nbackfill = \"a week\"\n",
                 "/etc/unitwatch/config.toml:4:12: journal.backfill: `a week` is not a duration",
+            ),
+            (
+                "[watch]\nunits = [\"a\"]\nmax_units = 0\n",
+                "/etc/unitwatch/config.toml:3:13: watch.max_units: 0 is not a number of units",
             ),
             (
                 "[sever]\nlisten = \"0.0.0.0:1\"\n",

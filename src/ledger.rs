@@ -233,6 +233,8 @@ pub enum Outcome {
     Restarted(Trigger, u64),
     /// A failure was counted.
     Failed(String),
+    /// A new unit was not accounted: there are `max_units` already.
+    Dropped,
     /// Nothing worth a log line (state change, duplicate, stale report).
     Quiet,
 }
@@ -630,10 +632,33 @@ impl UnitView<'_> {
     }
 }
 
+/// The default of [`Ledger::set_max_units`].
+pub const DEFAULT_MAX_UNITS: usize = 2000;
+
 /// The accounts of all units unitwatch has seen.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Ledger {
     units: BTreeMap<String, Account>,
+    /// At most this many units are accounted (label cardinality).
+    #[serde(skip, default = "default_max_units")]
+    max_units: usize,
+    /// Units not accounted because of `max_units`.
+    #[serde(skip)]
+    dropped: std::collections::BTreeSet<String>,
+}
+
+fn default_max_units() -> usize {
+    DEFAULT_MAX_UNITS
+}
+
+impl Default for Ledger {
+    fn default() -> Self {
+        Ledger {
+            units: BTreeMap::new(),
+            max_units: DEFAULT_MAX_UNITS,
+            dropped: Default::default(),
+        }
+    }
 }
 
 fn seconds(usec: u64) -> f64 {
@@ -666,6 +691,13 @@ impl Ledger {
         let Some(state) = start else {
             return Outcome::Quiet;
         };
+        if self.units.len() >= self.max_units {
+            return if self.dropped.insert(unit) {
+                Outcome::Dropped
+            } else {
+                Outcome::Quiet
+            };
+        }
         let (sub_state, n_restarts) = match &transition {
             Transition::Seen {
                 sub_state,
@@ -706,6 +738,16 @@ impl Ledger {
                 account.sub_state = "dead".into();
             }
         }
+    }
+
+    /// Accounts at most `max` units; later ones are dropped and counted.
+    pub fn set_max_units(&mut self, max: usize) {
+        self.max_units = max;
+    }
+
+    /// How many units were not accounted because of the limit.
+    pub fn dropped(&self) -> usize {
+        self.dropped.len()
     }
 
     /// Whether the unit is accounted.
@@ -1385,5 +1427,27 @@ mod tests {
                 .restarts_auto,
             9
         );
+    }
+
+    #[test]
+    fn units_beyond_the_limit_are_dropped_and_counted() {
+        let mut l = Ledger::new();
+        l.set_max_units(2);
+        for (i, name) in ["a.service", "b.service", "c.service", "d.service"]
+            .iter()
+            .enumerate()
+        {
+            let out = l.apply(Event::new(*name, T0 + i as u64, seen(Active, "running", 0)));
+            assert_eq!(out == Outcome::Dropped, i >= 2, "{name}");
+        }
+        assert_eq!(
+            l.apply(Event::new("c.service", T0 + 9, st(Inactive))),
+            Outcome::Quiet
+        );
+        assert_eq!(
+            l.apply(Event::new("c.service", T0 + 9, seen(Active, "running", 0))),
+            Outcome::Quiet
+        );
+        assert_eq!((l.len(), l.dropped()), (2, 2));
     }
 }

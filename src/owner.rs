@@ -145,6 +145,11 @@ impl Owner {
                         Outcome::Failed(result) => {
                             tracing::warn!(unit = %unit, result = %result, "unit failed")
                         }
+                        Outcome::Dropped => {
+                            if self.ledger.dropped() == 1 {
+                                tracing::warn!(unit = %unit, "more units match than watch.max_units allows; not exporting this one or any further (see unitwatch_units_dropped)");
+                            }
+                        }
                         Outcome::Quiet => {}
                     }
                 }

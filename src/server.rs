@@ -64,6 +64,8 @@ pub async fn run(config: Config, listen: SocketAddr, bus: Bus) -> anyhow::Result
         }
         None => (Ledger::new(), None, None, 0),
     };
+    let mut ledger = ledger;
+    ledger.set_max_units(config.max_units);
 
     let (inputs, ledger_inputs) = mpsc::channel(QUEUE);
     let (trigger, shutdown) = shutdown::channel();

@@ -353,3 +353,33 @@ fn reexec_and_reload_storm_lose_nothing() {
     assert_eq!(uw.value(&restarts(crash, "manual")), Some(0.0));
     assert_eq!(uw.value(&up(stable)), Some(1.0));
 }
+
+/// Label cardinality: beyond `watch.max_units` units are not exported, are
+/// counted, and the warning is logged once.
+#[test]
+fn max_units_caps_what_is_exported() {
+    let sb = Sandbox::start();
+    for i in 1..=4 {
+        sb.write_unit(&format!("aitbc-w{i}.service"), STABLE);
+    }
+    sb.daemon_reload();
+    sb.systemctl(&[
+        "start",
+        "aitbc-w1.service",
+        "aitbc-w2.service",
+        "aitbc-w3.service",
+    ]);
+    let uw = Unitwatch::start(&sb, "units = [\"aitbc-*.service\"]\nmax_units = 2");
+    uw.wait_value("unitwatch_units_dropped", WAIT, |v| v == 2.0);
+    sb.systemctl(&["start", "aitbc-w4.service"]);
+    uw.wait_value("unitwatch_units_dropped", WAIT, |v| v == 2.0);
+    assert_eq!(uw.value("unitwatch_units_watched"), Some(2.0));
+    let exported = uw.metrics().matches("service_up{").count();
+    assert_eq!(exported, 2);
+    assert_eq!(
+        uw.log().matches("watch.max_units").count(),
+        1,
+        "{}",
+        uw.log()
+    );
+}

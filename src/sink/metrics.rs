@@ -34,6 +34,7 @@ struct Sample {
 #[derive(Debug)]
 struct Scrape {
     units: Vec<Sample>,
+    dropped: usize,
     stats: Stats,
 }
 
@@ -73,6 +74,7 @@ pub fn render(ledger: &Ledger, now: Usec, stats: &Stats) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Collector(Arc::new(Scrape {
         units,
+        dropped: ledger.dropped(),
         stats: stats.clone(),
     }))));
     let mut out = String::new();
@@ -207,6 +209,13 @@ fn encode_self(encoder: &mut DescriptorEncoder, scrape: &Scrape) -> Result<(), s
         MetricType::Gauge,
     )?)?;
 
+    ConstGauge::new(scrape.dropped as i64).encode(encoder.encode_descriptor(
+        "unitwatch_units_dropped",
+        "Units matching [watch] that are not exported because of watch.max_units.",
+        None,
+        MetricType::Gauge,
+    )?)?;
+
     ConstGauge::new(i64::from(scrape.stats.journal_up)).encode(encoder.encode_descriptor(
         "unitwatch_journal_up",
         "1 while the journal is being read, 0 when unitwatch counts from D-Bus alone.",
@@ -308,6 +317,7 @@ mod tests {
             r#"service_state_change_timestamp_seconds{unit="aitbc-coordinator-api.service"} 1700000002.0"#,
             r#"unitwatch_build_info{version=""#,
             "unitwatch_units_watched 1",
+            "unitwatch_units_dropped 0",
             "unitwatch_journal_up 1",
             "unitwatch_dbus_up 1",
             "unitwatch_dbus_reconnects_total 2",
