@@ -222,11 +222,20 @@ impl Owner {
     }
 }
 
-/// Writes each new state as it comes; a failure is logged and the next
-/// state (at most [`SAVE_EVERY`] later) is the retry.
+/// Writes each new state as it comes. A failed write (disk full,
+/// read-only) is logged and retried every [`SAVE_EVERY`] with the newest
+/// state until it succeeds.
 async fn write_state(state: StateFile, mut written: watch::Receiver<Vec<u8>>) {
     let mut failing = false;
-    while written.changed().await.is_ok() {
+    loop {
+        if failing {
+            tokio::select! {
+                changed = written.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep(SAVE_EVERY) => {}
+            }
+        } else if written.changed().await.is_err() {
+            return;
+        }
         let bytes = written.borrow_and_update().clone();
         let file = state.clone();
         match tokio::task::spawn_blocking(move || file.write(&bytes)).await {
@@ -237,8 +246,10 @@ async fn write_state(state: StateFile, mut written: watch::Receiver<Vec<u8>>) {
                 }
             }
             Ok(Err(e)) => {
+                if !failing {
+                    tracing::warn!(error = %e, retry_every_s = SAVE_EVERY.as_secs(), "cannot save the state; keeping it in memory and retrying");
+                }
                 failing = true;
-                tracing::warn!(error = %e, retry_in_s = SAVE_EVERY.as_secs(), "cannot save the state; keeping it in memory");
             }
             Err(e) => tracing::warn!(error = %e, "state writer failed"),
         }

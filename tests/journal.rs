@@ -256,3 +256,65 @@ fn unreadable_journal_degrades_to_dbus_alone() {
         uw.log()
     );
 }
+
+/// A full state directory: unitwatch keeps serving from memory, says so in
+/// its log once, retries, and saves again once there is room.
+#[test]
+fn full_state_directory_is_survived() {
+    let sb = Sandbox::start();
+    let unit = "aitbc-stable.service";
+    sb.write_unit(unit, STABLE);
+    sb.daemon_reload();
+    sb.systemctl(&["start", unit]);
+    let dir = temp_dir("full");
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).expect("state dir");
+    // unitwatch gets a private 64 KiB tmpfs as its state directory.
+    let state_arg = state.display().to_string();
+    let uw = Unitwatch::launch_via(
+        &sb,
+        WATCH,
+        "",
+        &dir,
+        &[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            "mount -t tmpfs -o size=64k tmpfs \"$0\" && exec \"$@\"",
+            &state_arg,
+        ],
+    );
+    let pid = uw.pid().expect("running");
+    let inside = std::path::PathBuf::from(format!("/proc/{pid}/root{}", state.display()));
+    wait_for("a first save", WAIT, || {
+        inside.join("state.json").exists().then_some(())
+    });
+    // Fill it up, then give unitwatch something to save.
+    let filler = inside.join("filler");
+    let _ = std::fs::write(&filler, vec![0u8; 128 * 1024]);
+    sb.systemctl(&["restart", unit]);
+    wait_for(
+        "the failed save to be logged",
+        Duration::from_secs(30),
+        || uw.log().contains("cannot save the state").then_some(()),
+    );
+    uw.wait_value(&manual(unit), WAIT, |v| v == 1.0);
+    // Room again: the retry saves without anything new to save.
+    std::fs::remove_file(&filler).expect("remove filler");
+    wait_for(
+        "the state to be saved again",
+        Duration::from_secs(30),
+        || uw.log().contains("state saved again").then_some(()),
+    );
+    let saved = std::fs::read_to_string(inside.join("state.json")).expect("state");
+    assert!(saved.contains("aitbc-stable.service"));
+    assert_eq!(
+        uw.log().matches("cannot save the state").count(),
+        1,
+        "{}",
+        uw.log()
+    );
+}

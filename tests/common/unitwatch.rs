@@ -72,6 +72,18 @@ impl Unitwatch {
     /// Like [`Unitwatch::start`], with extra `[journal]` lines and in `dir`
     /// (config, `state/` and the log live there; reuse it to restart).
     pub fn launch(sb: &Sandbox, watch: &str, journal: &str, dir: &Path) -> Unitwatch {
+        Unitwatch::launch_via(sb, watch, journal, dir, &[])
+    }
+
+    /// Like [`Unitwatch::launch`], run through `wrapper` (a command that
+    /// ends by executing its arguments).
+    pub fn launch_via(
+        sb: &Sandbox,
+        watch: &str,
+        journal: &str,
+        dir: &Path,
+        wrapper: &[&str],
+    ) -> Unitwatch {
         let config = dir.join("config.toml");
         std::fs::write(
             &config,
@@ -92,7 +104,15 @@ impl Unitwatch {
             .append(true)
             .open(dir.join("unitwatch.log"))
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_unitwatch"))
+        let mut command = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(env!("CARGO_BIN_EXE_unitwatch"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_unitwatch")),
+        };
+        let child = command
             .arg("--config")
             .arg(&config)
             .arg("--web.listen-address")
@@ -131,6 +151,11 @@ impl Unitwatch {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// The process ID, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     pub fn log_path(&self) -> String {
