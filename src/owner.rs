@@ -29,8 +29,10 @@ pub enum Input {
     DbusLost { at: Usec },
     /// Whether the journal can be read.
     JournalStatus(Result<(), String>),
-    /// Every journal record up to `cursor` has been sent.
-    JournalPosition {
+    /// The events of one journal record (maybe none), applied together with
+    /// the record's cursor so the saved cursor always matches the ledger.
+    Journal {
+        events: Vec<Event>,
         cursor: String,
         boot_id: Option<String>,
     },
@@ -65,6 +67,8 @@ pub struct Owner {
     pub ledger: Ledger,
     pub state: StateFile,
     pub journal_cursor: Option<String>,
+    /// Where journal reading began, kept while there is no cursor yet.
+    pub journal_from: Option<Usec>,
     pub boot_id: Option<String>,
     pub notifier: Notifier,
     /// Where `/healthz` learns about the journal.
@@ -74,6 +78,27 @@ pub struct Owner {
 }
 
 impl Owner {
+    fn apply(&mut self, event: Event, stats: &mut Stats) {
+        stats.events[event.origin as usize] += 1;
+        tracing::trace!(source = event.origin.as_str(), ?event, "event");
+        let unit = event.unit.clone();
+        match self.ledger.apply(event) {
+            Outcome::Appeared => tracing::info!(unit = %unit, "watching unit"),
+            Outcome::Restarted(trigger, n) => {
+                tracing::info!(unit = %unit, trigger = trigger.as_str(), count = n, "unit restarted")
+            }
+            Outcome::Failed(result) => {
+                tracing::warn!(unit = %unit, result = %result, "unit failed")
+            }
+            Outcome::Dropped => {
+                if self.ledger.dropped() == 1 {
+                    tracing::warn!(unit = %unit, "more units match than watch.max_units allows; not exporting this one or any further (see unitwatch_units_dropped)");
+                }
+            }
+            Outcome::Quiet => {}
+        }
+    }
+
     fn snapshot(&self) -> Vec<u8> {
         // Serializing borrows the ledger; the Saved wrapper is built around a
         // reference-free copy of the small fields.
@@ -83,6 +108,7 @@ impl Owner {
             saved_at: Usec,
             boot_id: &'a Option<String>,
             journal_cursor: &'a Option<String>,
+            journal_from: Option<Usec>,
             ledger: &'a Ledger,
         }
         let saved = SavedRef {
@@ -90,6 +116,7 @@ impl Owner {
             saved_at: now_usec(),
             boot_id: &self.boot_id,
             journal_cursor: &self.journal_cursor,
+            journal_from: self.journal_from,
             ledger: &self.ledger,
         };
         serde_json::to_vec(&saved).unwrap_or_default()
@@ -134,23 +161,20 @@ impl Owner {
             match input {
                 Input::Event(event) => {
                     dirty = true;
-                    stats.events[event.origin as usize] += 1;
-                    tracing::trace!(source = event.origin.as_str(), ?event, "event");
-                    let unit = event.unit.clone();
-                    match self.ledger.apply(event) {
-                        Outcome::Appeared => tracing::info!(unit = %unit, "watching unit"),
-                        Outcome::Restarted(trigger, n) => {
-                            tracing::info!(unit = %unit, trigger = trigger.as_str(), count = n, "unit restarted")
-                        }
-                        Outcome::Failed(result) => {
-                            tracing::warn!(unit = %unit, result = %result, "unit failed")
-                        }
-                        Outcome::Dropped => {
-                            if self.ledger.dropped() == 1 {
-                                tracing::warn!(unit = %unit, "more units match than watch.max_units allows; not exporting this one or any further (see unitwatch_units_dropped)");
-                            }
-                        }
-                        Outcome::Quiet => {}
+                    self.apply(event, &mut stats);
+                }
+                Input::Journal {
+                    events,
+                    cursor,
+                    boot_id,
+                } => {
+                    dirty = true;
+                    for event in events {
+                        self.apply(event, &mut stats);
+                    }
+                    self.journal_cursor = Some(cursor);
+                    if boot_id.is_some() {
+                        self.boot_id = boot_id;
                     }
                 }
                 Input::Scrape(reply) => {
@@ -187,13 +211,6 @@ impl Owner {
                 Input::JournalStatus(status) => {
                     stats.journal_up = status.is_ok();
                     self.health.set_journal(status);
-                }
-                Input::JournalPosition { cursor, boot_id } => {
-                    dirty = true;
-                    self.journal_cursor = Some(cursor);
-                    if boot_id.is_some() {
-                        self.boot_id = boot_id;
-                    }
                 }
                 Input::HostDown { at } => {
                     dirty = true;

@@ -49,13 +49,21 @@ pub async fn run(config: Config, listen: SocketAddr, bus: Bus) -> anyhow::Result
     let state = StateFile::new(&config.state_dir);
     let saved = state.load();
     let now = now_usec();
+    // Resume exactly after the last record applied; with no record applied
+    // yet, from where the last run began reading (else its save time).
     let start = match &saved {
-        Some(s) => match &s.journal_cursor {
-            Some(cursor) => Start::After(cursor.clone()),
-            None => Start::Since(s.saved_at),
+        Some(s) => match (&s.journal_cursor, s.journal_from) {
+            (Some(cursor), _) => Start::After(cursor.clone()),
+            (None, Some(from)) => Start::Since(from),
+            (None, None) => Start::Since(s.saved_at),
         },
         None if config.backfill.is_zero() => Start::Now,
         None => Start::Since(now.saturating_sub(config.backfill.as_micros() as u64)),
+    };
+    let journal_from = match &start {
+        Start::After(_) => None,
+        Start::Since(from) => Some(*from),
+        Start::Now => Some(now),
     };
     let (ledger, cursor, boot_id, saved_at) = match saved {
         Some(s) => {
@@ -74,6 +82,7 @@ pub async fn run(config: Config, listen: SocketAddr, bus: Bus) -> anyhow::Result
         ledger,
         state,
         journal_cursor: cursor,
+        journal_from,
         boot_id: boot_id.clone(),
         notifier: Notifier::from_env(),
         health: health.clone(),

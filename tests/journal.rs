@@ -318,3 +318,44 @@ fn full_state_directory_is_survived() {
         uw.log()
     );
 }
+
+/// `kill -9` twenty times at varying moments while a unit flaps: after each
+/// restart no counter is lower than before, and the totals end equal to
+/// systemd's NRestarts and the journal.
+#[test]
+fn kill_9_twenty_times() {
+    let sb = Sandbox::start();
+    let unit = "aitbc-flap.service";
+    let n = 40;
+    sb.write_unit(unit, &fails_then_runs(n, "100ms"));
+    sb.daemon_reload();
+    let dir = temp_dir("kill9x20");
+    sb.systemctl(&["start", unit]);
+    let mut seed = u64::from(std::process::id());
+    let mut last = (0.0, 0.0);
+    for round in 0..20 {
+        let mut uw = Unitwatch::launch(&sb, WATCH, "", &dir);
+        let now = (
+            uw.value(&auto(unit)).unwrap_or(0.0),
+            uw.value(&exit_code(unit)).unwrap_or(0.0),
+        );
+        assert!(
+            now.0 >= last.0 && now.1 >= last.1,
+            "round {round}: counters went back from {last:?} to {now:?}"
+        );
+        last = now;
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        std::thread::sleep(Duration::from_millis((seed >> 33) % 400));
+        uw.kill9();
+    }
+    wait_settled(&sb, unit, n);
+    let uw = Unitwatch::launch(&sb, WATCH, "", &dir);
+    uw.wait_value(&auto(unit), WAIT, |v| v == f64::from(n));
+    uw.wait_value(&exit_code(unit), WAIT, |v| v == f64::from(n));
+    assert_eq!(
+        journal_count(&sb, unit, "Scheduled restart job"),
+        f64::from(n)
+    );
+}

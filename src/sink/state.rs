@@ -28,6 +28,9 @@ pub struct Saved {
     pub boot_id: Option<String>,
     /// The journal cursor of the last record applied to the ledger.
     pub journal_cursor: Option<String>,
+    /// Without a cursor: the time journal reading began, to resume from.
+    #[serde(default)]
+    pub journal_from: Option<Usec>,
     pub ledger: Ledger,
 }
 
@@ -46,6 +49,7 @@ impl Saved {
             saved_at,
             boot_id,
             journal_cursor,
+            journal_from: None,
             ledger,
         }
     }

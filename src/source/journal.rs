@@ -42,7 +42,7 @@ pub struct JournalSource {
     pub inputs: mpsc::Sender<Input>,
 }
 
-/// How many records between two reports of the position to the ledger task.
+/// How many records without events between two reports of the position.
 const POSITION_EVERY: usize = 256;
 
 impl JournalSource {
@@ -135,16 +135,14 @@ impl JournalSource {
                         self.last_boot = Some(boot.clone());
                     }
                     self.last_at = self.last_at.max(at);
-                    for event in mapper.events(&fields, at) {
-                        if !self.send(Input::Event(event)) {
-                            return;
-                        }
-                    }
+                    let events = mapper.events(&fields, at);
                     cursor = here;
                     since_position += 1;
-                    if since_position >= POSITION_EVERY {
+                    // A record's events go with its cursor, so the saved
+                    // cursor is always that of the last record applied.
+                    if !events.is_empty() || since_position >= POSITION_EVERY {
                         since_position = 0;
-                        if !self.report(&cursor) {
+                        if !self.report(events, &cursor) {
                             return;
                         }
                     }
@@ -152,7 +150,7 @@ impl JournalSource {
                 Ok(None) => {
                     if since_position > 0 {
                         since_position = 0;
-                        if !self.report(&cursor) {
+                        if !self.report(Vec::new(), &cursor) {
                             return;
                         }
                     }
@@ -188,13 +186,14 @@ impl JournalSource {
         }
     }
 
-    fn report(&self, cursor: &Option<String>) -> bool {
+    fn report(&self, events: Vec<crate::ledger::Event>, cursor: &Option<String>) -> bool {
         match cursor {
-            Some(c) => self.send(Input::JournalPosition {
+            Some(c) => self.send(Input::Journal {
+                events,
                 cursor: c.clone(),
                 boot_id: self.last_boot.clone(),
             }),
-            None => true,
+            None => events.into_iter().all(|e| self.send(Input::Event(e))),
         }
     }
 
