@@ -287,6 +287,13 @@ impl DbusSource {
                         return Ok(());
                     }
                 };
+            let load_state = all.get("LoadState").and_then(to_value);
+            if let Some(Value::Str(load)) = load_state {
+                if load == "masked" || load == "not-found" {
+                    // Switched off on purpose, or no such unit: not a service that is down.
+                    return Ok(());
+                }
+            }
             merge(&mut props, &all);
         }
         let events = match self.units.get(&name) {
