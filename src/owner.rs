@@ -38,6 +38,9 @@ pub enum Input {
     },
     /// The host went down at `at` (the last record of a previous boot).
     HostDown { at: Usec },
+    /// Journal records between the saved position and what the journal
+    /// still holds were rotated away unread.
+    JournalGap,
     /// Save the state and stop.
     Shutdown(oneshot::Sender<()>),
 }
@@ -53,6 +56,8 @@ pub struct Stats {
     pub dbus_up: bool,
     /// Times the D-Bus connection came back after it was lost.
     pub dbus_reconnects: u64,
+    /// Times the journal had lost records unitwatch had not read yet.
+    pub journal_gaps: u64,
 }
 
 /// The wall clock, in systemd's unit. Read here, at the edge, never in the ledger.
@@ -212,6 +217,7 @@ impl Owner {
                     stats.journal_up = status.is_ok();
                     self.health.set_journal(status);
                 }
+                Input::JournalGap => stats.journal_gaps += 1,
                 Input::HostDown { at } => {
                     dirty = true;
                     tracing::info!(at_usec = at, "the host rebooted since the last record; units up then count as down until they started again");

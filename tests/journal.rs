@@ -359,3 +359,35 @@ fn kill_9_twenty_times() {
         f64::from(n)
     );
 }
+
+/// The saved position rotated and vacuumed away while unitwatch was
+/// stopped: it continues from the next record the journal has, logs the gap
+/// and counts it in `unitwatch_journal_gaps_total`.
+#[test]
+fn vacuumed_position_is_a_counted_gap() {
+    let sb = Sandbox::start();
+    let unit = "aitbc-stable.service";
+    sb.write_unit(unit, STABLE);
+    sb.daemon_reload();
+    sb.systemctl(&["start", unit]);
+    let dir = temp_dir("gap");
+    let mut uw = Unitwatch::launch(&sb, WATCH, "", &dir);
+    sb.systemctl(&["restart", unit]);
+    uw.wait_value(&manual(unit), WAIT, |v| v == 1.0);
+    assert_eq!(uw.stop().and_then(|s| s.code()), Some(0));
+    // The record under the saved cursor goes into an archived file, which
+    // is then deleted; later records stay.
+    sb.sh("journalctl --rotate");
+    sb.systemctl(&["restart", unit]);
+    sb.sh("journalctl --rotate && journalctl --vacuum-files=1 >/dev/null 2>&1");
+    sb.systemctl(&["restart", unit]);
+    let uw = Unitwatch::launch(&sb, WATCH, "", &dir);
+    uw.wait_value("unitwatch_journal_gaps_total", WAIT, |v| v == 1.0);
+    assert!(
+        uw.log().contains("no longer holds the saved position"),
+        "{}",
+        uw.log()
+    );
+    // Restarts the journal still had are counted; the counter never went back.
+    uw.wait_value(&manual(unit), WAIT, |v| v >= 2.0);
+}

@@ -223,6 +223,13 @@ fn encode_self(encoder: &mut DescriptorEncoder, scrape: &Scrape) -> Result<(), s
         MetricType::Gauge,
     )?)?;
 
+    ConstCounter::new(scrape.stats.journal_gaps).encode(encoder.encode_descriptor(
+        "unitwatch_journal_gaps",
+        "Times journal records were rotated away before unitwatch read them.",
+        None,
+        MetricType::Counter,
+    )?)?;
+
     ConstGauge::new(i64::from(scrape.stats.dbus_up)).encode(encoder.encode_descriptor(
         "unitwatch_dbus_up",
         "1 while unitwatch is connected to the service manager over D-Bus.",
@@ -300,6 +307,7 @@ mod tests {
                 journal_up: true,
                 dbus_up: true,
                 dbus_reconnects: 2,
+                journal_gaps: 0,
             },
         );
         for line in [
@@ -321,6 +329,7 @@ mod tests {
             "unitwatch_journal_up 1",
             "unitwatch_dbus_up 1",
             "unitwatch_dbus_reconnects_total 2",
+            "unitwatch_journal_gaps_total 0",
             r#"unitwatch_events_total{source="dbus"} 4"#,
             "# EOF",
         ] {

@@ -125,6 +125,9 @@ impl JournalSource {
                     }
                     if skip_cursor.take().is_some() {
                         tracing::warn!("the journal no longer holds the saved position (rotated or vacuumed); continuing from the next record it has");
+                        if !self.send(Input::JournalGap) {
+                            return;
+                        }
                     }
                     if let Some(boot) = fields.get("_BOOT_ID") {
                         let rebooted =
