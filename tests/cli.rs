@@ -122,6 +122,18 @@ fn sigterm_exits_zero_and_healthz_reports_no_bus() {
     assert!(body.contains("href=\"metrics\""), "{body}");
     let (status, _) = http_get(&addr, "/nope").expect("GET /nope");
     assert_eq!(status, 404);
+    // Only GET and HEAD.
+    for (method, want) in [("POST", 405), ("DELETE", 405), ("HEAD", 200)] {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+        write!(s, "{method} /metrics HTTP/1.0\r\nContent-Length: 0\r\n\r\n").expect("send");
+        let mut reply = String::new();
+        let _ = s.read_to_string(&mut reply);
+        assert!(
+            reply.starts_with(&format!("HTTP/1.0 {want}")),
+            "{method}: {reply}"
+        );
+    }
 
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
