@@ -37,16 +37,6 @@ fn fails_then_runs(n: u32, restart_sec: &str) -> String {
     )
 }
 
-/// How many journal records of `unit` contain `text`.
-fn journal_count(sb: &Sandbox, unit: &str, text: &str) -> f64 {
-    sb.sh(&format!(
-        "journalctl -u {unit} -o cat | grep -c \"{text}\" || true"
-    ))
-    .trim()
-    .parse()
-    .expect("a count from the journal")
-}
-
 fn wait_settled(sb: &Sandbox, unit: &str, n: u32) {
     wait_for(
         &format!("{unit} to settle after {n} restarts"),
@@ -97,11 +87,11 @@ fn what_happened_while_stopped_is_counted() {
     let down = record_time(&sb, stable, "Started") - record_time(&sb, stable, "Stopping");
 
     let uw = Unitwatch::launch(&sb, WATCH, "backfill = \"0\"", &dir);
-    let restarts = journal_count(&sb, crash, "Scheduled restart job");
+    let restarts = sb.journal_count(crash, "Scheduled restart job");
     assert_eq!(restarts, 3.0);
     uw.wait_value(&auto(crash), WAIT, |v| v == restarts);
     uw.wait_value(&exit_code(crash), WAIT, |v| {
-        v == journal_count(&sb, crash, "Failed with result 'exit-code'")
+        v == sb.journal_count(crash, "Failed with result 'exit-code'")
     });
     let measured = uw.wait_value(
         &series("service_downtime_seconds_total", stable, ""),
@@ -143,7 +133,7 @@ fn kill_9_while_flapping_loses_and_doubles_nothing() {
     uw.wait_value(&auto(unit), WAIT, |v| v == f64::from(n));
     uw.wait_value(&exit_code(unit), WAIT, |v| v == f64::from(n));
     assert_eq!(
-        journal_count(&sb, unit, "Scheduled restart job"),
+        sb.journal_count(unit, "Scheduled restart job"),
         f64::from(n)
     );
     assert_eq!(uw.value(&manual(unit)), Some(0.0));
@@ -355,7 +345,7 @@ fn kill_9_twenty_times() {
     uw.wait_value(&auto(unit), WAIT, |v| v == f64::from(n));
     uw.wait_value(&exit_code(unit), WAIT, |v| v == f64::from(n));
     assert_eq!(
-        journal_count(&sb, unit, "Scheduled restart job"),
+        sb.journal_count(unit, "Scheduled restart job"),
         f64::from(n)
     );
 }

@@ -125,16 +125,8 @@ fn crashing_unit_restarts_match_nrestarts() {
     }
     // NRestarts is reset by a stop; systemd's journal keeps the count.
     sb.systemctl(&["stop", unit]);
-    let journal_count = |what: &str| -> f64 {
-        sb.sh(&format!(
-            "journalctl -u {unit} -o cat | grep -c \"{what}\" || true"
-        ))
-        .trim()
-        .parse()
-        .expect("a count from the journal")
-    };
-    let systemd_restarts = journal_count("Scheduled restart job");
-    let journal_failures = journal_count("Failed with result 'exit-code'");
+    let systemd_restarts = sb.journal_count(unit, "Scheduled restart job");
+    let journal_failures = sb.journal_count(unit, "Failed with result 'exit-code'");
     uw.wait_value(&restarts(unit, "auto"), WAIT, |v| v == systemd_restarts);
     uw.wait_value(&failures(unit, "exit-code"), WAIT, |v| {
         v == journal_failures
@@ -295,19 +287,11 @@ fn survives_the_bus_going_away() {
     uw.wait_value("unitwatch_dbus_up", WAIT, |v| v == 1.0);
 
     sb.systemctl(&["stop", unit]);
-    let journal_count = |what: &str| -> f64 {
-        sb.sh(&format!(
-            "journalctl -u {unit} -o cat | grep -c \"{what}\" || true"
-        ))
-        .trim()
-        .parse()
-        .expect("a count from the journal")
-    };
     uw.wait_value(&restarts(unit, "auto"), WAIT, |v| {
-        v == journal_count("Scheduled restart job")
+        v == sb.journal_count(unit, "Scheduled restart job")
     });
     uw.wait_value(&failures(unit, "exit-code"), WAIT, |v| {
-        v == journal_count("Failed with result 'exit-code'")
+        v == sb.journal_count(unit, "Failed with result 'exit-code'")
     });
 }
 
@@ -335,19 +319,11 @@ fn reexec_and_reload_storm_lose_nothing() {
     sb.systemctl(&["restart", stable]);
 
     sb.systemctl(&["stop", crash]);
-    let journal_count = |unit: &str, what: &str| -> f64 {
-        sb.sh(&format!(
-            "journalctl -u {unit} -o cat | grep -c \"{what}\" || true"
-        ))
-        .trim()
-        .parse()
-        .expect("a count from the journal")
-    };
-    let auto = journal_count(crash, "Scheduled restart job");
+    let auto = sb.journal_count(crash, "Scheduled restart job");
     assert!(auto >= 2.0, "only {auto} restarts");
     uw.wait_value(&restarts(crash, "auto"), WAIT, |v| v == auto);
     uw.wait_value(&failures(crash, "exit-code"), WAIT, |v| {
-        v == journal_count(crash, "Failed with result 'exit-code'")
+        v == sb.journal_count(crash, "Failed with result 'exit-code'")
     });
     uw.wait_value(&restarts(stable, "manual"), WAIT, |v| v == 2.0);
     assert_eq!(uw.value(&restarts(crash, "manual")), Some(0.0));

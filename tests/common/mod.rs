@@ -102,6 +102,18 @@ impl Sandbox {
         self.systemctl(&["daemon-reload"]);
     }
 
+    /// How many of `unit`'s journal records contain `text`: systemd's own
+    /// count of restarts ("Scheduled restart job") and failures ("Failed
+    /// with result 'exit-code'"), which a stop does not reset.
+    pub fn journal_count(&self, unit: &str, text: &str) -> f64 {
+        self.sh(&format!(
+            "journalctl -u {unit} -o cat | grep -c \"{text}\" || true"
+        ))
+        .trim()
+        .parse()
+        .expect("a count from the journal")
+    }
+
     /// `systemctl show -P PROPERTY UNIT`, trimmed.
     pub fn show(&self, unit: &str, property: &str) -> String {
         self.systemctl(&["show", "-P", property, unit])
