@@ -255,8 +255,18 @@ impl DbusSource {
         }
         let mut names: Vec<_> = found.into_iter().collect();
         names.sort_by(|a, b| a.0.cmp(&b.0));
-        for (name, path) in names {
-            self.observe(conn, name, path).await?;
+        // Read many units at once (replies come back in order of the list),
+        // then take them in one by one.
+        let reads: Vec<_> = futures_util::stream::iter(names)
+            .map(|(name, path)| async move {
+                let read = read_unit(conn, &name, &path).await;
+                (name, path, read)
+            })
+            .buffered(READ_AHEAD)
+            .collect()
+            .await;
+        for (name, path, read) in reads {
+            self.take_in(name, path, read?).await?;
         }
         Ok(self.paths.len())
     }
@@ -268,33 +278,22 @@ impl DbusSource {
         name: String,
         path: OwnedObjectPath,
     ) -> Result<(), DbusError> {
-        let now = now_usec();
-        let mut props = UnitProperties::default();
-        let mut interfaces = vec![UNIT];
-        if name.ends_with(".service") {
-            interfaces.push(SERVICE);
-        }
-        for interface in interfaces {
-            let all: HashMap<String, OwnedValue> =
-                match call(conn, path.as_str(), PROPERTIES, "GetAll", &(interface,)).await {
-                    Ok(reply) => {
-                        self.read_at
-                            .insert((name.clone(), interface), reply.recv_position());
-                        reply.body().deserialize()?
-                    }
-                    Err(e) => {
-                        tracing::debug!(unit = %name, error = %e, "cannot read unit properties");
-                        return Ok(());
-                    }
-                };
-            let load_state = all.get("LoadState").and_then(to_value);
-            if let Some(Value::Str(load)) = load_state {
-                if load == "masked" || load == "not-found" {
-                    // Switched off on purpose, or no such unit: not a service that is down.
-                    return Ok(());
-                }
-            }
-            merge(&mut props, &all);
+        let read = read_unit(conn, &name, &path).await?;
+        self.take_in(name, path, read).await
+    }
+
+    /// Applies what [`read_unit`] found.
+    async fn take_in(
+        &mut self,
+        name: String,
+        path: OwnedObjectPath,
+        read: Option<ReadUnit>,
+    ) -> Result<(), DbusError> {
+        let Some(ReadUnit { now, props, read_at }) = read else {
+            return Ok(());
+        };
+        for (interface, position) in read_at {
+            self.read_at.insert((name.clone(), interface), position);
         }
         let events = match self.units.get(&name) {
             Some(before) if before.active_state.is_some() => {
@@ -460,6 +459,56 @@ impl DbusSource {
             _ => Ok(()),
         }
     }
+}
+
+/// How many units the snapshot reads at once.
+const READ_AHEAD: usize = 32;
+
+/// A unit's properties as read at `now`, and the receive positions of the replies.
+struct ReadUnit {
+    now: crate::ledger::Usec,
+    props: UnitProperties,
+    read_at: Vec<(&'static str, Sequence)>,
+}
+
+/// Reads a unit's properties; `None` if it cannot be read, is masked or does not exist.
+async fn read_unit(
+    conn: &Connection,
+    name: &str,
+    path: &OwnedObjectPath,
+) -> Result<Option<ReadUnit>, DbusError> {
+    let now = now_usec();
+    let mut props = UnitProperties::default();
+    let mut read_at = Vec::new();
+    let mut interfaces = vec![UNIT];
+    if name.ends_with(".service") {
+        interfaces.push(SERVICE);
+    }
+    for interface in interfaces {
+        let all: HashMap<String, OwnedValue> =
+            match call(conn, path.as_str(), PROPERTIES, "GetAll", &(interface,)).await {
+                Ok(reply) => {
+                    read_at.push((interface, reply.recv_position()));
+                    reply.body().deserialize()?
+                }
+                Err(e) => {
+                    tracing::debug!(unit = %name, error = %e, "cannot read unit properties");
+                    return Ok(None);
+                }
+            };
+        if let Some(Value::Str(load)) = all.get("LoadState").and_then(to_value) {
+            if load == "masked" || load == "not-found" {
+                // Switched off on purpose, or no such unit: not a service that is down.
+                return Ok(None);
+            }
+        }
+        merge(&mut props, &all);
+    }
+    Ok(Some(ReadUnit {
+        now,
+        props,
+        read_at,
+    }))
 }
 
 fn merge(props: &mut UnitProperties, values: &HashMap<String, OwnedValue>) {
