@@ -114,6 +114,7 @@ pub async fn run(config: Config, listen: SocketAddr, bus: Bus) -> anyhow::Result
         _ = sigterm.recv() => true,
         _ = sigint.recv() => true,
     };
+    tracing::debug!("journal history read; going live on D-Bus");
     let dbus = tokio::spawn(
         DbusSource::new(bus, config.watch.clone(), inputs.clone(), health).run(shutdown.clone()),
     );

@@ -253,6 +253,7 @@ impl DbusSource {
                 Err(e) => tracing::debug!(unit = %name, error = %e, "cannot load unit"),
             }
         }
+        tracing::debug!(units = found.len(), "listed watched units; reading them");
         let mut names: Vec<_> = found.into_iter().collect();
         names.sort_by(|a, b| a.0.cmp(&b.0));
         // Read many units at once (replies come back in order of the list),
@@ -289,7 +290,12 @@ impl DbusSource {
         path: OwnedObjectPath,
         read: Option<ReadUnit>,
     ) -> Result<(), DbusError> {
-        let Some(ReadUnit { now, props, read_at }) = read else {
+        let Some(ReadUnit {
+            now,
+            props,
+            read_at,
+        }) = read
+        else {
             return Ok(());
         };
         for (interface, position) in read_at {
@@ -485,6 +491,25 @@ async fn read_unit(
         interfaces.push(SERVICE);
     }
     for interface in interfaces {
+        if interface == SERVICE {
+            // The Service interface has some 200 properties; two are needed.
+            for property in ["NRestarts", "Result"] {
+                match call(conn, path.as_str(), PROPERTIES, "Get", &(SERVICE, property)).await {
+                    Ok(reply) => {
+                        read_at.push((SERVICE, reply.recv_position()));
+                        let v: OwnedValue = reply.body().deserialize()?;
+                        if let Some(v) = to_value(&v) {
+                            props.set(property, v);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(unit = %name, error = %e, "cannot read unit properties");
+                        return Ok(None);
+                    }
+                }
+            }
+            continue;
+        }
         let all: HashMap<String, OwnedValue> =
             match call(conn, path.as_str(), PROPERTIES, "GetAll", &(interface,)).await {
                 Ok(reply) => {

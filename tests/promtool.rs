@@ -1,0 +1,707 @@
+//! The shipped Prometheus and Grafana files, checked offline by promtool
+//! (Debian's `prometheus` package; scripts/setup installs it):
+//!
+//! - the rules load, and their `promtool test rules` files pass;
+//! - those test files have teeth: rules broken on purpose make them fail;
+//! - the scrape snippet makes a valid Prometheus configuration;
+//! - every PromQL query of the Grafana dashboard parses and names only
+//!   metrics unitwatch exports or the rules record.
+//!
+//! std only: the dashboard is read with the small JSON parser at the end.
+
+use std::collections::BTreeSet;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn prometheus_dir() -> PathBuf {
+    root().join("packaging/prometheus")
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Runs promtool; a missing promtool fails the test (never skips it).
+fn promtool(args: &[&str], dir: &Path) -> Output {
+    match Command::new("promtool")
+        .args(args)
+        .current_dir(dir)
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) if e.kind() == ErrorKind::NotFound => panic!(
+            "promtool is not installed: run scripts/setup \
+             (it installs Debian's `prometheus` package, which ships /usr/bin/promtool)"
+        ),
+        Err(e) => panic!("cannot run promtool: {e}"),
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "--- stdout\n{}--- stderr\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs promtool and asserts it succeeds; returns stdout and stderr.
+fn promtool_ok(args: &[&str], dir: &Path) -> String {
+    let out = promtool(args, dir);
+    let text = text(&out);
+    assert!(
+        out.status.success(),
+        "`promtool {}` in {} failed ({}):\n{text}",
+        args.join(" "),
+        dir.display(),
+        out.status
+    );
+    text
+}
+
+/// A scratch directory, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir =
+            std::env::temp_dir().join(format!("unitwatch-promtool-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The `promtool test rules` files next to the rules.
+fn rule_test_files() -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(prometheus_dir())
+        .expect("packaging/prometheus")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".test.yml"))
+        .collect();
+    files.sort();
+    assert!(
+        files.iter().any(|f| f == "unitwatch-rules.test.yml"),
+        "no unitwatch-rules.test.yml in packaging/prometheus: {files:?}"
+    );
+    files
+}
+
+/// `record:` and `alert:` names of a rules file, in order.
+fn rule_names(rules: &str, kind: &str) -> Vec<String> {
+    let key = format!("- {kind}:");
+    rules
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix(&key))
+        .map(|n| n.trim().to_owned())
+        .collect()
+}
+
+#[test]
+fn rules_pass_promtool_check() {
+    let dir = prometheus_dir();
+    let out = promtool_ok(&["check", "rules", "unitwatch-rules.yml"], &dir);
+    assert!(out.contains("SUCCESS: 8 rules found"), "{out}");
+
+    let rules = read(&dir.join("unitwatch-rules.yml"));
+    assert_eq!(
+        rule_names(&rules, "record"),
+        [
+            "unit:service_availability:ratio_1h",
+            "unit:service_availability:ratio_1d",
+            "unit:service_availability:ratio_30d",
+        ]
+    );
+    assert_eq!(
+        rule_names(&rules, "alert"),
+        [
+            "ServiceDown",
+            "ServiceRestartFlapping",
+            "ServiceFailing",
+            "ServiceAvailabilityBelowSLO",
+            "UnitwatchDown",
+        ]
+    );
+    assert_known_metrics("unitwatch-rules.yml", &rules);
+}
+
+#[test]
+fn rule_unit_tests_pass() {
+    let files = rule_test_files();
+    let mut args = vec!["test", "rules"];
+    args.extend(files.iter().map(String::as_str));
+    let out = promtool_ok(&args, &prometheus_dir());
+    assert_eq!(out.matches("SUCCESS").count(), files.len(), "{out}");
+}
+
+/// Each change below breaks one alert or recording rule in a way that
+/// matters; the unit tests must notice every one of them, which shows they
+/// test both that alerts fire and that they stay quiet.
+#[test]
+fn rule_unit_tests_catch_broken_rules() {
+    let mutants: &[(&str, &str, &str, &str)] = &[
+        // (what, original text, replacement, test file that must fail)
+        ("ServiceDown without its 1 minute grace", "for: 1m", "for: 0s", "unitwatch-rules.test.yml"),
+        ("ServiceDown on every unit", "expr: service_up == 0", "expr: service_up >= 0", "unitwatch-rules.test.yml"),
+        ("ServiceRestartFlapping at 3 restarts", ")) >= 4", ")) > 3", "unitwatch-rules.test.yml"),
+        ("ServiceRestartFlapping never", ")) >= 4", ")) >= 5", "unitwatch-rules.test.yml"),
+        ("ServiceRestartFlapping per trigger", "sum by (instance, unit) (increase(service_restart", "sum by (instance, unit, trigger) (increase(service_restart", "unitwatch-rules.test.yml"),
+        ("ServiceFailing blind to a result's first failure", "unless service_failures_total offset 15m", "unless service_failures_total", "unitwatch-rules.test.yml"),
+        ("ServiceFailing on units just added", "\n            and on (instance, unit)\n            count by (instance, unit) (service_up offset 15m)", "", "unitwatch-rules.test.yml"),
+        ("ServiceFailing on old failures", "[15m])) > 0", "[15m])) >= 0", "unitwatch-rules.test.yml"),
+        ("ServiceFailing blind to the failed state", "(service_state{state=\"failed\"}) == 1", "(service_state{state=\"failed\"}) == 2", "unitwatch-rules.test.yml"),
+        ("UnitwatchDown too early", "for: 5m", "for: 1m", "unitwatch-rules.test.yml"),
+        ("1h availability over 2h", "[1h]))\n          /", "[2h]))\n          /", "unitwatch-rules.test.yml"),
+        ("30-day objective at 99.8 %", "< 0.999", "< 0.998", "unitwatch-slo.test.yml"),
+        ("30-day objective at 99.95 %", "< 0.999", "< 0.9995", "unitwatch-slo.test.yml"),
+    ];
+    let rules = read(&prometheus_dir().join("unitwatch-rules.yml"));
+    for (what, from, _, _) in mutants {
+        assert_eq!(
+            rules.matches(from).count(),
+            1,
+            "`{from}` ({what}) is not exactly once in unitwatch-rules.yml: update this test"
+        );
+    }
+    // One directory and thread per mutant: promtool takes a second or two each.
+    let missed: Vec<String> = std::thread::scope(|s| {
+        let runs: Vec<_> = mutants
+            .iter()
+            .enumerate()
+            .map(|(i, (what, from, to, test_file))| {
+                let rules = &rules;
+                s.spawn(move || {
+                    let tmp = TempDir::new(&format!("mutant-{i}"));
+                    std::fs::write(
+                        tmp.0.join("unitwatch-rules.yml"),
+                        rules.replacen(from, to, 1),
+                    )
+                    .expect("mutant rules");
+                    std::fs::copy(prometheus_dir().join(test_file), tmp.0.join(test_file))
+                        .expect("test file");
+                    promtool_ok(&["check", "rules", "unitwatch-rules.yml"], &tmp.0);
+                    let out = promtool(&["test", "rules", test_file], &tmp.0);
+                    out.status
+                        .success()
+                        .then(|| format!("{what} (`{from}` -> `{to}`) passes {test_file}"))
+                })
+            })
+            .collect();
+        runs.into_iter()
+            .filter_map(|r| r.join().expect("mutant run"))
+            .collect()
+    });
+    assert!(
+        missed.is_empty(),
+        "rule tests miss broken rules:\n{}",
+        missed.join("\n")
+    );
+}
+
+#[test]
+fn scrape_snippet_is_a_valid_prometheus_config() {
+    let snippet = read(&prometheus_dir().join("scrape-unitwatch.yml"));
+    assert!(snippet.contains("- job_name: unitwatch"), "{snippet}");
+    assert!(snippet.contains("localhost:9567"), "{snippet}");
+    let tmp = TempDir::new("config");
+    let indented: String = snippet.lines().map(|l| format!("  {l}\n")).collect();
+    let config = format!(
+        "rule_files:\n  - {}\nscrape_configs:\n{indented}",
+        prometheus_dir().join("unitwatch-rules.yml").display()
+    );
+    std::fs::write(tmp.0.join("prometheus.yml"), &config).expect("prometheus.yml");
+    let out = promtool_ok(&["check", "config", "prometheus.yml"], &tmp.0);
+    assert!(
+        out.contains("SUCCESS: 1 rule files found"),
+        "{out}\n{config}"
+    );
+}
+
+#[test]
+fn grafana_datasource_is_the_local_prometheus() {
+    let ds = read(&root().join("packaging/grafana/datasource.yml"));
+    for want in [
+        "apiVersion: 1",
+        "type: prometheus",
+        "url: http://localhost:9090",
+    ] {
+        assert!(ds.contains(want), "datasource.yml lacks `{want}`:\n{ds}");
+    }
+}
+
+/// The dashboard's queries with Grafana's variables filled in: every
+/// target's `expr`, and the selector of each `label_values(...)` variable.
+fn dashboard_queries(dashboard: &Json) -> Vec<String> {
+    let vars = dashboard.get("templating").and_then(|t| t.get("list"));
+    let vars = vars.and_then(Json::array).expect("templating.list");
+    let mut names: Vec<&str> = vars
+        .iter()
+        .filter_map(|v| v.get("name").and_then(Json::str))
+        .collect();
+    // Longest first, so that `$unit` never eats the start of `$units`.
+    names.sort_by_key(|n| std::cmp::Reverse(n.len()));
+    let fill = |q: &str| {
+        let mut q = q.to_owned();
+        for builtin in ["$__rate_interval", "$__interval", "$__range"] {
+            q = q.replace(builtin, "5m");
+        }
+        for n in &names {
+            q = q
+                .replace(&format!("${{{n}}}"), ".*")
+                .replace(&format!("${n}"), ".*");
+        }
+        assert!(
+            !q.contains('$'),
+            "a Grafana variable this test does not know in `{q}`"
+        );
+        q
+    };
+
+    let mut queries = Vec::new();
+    dashboard.visit(&mut |key, value| {
+        if key == "expr" {
+            let expr = value.str().expect("\"expr\" is a string");
+            assert!(!expr.trim().is_empty(), "an empty \"expr\"");
+            queries.push(fill(expr));
+        }
+    });
+    for v in vars {
+        if let Some(def) = v.get("definition").and_then(Json::str) {
+            if let Some(args) = def.strip_prefix("label_values(") {
+                let (selector, _label) = args
+                    .rsplit_once(',')
+                    .expect("label_values(selector, label)");
+                queries.push(fill(selector.trim()));
+            }
+        }
+    }
+    queries
+}
+
+fn load_dashboard() -> Json {
+    let path = root().join("packaging/grafana/dashboards/service-uptime.json");
+    Json::parse(&read(&path)).unwrap_or_else(|e| panic!("{}: not JSON: {e}", path.display()))
+}
+
+#[test]
+fn dashboard_has_the_unit_variable_and_the_panels() {
+    let d = load_dashboard();
+    assert_eq!(d.get("title").and_then(Json::str), Some("Service uptime"));
+
+    let vars = d
+        .get("templating")
+        .and_then(|t| t.get("list"))
+        .and_then(Json::array);
+    let unit = vars
+        .into_iter()
+        .flatten()
+        .find(|v| v.get("name").and_then(Json::str) == Some("unit"))
+        .expect("a `unit` template variable");
+    let def = unit
+        .get("definition")
+        .and_then(Json::str)
+        .unwrap_or_default();
+    assert!(
+        def.starts_with("label_values(service_up") && def.ends_with(", unit)"),
+        "unit variable: {def}"
+    );
+    assert_eq!(unit.get("multi"), Some(&Json::Bool(true)), "unit: multi");
+    assert_eq!(
+        unit.get("includeAll"),
+        Some(&Json::Bool(true)),
+        "unit: include All"
+    );
+
+    let panels = d.get("panels").and_then(Json::array).expect("panels");
+    let panel_exprs = |p: &Json| {
+        let mut exprs = String::new();
+        p.visit(&mut |k, v| {
+            if k == "expr" {
+                exprs.push_str(v.str().unwrap_or_default());
+                exprs.push('\n');
+            }
+        });
+        exprs
+    };
+    let find = |what: &str, ok: &dyn Fn(&str, &str) -> bool| {
+        assert!(
+            panels.iter().any(|p| {
+                let ty = p.get("type").and_then(Json::str).unwrap_or_default();
+                ok(ty, &panel_exprs(p))
+            }),
+            "no panel for {what}"
+        );
+    };
+    find("the state timeline", &|ty, e| {
+        ty == "state-timeline" && (e.contains("service_up") || e.contains("service_state"))
+    });
+    find("availability 1h/1d/30d", &|_, e| {
+        ["1h", "1d", "30d"]
+            .iter()
+            .all(|w| e.contains(&format!("unit:service_availability:ratio_{w}")))
+    });
+    find("restarts by trigger", &|_, e| {
+        e.contains("service_restart_count_total") && e.contains("trigger")
+    });
+    find("failures by result", &|_, e| {
+        e.contains("service_failures_total") && e.contains("result")
+    });
+    find("downtime", &|_, e| {
+        e.contains("increase(service_downtime_seconds_total")
+    });
+    // Per-unit queries show only the selected units.
+    for p in panels {
+        for expr in panel_exprs(p).lines() {
+            if expr.contains("service_") || expr.contains("unit:") {
+                assert!(
+                    expr.contains("unit=~\"$unit\""),
+                    "not filtered by $unit: {expr}"
+                );
+            }
+        }
+    }
+}
+
+/// Writes the queries as recording rules and runs `promtool check rules`.
+fn check_as_rules(queries: &[String], tmp: &Path) -> Output {
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, q) in queries.iter().enumerate() {
+        rules.push_str(&format!(
+            "      - record: dashboard:query_{i}\n        expr: |\n"
+        ));
+        for line in q.lines() {
+            rules.push_str(&format!("          {line}\n"));
+        }
+    }
+    std::fs::write(tmp.join("dashboard-rules.yml"), rules).expect("dashboard rules");
+    promtool(&["check", "rules", "dashboard-rules.yml"], tmp)
+}
+
+#[test]
+fn dashboard_queries_are_valid_promql() {
+    let queries = dashboard_queries(&load_dashboard());
+    assert!(queries.len() >= 7, "too few queries: {queries:#?}");
+    let tmp = TempDir::new("dashboard");
+
+    // The harness itself: promtool must reject a broken query.
+    let broken = check_as_rules(&["sum by (unit) (service_up".to_owned()], &tmp.0);
+    assert!(
+        !broken.status.success(),
+        "promtool accepted broken PromQL:\n{}",
+        text(&broken)
+    );
+
+    let out = check_as_rules(&queries, &tmp.0);
+    let listing = queries.join("\n");
+    assert!(
+        out.status.success(),
+        "dashboard queries:\n{listing}\n{}",
+        text(&out)
+    );
+    let found = format!("SUCCESS: {} rules found", queries.len());
+    assert!(text(&out).contains(&found), "{}", text(&out));
+
+    for q in &queries {
+        assert_known_metrics("the dashboard", q);
+    }
+}
+
+/// Families unitwatch exports (README, "Metrics"), as seen on the wire.
+const EXPORTED: &[&str] = &[
+    "service_up",
+    "service_uptime_seconds_total",
+    "service_downtime_seconds_total",
+    "service_restart_count_total",
+    "service_failures_total",
+    "service_state",
+    "service_state_change_timestamp_seconds",
+    "unitwatch_build_info",
+    "unitwatch_units_watched",
+    "unitwatch_units_dropped",
+    "unitwatch_events_total",
+    "unitwatch_journal_up",
+    "unitwatch_journal_gaps_total",
+    "unitwatch_dbus_up",
+    "unitwatch_dbus_reconnects_total",
+];
+
+/// PromQL parses a misspelt metric name just fine (it only returns no
+/// data), so names of ours are checked against what exists.
+fn assert_known_metrics(source: &str, text: &str) {
+    let rules = read(&prometheus_dir().join("unitwatch-rules.yml"));
+    let recorded = rule_names(&rules, "record");
+    let known: BTreeSet<&str> = EXPORTED
+        .iter()
+        .copied()
+        .chain(recorded.iter().map(String::as_str))
+        .collect();
+    let code: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    for token in code.split(|c: char| !is_ident(c)) {
+        let ours = ["service_", "unitwatch_", "unit:"]
+            .iter()
+            .any(|p| token.starts_with(p));
+        assert!(
+            !ours || known.contains(token),
+            "{source} names `{token}`, which unitwatch neither exports nor records"
+        );
+    }
+}
+
+// A small JSON parser, enough to read a dashboard.
+
+#[derive(Debug, PartialEq)]
+enum Json {
+    Null,
+    Bool(bool),
+    Num(f64),
+    Str(String),
+    Arr(Vec<Json>),
+    Obj(Vec<(String, Json)>),
+}
+
+impl Json {
+    fn parse(s: &str) -> Result<Json, String> {
+        let mut p = Parser {
+            s: s.as_bytes(),
+            i: 0,
+        };
+        let v = p.value()?;
+        p.ws();
+        if p.i != p.s.len() {
+            return Err(format!("trailing data at byte {}", p.i));
+        }
+        Ok(v)
+    }
+
+    fn get(&self, key: &str) -> Option<&Json> {
+        match self {
+            Json::Obj(m) => m.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    fn str(&self) -> Option<&str> {
+        match self {
+            Json::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn array(&self) -> Option<&[Json]> {
+        match self {
+            Json::Arr(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// Calls `f(key, value)` for every member of every object, depth first.
+    fn visit(&self, f: &mut dyn FnMut(&str, &Json)) {
+        match self {
+            Json::Obj(m) => {
+                for (k, v) in m {
+                    f(k, v);
+                    v.visit(f);
+                }
+            }
+            Json::Arr(a) => a.iter().for_each(|v| v.visit(f)),
+            _ => {}
+        }
+    }
+}
+
+struct Parser<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl Parser<'_> {
+    fn ws(&mut self) {
+        while self.i < self.s.len() && b" \t\r\n".contains(&self.s[self.i]) {
+            self.i += 1;
+        }
+    }
+
+    fn err<T>(&self, what: &str) -> Result<T, String> {
+        Err(format!("{what} at byte {}", self.i))
+    }
+
+    fn eat(&mut self, lit: &str) -> bool {
+        let ok = self.s[self.i..].starts_with(lit.as_bytes());
+        if ok {
+            self.i += lit.len();
+        }
+        ok
+    }
+
+    fn value(&mut self) -> Result<Json, String> {
+        self.ws();
+        match self.s.get(self.i) {
+            None => self.err("unexpected end"),
+            Some(b'{') => {
+                self.i += 1;
+                let mut members = Vec::new();
+                self.ws();
+                if self.eat("}") {
+                    return Ok(Json::Obj(members));
+                }
+                loop {
+                    self.ws();
+                    let Json::Str(key) = self.string()? else {
+                        unreachable!()
+                    };
+                    self.ws();
+                    if !self.eat(":") {
+                        return self.err("expected ':'");
+                    }
+                    members.push((key, self.value()?));
+                    self.ws();
+                    if self.eat("}") {
+                        return Ok(Json::Obj(members));
+                    }
+                    if !self.eat(",") {
+                        return self.err("expected ',' or '}'");
+                    }
+                }
+            }
+            Some(b'[') => {
+                self.i += 1;
+                let mut items = Vec::new();
+                self.ws();
+                if self.eat("]") {
+                    return Ok(Json::Arr(items));
+                }
+                loop {
+                    items.push(self.value()?);
+                    self.ws();
+                    if self.eat("]") {
+                        return Ok(Json::Arr(items));
+                    }
+                    if !self.eat(",") {
+                        return self.err("expected ',' or ']'");
+                    }
+                }
+            }
+            Some(b'"') => self.string(),
+            Some(_) if self.eat("true") => Ok(Json::Bool(true)),
+            Some(_) if self.eat("false") => Ok(Json::Bool(false)),
+            Some(_) if self.eat("null") => Ok(Json::Null),
+            Some(_) => {
+                let start = self.i;
+                while self.i < self.s.len() && b"+-0123456789.eE".contains(&self.s[self.i]) {
+                    self.i += 1;
+                }
+                let num = std::str::from_utf8(&self.s[start..self.i]).unwrap_or_default();
+                match num.parse() {
+                    Ok(n) if !num.is_empty() => Ok(Json::Num(n)),
+                    _ => {
+                        self.i = start;
+                        self.err("unexpected character")
+                    }
+                }
+            }
+        }
+    }
+
+    fn hex4(&mut self) -> Result<u32, String> {
+        let h = self
+            .s
+            .get(self.i..self.i + 4)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match h.and_then(|h| u32::from_str_radix(h, 16).ok()) {
+            Some(n) => {
+                self.i += 4;
+                Ok(n)
+            }
+            None => self.err("bad \\u escape"),
+        }
+    }
+
+    fn string(&mut self) -> Result<Json, String> {
+        if !self.eat("\"") {
+            return self.err("expected a string");
+        }
+        let mut out = Vec::new();
+        loop {
+            let Some(&c) = self.s.get(self.i) else {
+                return self.err("unterminated string");
+            };
+            self.i += 1;
+            match c {
+                b'"' => break,
+                b'\\' => {
+                    let Some(&e) = self.s.get(self.i) else {
+                        return self.err("unterminated string");
+                    };
+                    self.i += 1;
+                    let ch = match e {
+                        b'"' => '"',
+                        b'\\' => '\\',
+                        b'/' => '/',
+                        b'b' => '\u{8}',
+                        b'f' => '\u{c}',
+                        b'n' => '\n',
+                        b'r' => '\r',
+                        b't' => '\t',
+                        b'u' => {
+                            let mut n = self.hex4()?;
+                            if (0xD800..0xDC00).contains(&n) && self.eat("\\u") {
+                                let lo = self.hex4()?;
+                                n = 0x10000
+                                    + ((n - 0xD800) << 10)
+                                    + (lo.wrapping_sub(0xDC00) & 0x3FF);
+                            }
+                            match char::from_u32(n) {
+                                Some(ch) => ch,
+                                None => return self.err("bad \\u escape"),
+                            }
+                        }
+                        _ => return self.err("bad escape"),
+                    };
+                    let mut buf = [0; 4];
+                    out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+                }
+                c if c < 0x20 => return self.err("control character in string"),
+                c => out.push(c),
+            }
+        }
+        String::from_utf8(out)
+            .map(Json::Str)
+            .or_else(|_| self.err("invalid UTF-8"))
+    }
+}
+
+#[test]
+fn json_parser_reads_and_rejects() {
+    let v = Json::parse(r#" {"a": [1, -2.5e1, true, null, "x\"\u00e9\\n"], "b": {}} "#).unwrap();
+    let a = v.get("a").and_then(Json::array).unwrap();
+    assert_eq!(a[1], Json::Num(-25.0));
+    assert_eq!(a[4].str(), Some("x\"é\\n"));
+    for bad in [
+        "{",
+        "{\"a\" 1}",
+        "[1,]",
+        "{\"a\":1,}",
+        "\"x",
+        "01x",
+        "[1] 2",
+        "",
+    ] {
+        assert!(Json::parse(bad).is_err(), "accepted {bad:?}");
+    }
+}
