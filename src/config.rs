@@ -198,16 +198,16 @@ impl Config {
                 })?,
         };
 
+        let path_value = |s: Spanned<String>, key: &str| {
+            if s.get_ref().is_empty() {
+                Err(invalid(s.span().start, Some(key), "empty path".into()))
+            } else {
+                Ok(PathBuf::from(s.into_inner()))
+            }
+        };
         let state_dir = match raw.state.dir {
             None => PathBuf::from(DEFAULT_STATE_DIR),
-            Some(s) if s.get_ref().is_empty() => {
-                return Err(invalid(
-                    s.span().start,
-                    Some("state.dir"),
-                    "empty path".into(),
-                ))
-            }
-            Some(s) => PathBuf::from(s.into_inner()),
+            Some(s) => path_value(s, "state.dir")?,
         };
 
         let backfill = match raw.journal.backfill {
@@ -223,17 +223,11 @@ impl Config {
                 )
             })?,
         };
-        let journal_directory = match raw.journal.directory {
-            None => None,
-            Some(s) if s.get_ref().is_empty() => {
-                return Err(invalid(
-                    s.span().start,
-                    Some("journal.directory"),
-                    "empty path".into(),
-                ))
-            }
-            Some(s) => Some(PathBuf::from(s.into_inner())),
-        };
+        let journal_directory = raw
+            .journal
+            .directory
+            .map(|s| path_value(s, "journal.directory"))
+            .transpose()?;
 
         Ok(Config {
             path: path.to_owned(),

@@ -105,24 +105,14 @@ impl Owner {
     }
 
     fn snapshot(&self) -> Vec<u8> {
-        // Serializing borrows the ledger; the Saved wrapper is built around a
-        // reference-free copy of the small fields.
-        #[derive(serde::Serialize)]
-        struct SavedRef<'a> {
-            version: u32,
-            saved_at: Usec,
-            boot_id: &'a Option<String>,
-            journal_cursor: &'a Option<String>,
-            journal_from: Option<Usec>,
-            ledger: &'a Ledger,
-        }
-        let saved = SavedRef {
-            version: Saved::VERSION,
-            saved_at: now_usec(),
-            boot_id: &self.boot_id,
-            journal_cursor: &self.journal_cursor,
+        let saved = Saved {
             journal_from: self.journal_from,
-            ledger: &self.ledger,
+            ..Saved::new(
+                &self.ledger,
+                now_usec(),
+                self.boot_id.clone(),
+                self.journal_cursor.clone(),
+            )
         };
         serde_json::to_vec(&saved).unwrap_or_default()
     }

@@ -109,7 +109,7 @@ pub async fn run(config: Config, listen: SocketAddr, bus: Bus) -> anyhow::Result
     if let Err(e) = journal.spawn(caught_up) {
         tracing::error!(error = %e, "cannot start the journal reader; counting from D-Bus alone");
     }
-    let mut signalled = tokio::select! {
+    let interrupted = tokio::select! {
         _ = history_read => false,
         _ = sigterm.recv() => true,
         _ = sigint.recv() => true,
@@ -119,14 +119,12 @@ pub async fn run(config: Config, listen: SocketAddr, bus: Bus) -> anyhow::Result
         DbusSource::new(bus, config.watch.clone(), inputs.clone(), health).run(shutdown.clone()),
     );
 
-    if !signalled {
+    if !interrupted {
         tokio::select! {
             _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
             _ = sigint.recv() => tracing::info!("SIGINT: shutting down"),
         }
-        signalled = true;
     }
-    debug_assert!(signalled);
     Notifier::from_env().stopping();
     trigger.fire();
     let stopped = async {

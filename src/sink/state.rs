@@ -18,9 +18,13 @@ use crate::ledger::{Ledger, Usec};
 /// The file's name inside `state.dir`.
 pub const FILE: &str = "state.json";
 
-/// What is kept between runs.
+/// The format's version.
+pub const VERSION: u32 = 1;
+
+/// What is kept between runs: read as `Saved<Ledger>`, written from a
+/// borrowed ledger as `Saved<&Ledger>`.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct Saved {
+pub struct Saved<L = Ledger> {
     pub version: u32,
     /// When it was written (unitwatch's clock).
     pub saved_at: Usec,
@@ -31,21 +35,18 @@ pub struct Saved {
     /// Without a cursor: the time journal reading began, to resume from.
     #[serde(default)]
     pub journal_from: Option<Usec>,
-    pub ledger: Ledger,
+    pub ledger: L,
 }
 
-impl Saved {
-    /// The format's version.
-    pub const VERSION: u32 = 1;
-
+impl<L> Saved<L> {
     pub fn new(
-        ledger: Ledger,
+        ledger: L,
         saved_at: Usec,
         boot_id: Option<String>,
         journal_cursor: Option<String>,
-    ) -> Saved {
+    ) -> Saved<L> {
         Saved {
-            version: Saved::VERSION,
+            version: VERSION,
             saved_at,
             boot_id,
             journal_cursor,
@@ -95,7 +96,7 @@ impl StateFile {
             }
         };
         match serde_json::from_slice::<Saved>(&bytes) {
-            Ok(saved) if saved.version == Saved::VERSION => Some(saved),
+            Ok(saved) if saved.version == VERSION => Some(saved),
             Ok(saved) => {
                 self.set_aside(&format!("unknown version {}", saved.version));
                 None

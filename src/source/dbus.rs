@@ -216,11 +216,7 @@ impl DbusSource {
         .deserialize()?;
         let mut found: HashMap<String, OwnedObjectPath> = listed
             .into_iter()
-            // A masked unit was switched off on purpose, a not-found one does
-            // not exist: neither is a service that is down.
-            .filter(|u| {
-                self.selector.matches(&u.0) && !matches!(u.2.as_str(), "masked" | "not-found")
-            })
+            .filter(|u| self.selector.matches(&u.0) && !switched_off(&u.2))
             .map(|u| (u.0, u.6))
             .collect();
         // Units with a unit file but not loaded right now (e.g. stopped and
@@ -467,6 +463,13 @@ impl DbusSource {
     }
 }
 
+/// Whether a unit's `LoadState` rules it out: a masked unit was switched
+/// off on purpose, a not-found one does not exist; neither is a service that
+/// is down.
+fn switched_off(load_state: &str) -> bool {
+    matches!(load_state, "masked" | "not-found")
+}
+
 /// How many units the snapshot reads at once.
 const READ_AHEAD: usize = 32;
 
@@ -522,8 +525,7 @@ async fn read_unit(
                 }
             };
         if let Some(Value::Str(load)) = all.get("LoadState").and_then(to_value) {
-            if load == "masked" || load == "not-found" {
-                // Switched off on purpose, or no such unit: not a service that is down.
+            if switched_off(&load) {
                 return Ok(None);
             }
         }
