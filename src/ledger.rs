@@ -417,6 +417,24 @@ impl Account {
         }
     }
 
+    fn shift(&mut self, delta: i64) {
+        self.seen_at = moved(self.seen_at, delta);
+        self.fold_at = moved(self.fold_at, delta);
+        self.points = std::mem::take(&mut self.points)
+            .into_iter()
+            .map(|(t, s)| (moved(t, delta), s))
+            .collect();
+        if let Some(c) = &mut self.n_restarts {
+            c.high_at = moved(c.high_at, delta);
+            c.epoch_at = moved(c.epoch_at, delta);
+        }
+        self.last_failure_at = moved(self.last_failure_at, delta);
+        for (from, to) in &mut self.followed {
+            *from = moved(*from, delta);
+            *to = to.map(|t| moved(t, delta));
+        }
+    }
+
     fn count_manual_restart(&mut self, invocation: Option<&str>) -> Outcome {
         if let Some(id) = invocation.filter(|id| !id.is_empty()) {
             if !self.restarted_invocations.insert(id) {
@@ -661,6 +679,15 @@ impl Default for Ledger {
     }
 }
 
+/// `t` moved by `delta`; 0 (never) stays 0.
+fn moved(t: Usec, delta: i64) -> Usec {
+    if t == 0 {
+        0
+    } else {
+        (t as i64).saturating_add(delta).max(1) as Usec
+    }
+}
+
 fn seconds(usec: u64) -> f64 {
     usec as f64 / 1e6
 }
@@ -737,6 +764,15 @@ impl Ledger {
                 account.record_state(at, ActiveState::Inactive);
                 account.sub_state = "dead".into();
             }
+        }
+    }
+
+    /// The wall clock was set by `delta` µs: moves every recorded time by
+    /// the same amount, so durations stay as measured and timestamps read
+    /// in the new wall clock.
+    pub fn shift(&mut self, delta: i64) {
+        for account in self.units.values_mut() {
+            account.shift(delta);
         }
     }
 
@@ -1449,5 +1485,33 @@ mod tests {
             Outcome::Quiet
         );
         assert_eq!((l.len(), l.dropped()), (2, 2));
+    }
+
+    #[test]
+    fn a_wall_clock_step_moves_history_and_keeps_durations() {
+        const H: Usec = 3600 * S;
+        for back in [true, false] {
+            let mut l = Ledger::new();
+            l.apply(Event::new("u.service", T0, seen(Active, "running", 0)));
+            l.apply(Event::new("u.service", T0 + 10 * S, st(Inactive)));
+            // The clock is set an hour back (or forward) at T0 + 15.
+            let delta = if back { -(H as i64) } else { H as i64 };
+            l.shift(delta);
+            let t = |x: Usec| (x as i64 + delta) as Usec;
+            l.apply(Event::new("u.service", t(T0 + 20 * S), st(Active)));
+            l.apply(Event::new(
+                "u.service",
+                t(T0 + 25 * S),
+                Transition::NRestarts(1),
+            ));
+            let v = l.unit("u.service", t(T0 + 30 * S)).expect("unit");
+            assert_eq!(
+                (v.uptime_seconds, v.downtime_seconds, v.restarts_auto),
+                (20.0, 10.0, 1),
+                "clock set {}",
+                if back { "back" } else { "forward" }
+            );
+            assert_eq!(v.state_change_seconds, seconds(t(T0 + 20 * S)));
+        }
     }
 }

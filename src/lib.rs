@@ -5,6 +5,7 @@
 //! events, [`sink`]s read the ledger; [`owner`] is the one task that holds
 //! the ledger and [`server::run`] wires everything together.
 
+pub mod clock;
 pub mod config;
 pub mod health;
 pub mod ledger;

@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::clock;
 use crate::health::Health;
 use crate::ledger::{Event, Ledger, Outcome, Usec};
 use crate::notify::Notifier;
 use crate::sink::metrics;
-use crate::sink::state::{Saved, StateFile};
+use crate::sink::state::{Frame, Saved, StateFile};
 
 /// How often the state is written when something changed.
 pub const SAVE_EVERY: Duration = Duration::from_secs(10);
@@ -18,8 +19,9 @@ pub const SAVE_EVERY: Duration = Duration::from_secs(10);
 /// What the ledger task is asked to do.
 #[derive(Debug)]
 pub enum Input {
-    /// Apply an event.
-    Event(Event),
+    /// Apply an event. `frame`: the clock frame its time is in when it was
+    /// derived from the monotonic clock (see [`crate::clock`]).
+    Event { event: Event, frame: Option<i64> },
     /// Render `/metrics` as of now.
     Scrape(oneshot::Sender<String>),
     /// A source finished its snapshot of `units` units: every event of it is
@@ -35,6 +37,7 @@ pub enum Input {
         events: Vec<Event>,
         cursor: String,
         boot_id: Option<String>,
+        frame: Option<i64>,
     },
     /// The host went down at `at` (the last record of a previous boot).
     HostDown { at: Usec },
@@ -60,11 +63,13 @@ pub struct Stats {
     pub journal_gaps: u64,
 }
 
-/// The wall clock, in systemd's unit. Read here, at the edge, never in the ledger.
-pub fn now_usec() -> Usec {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as Usec)
+/// `event` with its time in the current frame, if it was taken in another
+/// one (the wall clock was set while it was on its way).
+fn in_frame(mut event: Event, frame: Option<i64>) -> Event {
+    if let Some(from) = frame {
+        event.at = clock::reframe(event.at, from, clock::frame());
+    }
+    event
 }
 
 /// The ledger task's belongings.
@@ -75,6 +80,8 @@ pub struct Owner {
     /// Where journal reading began, kept while there is no cursor yet.
     pub journal_from: Option<Usec>,
     pub boot_id: Option<String>,
+    /// The kernel's boot, which unitwatch's clock frame belongs to.
+    pub kernel_boot: Option<String>,
     pub notifier: Notifier,
     /// Where `/healthz` learns about the journal.
     pub health: Health,
@@ -104,12 +111,31 @@ impl Owner {
         }
     }
 
+    /// If the wall clock was set, moves the frame and the history with it;
+    /// true if it did.
+    fn follow_clock(&mut self) -> bool {
+        let Some(delta) = clock::resync() else {
+            return false;
+        };
+        tracing::warn!(
+            step_seconds = delta as f64 / 1e6,
+            "the wall clock was set by {:+.3} s; recorded times move with it, durations stay as measured",
+            delta as f64 / 1e6
+        );
+        self.ledger.shift(delta);
+        true
+    }
+
     fn snapshot(&self) -> Vec<u8> {
         let saved = Saved {
             journal_from: self.journal_from,
+            frame: self.kernel_boot.clone().map(|boot_id| Frame {
+                boot_id,
+                offset_usec: clock::frame(),
+            }),
             ..Saved::new(
                 &self.ledger,
-                now_usec(),
+                clock::now(),
                 self.boot_id.clone(),
                 self.journal_cursor.clone(),
             )
@@ -146,6 +172,7 @@ impl Owner {
                     continue;
                 }
                 _ = save.tick() => {
+                    dirty |= self.follow_clock();
                     if dirty {
                         dirty = false;
                         writes.send_replace(self.snapshot());
@@ -153,19 +180,21 @@ impl Owner {
                     continue;
                 }
             };
+            dirty |= self.follow_clock();
             match input {
-                Input::Event(event) => {
+                Input::Event { event, frame } => {
                     dirty = true;
-                    self.apply(event, &mut stats);
+                    self.apply(in_frame(event, frame), &mut stats);
                 }
                 Input::Journal {
                     events,
                     cursor,
                     boot_id,
+                    frame,
                 } => {
                     dirty = true;
                     for event in events {
-                        self.apply(event, &mut stats);
+                        self.apply(in_frame(event, frame), &mut stats);
                     }
                     self.journal_cursor = Some(cursor);
                     if boot_id.is_some() {
@@ -173,7 +202,7 @@ impl Owner {
                     }
                 }
                 Input::Scrape(reply) => {
-                    let _ = reply.send(metrics::render(&self.ledger, now_usec(), &stats));
+                    let _ = reply.send(metrics::render(&self.ledger, clock::now(), &stats));
                 }
                 Input::SnapshotDone { units } => {
                     if ready && !stats.dbus_up {

@@ -14,16 +14,17 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::clock;
 use crate::config::Config;
 use crate::health::Health;
 use crate::ledger::Ledger;
 use crate::notify::Notifier;
-use crate::owner::{now_usec, Input, Owner};
+use crate::owner::{Input, Owner};
 use crate::shutdown;
 use crate::sink::http;
 use crate::sink::state::StateFile;
 use crate::source::dbus::{Bus, DbusSource};
-use crate::source::journal::{JournalSource, Start};
+use crate::source::journal::{current_boot_id, JournalSource, Start};
 
 /// How many inputs may wait for the ledger task before sources wait.
 const QUEUE: usize = 8192;
@@ -48,7 +49,8 @@ pub async fn run(config: Config, listen: SocketAddr, bus: Bus) -> anyhow::Result
 
     let state = StateFile::new(&config.state_dir);
     let saved = state.load();
-    let now = now_usec();
+    // Journal positions by time are on the wall clock.
+    let now = clock::wall();
     // Resume exactly after the last record applied; with no record applied
     // yet, from where the last run began reading (else its save time).
     let start = match &saved {
@@ -65,14 +67,28 @@ pub async fn run(config: Config, listen: SocketAddr, bus: Bus) -> anyhow::Result
         Start::Since(from) => Some(*from),
         Start::Now => Some(now),
     };
-    let (ledger, cursor, boot_id, saved_at) = match saved {
+    let kernel_boot = current_boot_id();
+    let (mut ledger, cursor, boot_id, saved_at) = match saved {
         Some(s) => {
             tracing::info!(units = s.ledger.len(), "continuing from the saved state");
-            (s.ledger, s.journal_cursor, s.boot_id, s.saved_at)
+            let mut ledger = s.ledger;
+            // Same boot: keep the saved frame, and if the wall clock was set
+            // while unitwatch was away, move the history with it.
+            if let Some(frame) = s.frame.filter(|f| Some(&f.boot_id) == kernel_boot.as_ref()) {
+                clock::set_frame(frame.offset_usec);
+                if let Some(delta) = clock::resync() {
+                    tracing::warn!(
+                        step_seconds = delta as f64 / 1e6,
+                        "the wall clock was set by {:+.3} s while unitwatch was stopped; recorded times move with it",
+                        delta as f64 / 1e6
+                    );
+                    ledger.shift(delta);
+                }
+            }
+            (ledger, s.journal_cursor, s.boot_id, s.saved_at)
         }
         None => (Ledger::new(), None, None, 0),
     };
-    let mut ledger = ledger;
     ledger.set_max_units(config.max_units);
 
     let (inputs, ledger_inputs) = mpsc::channel(QUEUE);
@@ -84,6 +100,7 @@ pub async fn run(config: Config, listen: SocketAddr, bus: Bus) -> anyhow::Result
         journal_cursor: cursor,
         journal_from,
         boot_id: boot_id.clone(),
+        kernel_boot,
         notifier: Notifier::from_env(),
         health: health.clone(),
         listen: local,

@@ -35,7 +35,18 @@ pub struct Saved<L = Ledger> {
     /// Without a cursor: the time journal reading began, to resume from.
     #[serde(default)]
     pub journal_from: Option<Usec>,
+    /// The clock frame the ledger's times are in (see [`crate::clock`]).
+    #[serde(default)]
+    pub frame: Option<Frame>,
     pub ledger: L,
+}
+
+/// A clock frame and the kernel boot it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Frame {
+    pub boot_id: String,
+    /// Wall clock minus monotonic clock, µs.
+    pub offset_usec: i64,
 }
 
 impl<L> Saved<L> {
@@ -51,6 +62,7 @@ impl<L> Saved<L> {
             boot_id,
             journal_cursor,
             journal_from: None,
+            frame: None,
             ledger,
         }
     }

@@ -19,9 +19,10 @@ use zbus::message::Type as MessageType;
 use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value as ZValue};
 use zbus::{Connection, MatchRule, Message, MessageStream};
 
+use crate::clock;
 use crate::health::Health;
 use crate::ledger::{Event, Transition};
-use crate::owner::{now_usec, Input};
+use crate::owner::Input;
 use crate::select::Selector;
 use crate::shutdown::Shutdown;
 use crate::source::properties::{UnitProperties, Value};
@@ -131,7 +132,7 @@ impl DbusSource {
             };
             if self
                 .events
-                .send(Input::DbusLost { at: now_usec() })
+                .send(Input::DbusLost { at: clock::now() })
                 .await
                 .is_err()
             {
@@ -288,6 +289,7 @@ impl DbusSource {
     ) -> Result<(), DbusError> {
         let Some(ReadUnit {
             now,
+            frame,
             props,
             read_at,
         }) = read
@@ -322,7 +324,7 @@ impl DbusSource {
         };
         self.paths.insert(path, name.clone());
         self.units.insert(name, props);
-        self.send(events).await
+        self.send(events, frame).await
     }
 
     async fn snapshot_done(&self, units: usize) -> Result<(), DbusError> {
@@ -332,10 +334,14 @@ impl DbusSource {
             .map_err(|_| DbusError::LedgerGone)
     }
 
-    async fn send(&self, events: Vec<Event>) -> Result<(), DbusError> {
+    /// Sends events whose times are in clock frame `frame`.
+    async fn send(&self, events: Vec<Event>, frame: i64) -> Result<(), DbusError> {
         for event in events {
             self.events
-                .send(Input::Event(event))
+                .send(Input::Event {
+                    event,
+                    frame: Some(frame),
+                })
                 .await
                 .map_err(|_| DbusError::LedgerGone)?;
         }
@@ -377,16 +383,16 @@ impl DbusSource {
                 if stale {
                     return Ok(());
                 }
-                let now = now_usec();
+                let (now, frame) = clock::now_in_frame();
                 let before = self.units.entry(name.clone()).or_default();
                 let mut after = before.clone();
-                merge(&mut after, &changed);
+                merge(&mut after, &changed, frame);
                 if after == *before {
                     return Ok(());
                 }
                 let events = after.changes_since(before, &name, now);
                 *before = after;
-                self.send(events).await
+                self.send(events, frame).await
             }
             (MANAGER, "UnitNew") => {
                 let (name, path): (String, OwnedObjectPath) = msg.body().deserialize()?;
@@ -408,7 +414,8 @@ impl DbusSource {
             (MANAGER, "UnitRemoved") => {
                 let (name, _path): (String, OwnedObjectPath) = msg.body().deserialize()?;
                 if self.selector.matches(&name) {
-                    self.send(vec![Event::new(&name, now_usec(), Transition::Removed)])
+                    let (now, frame) = clock::now_in_frame();
+                    self.send(vec![Event::new(&name, now, Transition::Removed)], frame)
                         .await?;
                 }
                 Ok(())
@@ -422,26 +429,34 @@ impl DbusSource {
                 // races the job (a restart job is already a start job once its
                 // stop is done): the ledger judges the job by what the unit did.
                 let invocation = self.units.get(&unit).and_then(|p| p.invocation_id.clone());
-                self.send(vec![Event::new(
-                    &unit,
-                    now_usec(),
-                    Transition::JobQueued {
-                        id,
-                        job_type: String::new(),
-                        invocation,
-                    },
-                )])
+                let (now, frame) = clock::now_in_frame();
+                self.send(
+                    vec![Event::new(
+                        &unit,
+                        now,
+                        Transition::JobQueued {
+                            id,
+                            job_type: String::new(),
+                            invocation,
+                        },
+                    )],
+                    frame,
+                )
                 .await
             }
             (MANAGER, "JobRemoved") => {
                 let (id, _job, unit, result): (u32, OwnedObjectPath, String, String) =
                     msg.body().deserialize()?;
                 if self.selector.matches(&unit) {
-                    self.send(vec![Event::new(
-                        &unit,
-                        now_usec(),
-                        Transition::JobRemoved { id, result },
-                    )])
+                    let (now, frame) = clock::now_in_frame();
+                    self.send(
+                        vec![Event::new(
+                            &unit,
+                            now,
+                            Transition::JobRemoved { id, result },
+                        )],
+                        frame,
+                    )
                     .await?;
                 }
                 Ok(())
@@ -476,6 +491,8 @@ const READ_AHEAD: usize = 32;
 /// A unit's properties as read at `now`, and the receive positions of the replies.
 struct ReadUnit {
     now: crate::ledger::Usec,
+    /// The clock frame `now` and the timestamps are in.
+    frame: i64,
     props: UnitProperties,
     read_at: Vec<(&'static str, Sequence)>,
 }
@@ -486,7 +503,7 @@ async fn read_unit(
     name: &str,
     path: &OwnedObjectPath,
 ) -> Result<Option<ReadUnit>, DbusError> {
-    let now = now_usec();
+    let (now, frame) = clock::now_in_frame();
     let mut props = UnitProperties::default();
     let mut read_at = Vec::new();
     let mut interfaces = vec![UNIT];
@@ -529,21 +546,23 @@ async fn read_unit(
                 return Ok(None);
             }
         }
-        merge(&mut props, &all);
+        merge(&mut props, &all, frame);
     }
     Ok(Some(ReadUnit {
         now,
+        frame,
         props,
         read_at,
     }))
 }
 
-fn merge(props: &mut UnitProperties, values: &HashMap<String, OwnedValue>) {
+fn merge(props: &mut UnitProperties, values: &HashMap<String, OwnedValue>, frame: i64) {
     for name in UnitProperties::NAMES {
         if let Some(v) = values.get(name).and_then(to_value) {
             props.set(name, v);
         }
     }
+    props.rebase(frame);
 }
 
 async fn call<B>(

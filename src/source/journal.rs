@@ -14,6 +14,7 @@ use std::time::Duration;
 use systemd::journal::{self, Journal, JournalSeek};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::clock;
 use crate::ledger::Usec;
 use crate::owner::Input;
 use crate::select::Selector;
@@ -115,7 +116,15 @@ impl JournalSource {
             match journal.next_entry() {
                 Ok(Some(fields)) => {
                     failures = 0;
-                    let at = journal.timestamp_usec().unwrap_or(0);
+                    // This boot's records on the monotonic clock (see
+                    // crate::clock), earlier boots' on the wall clock.
+                    let (at, frame) = match journal.monotonic_timestamp_current_boot() {
+                        Ok(mono) => {
+                            let frame = clock::frame();
+                            (clock::to_frame(mono, frame), Some(frame))
+                        }
+                        Err(_) => (journal.timestamp_usec().unwrap_or(0), None),
+                    };
                     let here = journal.cursor().ok();
                     if let (Some(skip), Some(here)) = (&skip_cursor, &here) {
                         if skip == here {
@@ -145,7 +154,7 @@ impl JournalSource {
                     // cursor is always that of the last record applied.
                     if !events.is_empty() || since_position >= POSITION_EVERY {
                         since_position = 0;
-                        if !self.report(events, &cursor) {
+                        if !self.report(events, &cursor, frame) {
                             return;
                         }
                     }
@@ -153,7 +162,7 @@ impl JournalSource {
                 Ok(None) => {
                     if since_position > 0 {
                         since_position = 0;
-                        if !self.report(Vec::new(), &cursor) {
+                        if !self.report(Vec::new(), &cursor, None) {
                             return;
                         }
                     }
@@ -189,14 +198,22 @@ impl JournalSource {
         }
     }
 
-    fn report(&self, events: Vec<crate::ledger::Event>, cursor: &Option<String>) -> bool {
+    fn report(
+        &self,
+        events: Vec<crate::ledger::Event>,
+        cursor: &Option<String>,
+        frame: Option<i64>,
+    ) -> bool {
         match cursor {
             Some(c) => self.send(Input::Journal {
                 events,
                 cursor: c.clone(),
                 boot_id: self.last_boot.clone(),
+                frame,
             }),
-            None => events.into_iter().all(|e| self.send(Input::Event(e))),
+            None => events
+                .into_iter()
+                .all(|event| self.send(Input::Event { event, frame })),
         }
     }
 

@@ -7,6 +7,10 @@
 //! `ActiveExitTimestamp`, `InactiveEnterTimestamp`, `StateChangeTimestamp`)
 //! still carry every edge of the last cycle, so each update is turned into one
 //! state event per timestamp that moved; the ledger orders and deduplicates them.
+//!
+//! Each timestamp comes on both of systemd's clocks; where the monotonic one
+//! is known it is used, placed in unitwatch's frame ([`crate::clock`]), so a
+//! wall-clock step between two transitions does not change the time between them.
 
 use crate::ledger::{ActiveState, Event, Transition, Usec};
 
@@ -27,6 +31,9 @@ pub struct UnitProperties {
     pub result: Option<String>,
     /// `InvocationID` of the current or last run, as hex.
     pub invocation_id: Option<String>,
+    /// The five timestamps above on the monotonic clock (`...Monotonic`),
+    /// in the same order as [`UnitProperties::TIMESTAMPS`]; 0 if unknown.
+    pub monotonic: [Usec; 5],
 }
 
 /// A property value as read off the bus.
@@ -49,6 +56,14 @@ impl UnitProperties {
             ("ActiveEnterTimestamp", Value::U64(t)) => self.active_enter = t,
             ("ActiveExitTimestamp", Value::U64(t)) => self.active_exit = t,
             ("InactiveEnterTimestamp", Value::U64(t)) => self.inactive_enter = t,
+            (name, Value::U64(t)) if name.ends_with("Monotonic") => {
+                if let Some(i) = Self::TIMESTAMPS
+                    .iter()
+                    .position(|n| name.strip_suffix("Monotonic") == Some(n))
+                {
+                    self.monotonic[i] = t;
+                }
+            }
             ("NRestarts", Value::U32(n)) => self.n_restarts = Some(n),
             ("Result", Value::Str(s)) => self.result = Some(s),
             ("InvocationID", Value::Bytes(b)) => {
@@ -64,7 +79,7 @@ impl UnitProperties {
     }
 
     /// Names of the properties [`UnitProperties::set`] takes in.
-    pub const NAMES: [&'static str; 10] = [
+    pub const NAMES: [&'static str; 15] = [
         "ActiveState",
         "SubState",
         "StateChangeTimestamp",
@@ -72,10 +87,41 @@ impl UnitProperties {
         "ActiveEnterTimestamp",
         "ActiveExitTimestamp",
         "InactiveEnterTimestamp",
+        "StateChangeTimestampMonotonic",
+        "InactiveExitTimestampMonotonic",
+        "ActiveEnterTimestampMonotonic",
+        "ActiveExitTimestampMonotonic",
+        "InactiveEnterTimestampMonotonic",
         "NRestarts",
         "Result",
         "InvocationID",
     ];
+
+    /// The timestamps, each also sent as `<name>Monotonic`.
+    pub const TIMESTAMPS: [&'static str; 5] = [
+        "StateChangeTimestamp",
+        "InactiveExitTimestamp",
+        "ActiveEnterTimestamp",
+        "ActiveExitTimestamp",
+        "InactiveEnterTimestamp",
+    ];
+
+    /// Places the timestamps known on the monotonic clock in `frame` (see
+    /// [`crate::clock`]); the others keep their wall-clock value.
+    pub fn rebase(&mut self, frame: i64) {
+        let [a, b, c, d, e] = self.monotonic;
+        for (t, mono) in [
+            (&mut self.state_change, a),
+            (&mut self.inactive_exit, b),
+            (&mut self.active_enter, c),
+            (&mut self.active_exit, d),
+            (&mut self.inactive_enter, e),
+        ] {
+            if mono != 0 {
+                *t = crate::clock::to_frame(mono, frame);
+            }
+        }
+    }
 
     /// The first sight of a unit at unitwatch's time `now`: a `Seen` event,
     /// followed by the events of every timestamp systemd kept. The ledger
@@ -273,5 +319,31 @@ mod tests {
         let v = l.unit("u.service", T0 + 3 * S).expect("unit");
         assert!(v.failures.is_empty());
         assert_eq!(v.downtime_seconds, 1.0);
+    }
+
+    #[test]
+    fn monotonic_timestamps_win_and_a_clock_step_between_edges_does_not_count() {
+        let mut l = Ledger::new();
+        // Frame: wall clock = monotonic + T0. Active since mono 1 s.
+        let mut a = props("active", "running", [1, 1, 1, 0, 0], 0, "success");
+        for (name, t) in UnitProperties::TIMESTAMPS.iter().zip([1, 1, 1, 0, 0]) {
+            a.set(&format!("{name}Monotonic"), Value::U64(t * S));
+        }
+        a.rebase(T0 as i64);
+        feed(&mut l, a.seen("u.service", T0 + 2 * S));
+        // The wall clock was set an hour back at mono 3 s; the unit stopped
+        // at mono 5 s, which its wall-clock timestamp puts an hour earlier.
+        let mut b = a.clone();
+        for (name, t) in UnitProperties::TIMESTAMPS.iter().zip([5, 1, 1, 5, 5]) {
+            b.set(name, Value::U64(T0 - 3600 * S + t * S));
+            b.set(&format!("{name}Monotonic"), Value::U64(t * S));
+        }
+        b.set("ActiveState", Value::Str("inactive".into()));
+        b.set("SubState", Value::Str("dead".into()));
+        b.rebase(T0 as i64);
+        feed(&mut l, b.changes_since(&a, "u.service", T0 + 5 * S));
+        let v = l.unit("u.service", T0 + 10 * S).expect("unit");
+        assert_eq!((v.uptime_seconds, v.downtime_seconds), (3.0, 5.0));
+        assert_eq!(v.state_change_seconds, 1_700_000_005.0);
     }
 }
