@@ -2,6 +2,7 @@
 //! order they arrive, answers the sinks' reads, and saves the state, so
 //! nothing else ever touches the ledger.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -126,7 +127,8 @@ impl Owner {
         true
     }
 
-    fn snapshot(&self) -> Vec<u8> {
+    /// The state file's contents now; `None` (logged) if it cannot be encoded.
+    fn snapshot(&self) -> Option<Vec<u8>> {
         let saved = Saved {
             journal_from: self.journal_from,
             frame: self.kernel_boot.clone().map(|boot_id| Frame {
@@ -140,7 +142,16 @@ impl Owner {
                 self.journal_cursor.clone(),
             )
         };
-        serde_json::to_vec(&saved).unwrap_or_default()
+        match serde_json::to_vec(&saved) {
+            Ok(mut bytes) => {
+                bytes.shrink_to_fit();
+                Some(bytes)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode the state; not saving it");
+                None
+            }
+        }
     }
 
     /// Runs until told to shut down (or every sender is gone). Pings
@@ -158,7 +169,7 @@ impl Owner {
         watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut save = tokio::time::interval(SAVE_EVERY);
         save.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let (writes, written) = watch::channel(Vec::new());
+        let (writes, written) = watch::channel(Arc::new(Vec::new()));
         let writer = tokio::spawn(write_state(self.state.clone(), written));
         let mut shutdown_reply = None;
         loop {
@@ -175,7 +186,9 @@ impl Owner {
                     dirty |= self.follow_clock();
                     if dirty {
                         dirty = false;
-                        writes.send_replace(self.snapshot());
+                        if let Some(bytes) = self.snapshot() {
+                            writes.send_replace(Arc::new(bytes));
+                        }
                     }
                     continue;
                 }
@@ -250,13 +263,14 @@ impl Owner {
         }
         writer.abort();
         // The last state, written here and now.
-        let bytes = self.snapshot();
-        let state = self.state.clone();
-        let written = tokio::task::spawn_blocking(move || state.write(&bytes)).await;
-        match written {
-            Ok(Ok(())) => tracing::info!(path = %self.state.path().display(), "state saved"),
-            Ok(Err(e)) => tracing::error!(error = %e, "cannot save the state at shutdown"),
-            Err(e) => tracing::error!(error = %e, "cannot save the state at shutdown"),
+        if let Some(bytes) = self.snapshot() {
+            let state = self.state.clone();
+            let written = tokio::task::spawn_blocking(move || state.write(&bytes)).await;
+            match written {
+                Ok(Ok(())) => tracing::info!(path = %self.state.path().display(), "state saved"),
+                Ok(Err(e)) => tracing::error!(error = %e, "cannot save the state at shutdown"),
+                Err(e) => tracing::error!(error = %e, "cannot save the state at shutdown"),
+            }
         }
         if let Some(reply) = shutdown_reply {
             let _ = reply.send(());
@@ -267,7 +281,7 @@ impl Owner {
 /// Writes each new state as it comes. A failed write (disk full,
 /// read-only) is logged and retried every [`SAVE_EVERY`] with the newest
 /// state until it succeeds.
-async fn write_state(state: StateFile, mut written: watch::Receiver<Vec<u8>>) {
+async fn write_state(state: StateFile, mut written: watch::Receiver<Arc<Vec<u8>>>) {
     let mut failing = false;
     loop {
         if failing {
@@ -278,7 +292,8 @@ async fn write_state(state: StateFile, mut written: watch::Receiver<Vec<u8>>) {
         } else if written.changed().await.is_err() {
             return;
         }
-        let bytes = written.borrow_and_update().clone();
+        // Shared, not copied: the state can be megabytes.
+        let bytes = Arc::clone(&written.borrow_and_update());
         let file = state.clone();
         match tokio::task::spawn_blocking(move || file.write(&bytes)).await {
             Ok(Ok(())) => {

@@ -34,6 +34,13 @@ const UNIT: &str = "org.freedesktop.systemd1.Unit";
 const SERVICE: &str = "org.freedesktop.systemd1.Service";
 const PROPERTIES: &str = "org.freedesktop.DBus.Properties";
 
+/// Capacity of zbus's message queues. Signals are drained from them into
+/// our own queue as they come, so they only need to cover a short delay of
+/// that task; zbus allocates them in full (some 120 bytes a slot), so a large
+/// one costs resident memory as a burst walks through it. When full, zbus
+/// stops reading the socket until there is room: nothing is lost.
+const QUEUED: usize = 4096;
+
 /// One entry of `ListUnitsByPatterns`: name, description, load state,
 /// active state, sub state, following, object path, job id, job type, job path.
 type ListedUnit = (
@@ -157,7 +164,7 @@ impl DbusSource {
             Bus::System => zbus::connection::Builder::system()?,
             Bus::User => zbus::connection::Builder::session()?,
         };
-        builder.max_queued(1 << 16).build().await
+        builder.max_queued(QUEUED).build().await
     }
 
     /// One connection: subscribe, snapshot, follow. Returns when the connection ends.
@@ -170,7 +177,7 @@ impl DbusSource {
             .msg_type(MessageType::Signal)
             .sender(SYSTEMD)?
             .build();
-        let mut stream = MessageStream::for_match_rule(rule, &conn, Some(1 << 16)).await?;
+        let mut stream = MessageStream::for_match_rule(rule, &conn, Some(QUEUED)).await?;
         // Drain the stream into our own queue so that method calls made while
         // handling a signal can never be stuck behind a full signal queue.
         let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
