@@ -247,8 +247,9 @@ fn unreadable_journal_degrades_to_dbus_alone() {
     );
 }
 
-/// A full state directory: unitwatch keeps serving from memory, says so in
-/// its log once, retries, and saves again once there is room.
+/// A full state directory, then a read-only one: unitwatch keeps serving
+/// from memory, says so in its log once per episode, retries, and saves
+/// again once it can.
 #[test]
 fn full_state_directory_is_survived() {
     let sb = Sandbox::start();
@@ -307,6 +308,33 @@ fn full_state_directory_is_survived() {
         "{}",
         uw.log()
     );
+
+    // Read-only, then writable again: the same.
+    let remount = |mode: &str| {
+        let status = std::process::Command::new("nsenter")
+            .args(["-t", &pid.to_string(), "-m", "mount", "-o"])
+            .arg(format!("remount,{mode}"))
+            .arg(&state)
+            .status()
+            .expect("run nsenter");
+        assert!(status.success(), "remount {mode}");
+    };
+    remount("ro");
+    sb.systemctl(&["restart", unit]);
+    uw.wait_value(&manual(unit), WAIT, |v| v == 2.0);
+    wait_for(
+        "the failed save to a read-only directory to be logged",
+        Duration::from_secs(30),
+        || (uw.log().matches("cannot save the state").count() == 2).then_some(()),
+    );
+    remount("rw");
+    wait_for(
+        "the state to be saved again after the remount",
+        Duration::from_secs(30),
+        || (uw.log().matches("state saved again").count() == 2).then_some(()),
+    );
+    let saved = std::fs::read_to_string(inside.join("state.json")).expect("state");
+    assert!(saved.contains("\"restarts\":[0,2]"), "{saved}");
 }
 
 /// `kill -9` twenty times at varying moments while a unit flaps: after each

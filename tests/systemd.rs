@@ -359,3 +359,75 @@ fn max_units_caps_what_is_exported() {
         uw.log()
     );
 }
+
+/// Unit names as systemd makes them: escapes (`\x2d`, escaped UTF-8), `@`
+/// instances, the longest name systemd accepts, and a Unicode description.
+/// Every one is exported with its exact name as a valid label value, and
+/// promtool parses the exposition.
+#[test]
+fn escaped_instance_long_and_unicode_names_are_exported_intact() {
+    let sb = Sandbox::start();
+    // 255 characters: systemd's limit (UNIT_NAME_MAX - 1).
+    let long = format!("aitbc-{}.service", "l".repeat(255 - "aitbc-.service".len()));
+    sb.write_unit(&long, STABLE);
+    sb.write_unit("aitbc-worker@.service", STABLE);
+    sb.write_unit(
+        "aitbc-gr\\xc3\\xb6\\xc3\\x9fe.service",
+        "[Unit]\nDescription=Größe ✓ 日本語 \"quoted\" \\ back\n[Service]\nExecStart=/bin/sleep infinity\n",
+    );
+    sb.daemon_reload();
+    let names = [
+        long.as_str(),
+        "aitbc-worker@gpu\\x2d0.service",
+        "aitbc-worker@ünï.service",
+        "aitbc-gr\\xc3\\xb6\\xc3\\x9fe.service",
+    ];
+    // systemctl escapes what a unit name cannot hold.
+    let escaped: Vec<String> = names
+        .iter()
+        .map(|n| {
+            let out = sb.exec(&["systemd-escape", "--mangle", n]);
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        })
+        .collect();
+    let mut start = vec!["start"];
+    start.extend(escaped.iter().map(String::as_str));
+    sb.systemctl(&start);
+    let uw = Unitwatch::start(&sb, "units = [\"aitbc-*.service\"]");
+    for name in &escaped {
+        // In the exposition a backslash in a label value is doubled.
+        let label = name.replace('\\', "\\\\");
+        uw.wait_value(&format!("service_up{{unit=\"{label}\"}}"), WAIT, |v| {
+            v == 1.0
+        });
+    }
+    let dir = common::unitwatch::temp_dir("names");
+    let file = dir.join("metrics.txt");
+    // promtool reads the Prometheus text format, which has no `info` type:
+    // that one family (no unit label) is left out.
+    let text: String = uw
+        .metrics()
+        .lines()
+        .filter(|l| !l.contains("unitwatch_build"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&file, text).expect("write metrics");
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("promtool check metrics < {}", file.display()))
+        .output()
+        .expect("run promtool (scripts/setup installs it)");
+    // It parses the exposition (a bad label value is a parse error); its
+    // lints about `_total` names without their own HELP come from reading
+    // OpenMetrics as the older text format, and are not errors here.
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!said.contains("error"), "promtool check metrics: {said}");
+    assert!(
+        said.lines().all(|l| l.ends_with("no help text")),
+        "promtool check metrics: {said}"
+    );
+}
