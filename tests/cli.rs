@@ -6,7 +6,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::unitwatch::{http_get, temp_dir};
+use common::unitwatch::{free_port, http_get, temp_dir, STOP_DEADLINE};
 use common::wait_for;
 
 fn unitwatch() -> Command {
@@ -97,14 +97,11 @@ fn busy_listen_address_fails_before_starting() {
     assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
 }
 
-/// Without a bus, /healthz says why (503) and SIGTERM still ends it with 0.
+/// Without a bus, /healthz says why (503) and SIGTERM still ends it with 0
+/// within the deadline.
 #[test]
 fn sigterm_exits_zero_and_healthz_reports_no_bus() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = format!("127.0.0.1:{}", free_port());
     let mut child = unitwatch()
         .args(["--config", &config("sigterm")])
         .args(["--web.listen-address", &addr])
@@ -139,7 +136,7 @@ fn sigterm_exits_zero_and_healthz_reports_no_bus() {
         .args(["-TERM", &child.id().to_string()])
         .status()
         .expect("kill");
-    let exit = wait_for("unitwatch to exit", Duration::from_secs(5), || {
+    let exit = wait_for("unitwatch to exit", STOP_DEADLINE, || {
         child.try_wait().ok().flatten()
     });
     assert_eq!(exit.code(), Some(0));

@@ -5,28 +5,8 @@
 
 mod common;
 
-use std::path::PathBuf;
-
+use common::shipped::package;
 use common::Sandbox;
-
-/// The package `cargo deb` built (scripts/test builds it before the tests).
-fn package() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/debian");
-    let mut debs: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map(|d| {
-            d.filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "deb"))
-                .collect()
-        })
-        .unwrap_or_default();
-    debs.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
-    debs.pop().unwrap_or_else(|| {
-        panic!(
-            "no package in {}: build it with `cargo deb` (scripts/test does)",
-            dir.display()
-        )
-    })
-}
 
 #[test]
 fn package_installs_a_hardened_service_and_purges_clean() {

@@ -1,77 +1,16 @@
-//! The shipped Prometheus rules and Grafana dashboard, checked by promtool
-//! and run by a real Prometheus (Debian's) scraping the installed unitwatch
-//! in the sandbox with the shipped scrape snippet.
+//! The shipped Prometheus rules and Grafana dashboard, run by a real
+//! Prometheus (Debian's) scraping the installed unitwatch in the sandbox with
+//! the shipped scrape snippet. (tests/promtool.rs checks them offline.)
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
+use common::shipped::{dashboard, dashboard_queries, package, root};
 use common::{wait_for, Sandbox};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn promtool(args: &[&str]) -> String {
-    let out = Command::new("promtool")
-        .args(args)
-        .current_dir(root().join("packaging/prometheus"))
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run promtool ({e}): run scripts/setup"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "promtool {}:\n{text}", args.join(" "));
-    text
-}
-
-#[test]
-fn rules_pass_promtool_check_and_tests() {
-    let out = promtool(&["check", "rules", "unitwatch-rules.yml"]);
-    assert!(out.contains("SUCCESS: 8 rules found"), "{out}");
-    let out = promtool(&[
-        "test",
-        "rules",
-        "unitwatch-rules.test.yml",
-        "unitwatch-slo.test.yml",
-    ]);
-    assert_eq!(out.matches("SUCCESS").count(), 2, "{out}");
-}
-
-/// Every `expr` of the dashboard, with Grafana's variables filled in.
-fn dashboard_queries() -> Vec<String> {
-    let path = root().join("packaging/grafana/dashboards/service-uptime.json");
-    let text = std::fs::read_to_string(&path).expect("dashboard");
-    let json: serde_json::Value = serde_json::from_str(&text).expect("dashboard is JSON");
-    assert_eq!(json["title"], "Service uptime");
-    let vars: Vec<&str> = json["templating"]["list"]
-        .as_array()
-        .expect("variables")
-        .iter()
-        .filter_map(|v| v["name"].as_str())
-        .collect();
-    assert!(vars.contains(&"unit"), "no unit variable: {vars:?}");
-    let mut exprs = Vec::new();
-    for panel in json["panels"].as_array().expect("panels") {
-        for target in panel["targets"].as_array().expect("targets") {
-            let expr = target["expr"].as_str().expect("expr");
-            exprs.push(
-                expr.replace("$unit", ".*")
-                    .replace("$instance", ".*")
-                    .replace("$__range", "5m")
-                    .replace("$__rate_interval", "1m"),
-            );
-        }
-    }
-    assert!(exprs.len() >= 6);
-    exprs
-}
 
 /// The rules file with every `for:` shortened, for this test only.
 fn fast_rules(from: &Path) -> String {
@@ -103,13 +42,7 @@ fn query(sb: &Sandbox, path: &str, q: Option<&str>) -> serde_json::Value {
 
 #[test]
 fn real_prometheus_scrapes_alerts_and_answers_the_dashboard() {
-    let deb = std::fs::read_dir(root().join("target/debian"))
-        .ok()
-        .and_then(|d| {
-            d.filter_map(|e| e.ok().map(|e| e.path()))
-                .find(|p| p.extension().is_some_and(|x| x == "deb"))
-        })
-        .expect("no package in target/debian: build it with `cargo deb` (scripts/test does)");
+    let deb = package();
     let sb = Sandbox::start();
     sb.write_unit(
         "aitbc-coordinator-api.service",
@@ -180,7 +113,9 @@ fn real_prometheus_scrapes_alerts_and_answers_the_dashboard() {
     });
 
     // Every dashboard query parses and returns data.
-    for expr in dashboard_queries() {
+    let dashboard = dashboard();
+    assert_eq!(dashboard["title"], "Service uptime");
+    for expr in dashboard_queries(&dashboard) {
         wait_for(&format!("data for `{expr}`"), WAIT, || {
             let r = query(&sb, "/api/v1/query", Some(&expr));
             assert_ne!(r["status"], "error", "`{expr}`: {r}");

@@ -6,17 +6,16 @@
 //! - the scrape snippet makes a valid Prometheus configuration;
 //! - every PromQL query of the Grafana dashboard parses and names only
 //!   metrics unitwatch exports or the rules record.
-//!
-//! std only: the dashboard is read with the small JSON parser at the end.
+
+mod common;
 
 use std::collections::BTreeSet;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use common::shipped::{dashboard, dashboard_queries, root, visit};
+use serde_json::Value;
 
 fn prometheus_dir() -> PathBuf {
     root().join("packaging/prometheus")
@@ -91,10 +90,12 @@ fn rule_test_files() -> Vec<String> {
         .filter(|n| n.ends_with(".test.yml"))
         .collect();
     files.sort();
-    assert!(
-        files.iter().any(|f| f == "unitwatch-rules.test.yml"),
-        "no unitwatch-rules.test.yml in packaging/prometheus: {files:?}"
-    );
+    for expected in ["unitwatch-rules.test.yml", "unitwatch-slo.test.yml"] {
+        assert!(
+            files.iter().any(|f| f == expected),
+            "no {expected} in packaging/prometheus: {files:?}"
+        );
+    }
     files
 }
 
@@ -240,95 +241,44 @@ fn grafana_datasource_is_the_local_prometheus() {
     }
 }
 
-/// The dashboard's queries with Grafana's variables filled in: every
-/// target's `expr`, and the selector of each `label_values(...)` variable.
-fn dashboard_queries(dashboard: &Json) -> Vec<String> {
-    let vars = dashboard.get("templating").and_then(|t| t.get("list"));
-    let vars = vars.and_then(Json::array).expect("templating.list");
-    let mut names: Vec<&str> = vars
-        .iter()
-        .filter_map(|v| v.get("name").and_then(Json::str))
-        .collect();
-    // Longest first, so that `$unit` never eats the start of `$units`.
-    names.sort_by_key(|n| std::cmp::Reverse(n.len()));
-    let fill = |q: &str| {
-        let mut q = q.to_owned();
-        for builtin in ["$__rate_interval", "$__interval", "$__range"] {
-            q = q.replace(builtin, "5m");
-        }
-        for n in &names {
-            q = q
-                .replace(&format!("${{{n}}}"), ".*")
-                .replace(&format!("${n}"), ".*");
-        }
-        assert!(
-            !q.contains('$'),
-            "a Grafana variable this test does not know in `{q}`"
-        );
-        q
-    };
-
-    let mut queries = Vec::new();
-    dashboard.visit(&mut |key, value| {
-        if key == "expr" {
-            let expr = value.str().expect("\"expr\" is a string");
-            assert!(!expr.trim().is_empty(), "an empty \"expr\"");
-            queries.push(fill(expr));
-        }
-    });
-    for v in vars {
-        if let Some(def) = v.get("definition").and_then(Json::str) {
-            if let Some(args) = def.strip_prefix("label_values(") {
-                let (selector, _label) = args
-                    .rsplit_once(',')
-                    .expect("label_values(selector, label)");
-                queries.push(fill(selector.trim()));
-            }
-        }
-    }
-    queries
-}
-
-fn load_dashboard() -> Json {
-    let path = root().join("packaging/grafana/dashboards/service-uptime.json");
-    Json::parse(&read(&path)).unwrap_or_else(|e| panic!("{}: not JSON: {e}", path.display()))
-}
-
 #[test]
 fn dashboard_has_the_unit_variable_and_the_panels() {
-    let d = load_dashboard();
-    assert_eq!(d.get("title").and_then(Json::str), Some("Service uptime"));
+    let d = dashboard();
+    assert_eq!(
+        d.get("title").and_then(Value::as_str),
+        Some("Service uptime")
+    );
 
     let vars = d
         .get("templating")
         .and_then(|t| t.get("list"))
-        .and_then(Json::array);
+        .and_then(Value::as_array);
     let unit = vars
         .into_iter()
         .flatten()
-        .find(|v| v.get("name").and_then(Json::str) == Some("unit"))
+        .find(|v| v.get("name").and_then(Value::as_str) == Some("unit"))
         .expect("a `unit` template variable");
     let def = unit
         .get("definition")
-        .and_then(Json::str)
+        .and_then(Value::as_str)
         .unwrap_or_default();
     assert!(
         def.starts_with("label_values(service_up") && def.ends_with(", unit)"),
         "unit variable: {def}"
     );
-    assert_eq!(unit.get("multi"), Some(&Json::Bool(true)), "unit: multi");
+    assert_eq!(unit.get("multi"), Some(&Value::Bool(true)), "unit: multi");
     assert_eq!(
         unit.get("includeAll"),
-        Some(&Json::Bool(true)),
+        Some(&Value::Bool(true)),
         "unit: include All"
     );
 
-    let panels = d.get("panels").and_then(Json::array).expect("panels");
-    let panel_exprs = |p: &Json| {
+    let panels = d.get("panels").and_then(Value::as_array).expect("panels");
+    let panel_exprs = |p: &Value| {
         let mut exprs = String::new();
-        p.visit(&mut |k, v| {
+        visit(p, &mut |k, v| {
             if k == "expr" {
-                exprs.push_str(v.str().unwrap_or_default());
+                exprs.push_str(v.as_str().unwrap_or_default());
                 exprs.push('\n');
             }
         });
@@ -337,7 +287,7 @@ fn dashboard_has_the_unit_variable_and_the_panels() {
     let find = |what: &str, ok: &dyn Fn(&str, &str) -> bool| {
         assert!(
             panels.iter().any(|p| {
-                let ty = p.get("type").and_then(Json::str).unwrap_or_default();
+                let ty = p.get("type").and_then(Value::as_str).unwrap_or_default();
                 ok(ty, &panel_exprs(p))
             }),
             "no panel for {what}"
@@ -390,7 +340,7 @@ fn check_as_rules(queries: &[String], tmp: &Path) -> Output {
 
 #[test]
 fn dashboard_queries_are_valid_promql() {
-    let queries = dashboard_queries(&load_dashboard());
+    let queries = dashboard_queries(&dashboard());
     assert!(queries.len() >= 7, "too few queries: {queries:#?}");
     let tmp = TempDir::new("dashboard");
 
@@ -460,248 +410,5 @@ fn assert_known_metrics(source: &str, text: &str) {
             !ours || known.contains(token),
             "{source} names `{token}`, which unitwatch neither exports nor records"
         );
-    }
-}
-
-// A small JSON parser, enough to read a dashboard.
-
-#[derive(Debug, PartialEq)]
-enum Json {
-    Null,
-    Bool(bool),
-    Num(f64),
-    Str(String),
-    Arr(Vec<Json>),
-    Obj(Vec<(String, Json)>),
-}
-
-impl Json {
-    fn parse(s: &str) -> Result<Json, String> {
-        let mut p = Parser {
-            s: s.as_bytes(),
-            i: 0,
-        };
-        let v = p.value()?;
-        p.ws();
-        if p.i != p.s.len() {
-            return Err(format!("trailing data at byte {}", p.i));
-        }
-        Ok(v)
-    }
-
-    fn get(&self, key: &str) -> Option<&Json> {
-        match self {
-            Json::Obj(m) => m.iter().find(|(k, _)| k == key).map(|(_, v)| v),
-            _ => None,
-        }
-    }
-
-    fn str(&self) -> Option<&str> {
-        match self {
-            Json::Str(s) => Some(s),
-            _ => None,
-        }
-    }
-
-    fn array(&self) -> Option<&[Json]> {
-        match self {
-            Json::Arr(a) => Some(a),
-            _ => None,
-        }
-    }
-
-    /// Calls `f(key, value)` for every member of every object, depth first.
-    fn visit(&self, f: &mut dyn FnMut(&str, &Json)) {
-        match self {
-            Json::Obj(m) => {
-                for (k, v) in m {
-                    f(k, v);
-                    v.visit(f);
-                }
-            }
-            Json::Arr(a) => a.iter().for_each(|v| v.visit(f)),
-            _ => {}
-        }
-    }
-}
-
-struct Parser<'a> {
-    s: &'a [u8],
-    i: usize,
-}
-
-impl Parser<'_> {
-    fn ws(&mut self) {
-        while self.i < self.s.len() && b" \t\r\n".contains(&self.s[self.i]) {
-            self.i += 1;
-        }
-    }
-
-    fn err<T>(&self, what: &str) -> Result<T, String> {
-        Err(format!("{what} at byte {}", self.i))
-    }
-
-    fn eat(&mut self, lit: &str) -> bool {
-        let ok = self.s[self.i..].starts_with(lit.as_bytes());
-        if ok {
-            self.i += lit.len();
-        }
-        ok
-    }
-
-    fn value(&mut self) -> Result<Json, String> {
-        self.ws();
-        match self.s.get(self.i) {
-            None => self.err("unexpected end"),
-            Some(b'{') => {
-                self.i += 1;
-                let mut members = Vec::new();
-                self.ws();
-                if self.eat("}") {
-                    return Ok(Json::Obj(members));
-                }
-                loop {
-                    self.ws();
-                    let Json::Str(key) = self.string()? else {
-                        unreachable!()
-                    };
-                    self.ws();
-                    if !self.eat(":") {
-                        return self.err("expected ':'");
-                    }
-                    members.push((key, self.value()?));
-                    self.ws();
-                    if self.eat("}") {
-                        return Ok(Json::Obj(members));
-                    }
-                    if !self.eat(",") {
-                        return self.err("expected ',' or '}'");
-                    }
-                }
-            }
-            Some(b'[') => {
-                self.i += 1;
-                let mut items = Vec::new();
-                self.ws();
-                if self.eat("]") {
-                    return Ok(Json::Arr(items));
-                }
-                loop {
-                    items.push(self.value()?);
-                    self.ws();
-                    if self.eat("]") {
-                        return Ok(Json::Arr(items));
-                    }
-                    if !self.eat(",") {
-                        return self.err("expected ',' or ']'");
-                    }
-                }
-            }
-            Some(b'"') => self.string(),
-            Some(_) if self.eat("true") => Ok(Json::Bool(true)),
-            Some(_) if self.eat("false") => Ok(Json::Bool(false)),
-            Some(_) if self.eat("null") => Ok(Json::Null),
-            Some(_) => {
-                let start = self.i;
-                while self.i < self.s.len() && b"+-0123456789.eE".contains(&self.s[self.i]) {
-                    self.i += 1;
-                }
-                let num = std::str::from_utf8(&self.s[start..self.i]).unwrap_or_default();
-                match num.parse() {
-                    Ok(n) if !num.is_empty() => Ok(Json::Num(n)),
-                    _ => {
-                        self.i = start;
-                        self.err("unexpected character")
-                    }
-                }
-            }
-        }
-    }
-
-    fn hex4(&mut self) -> Result<u32, String> {
-        let h = self
-            .s
-            .get(self.i..self.i + 4)
-            .and_then(|h| std::str::from_utf8(h).ok());
-        match h.and_then(|h| u32::from_str_radix(h, 16).ok()) {
-            Some(n) => {
-                self.i += 4;
-                Ok(n)
-            }
-            None => self.err("bad \\u escape"),
-        }
-    }
-
-    fn string(&mut self) -> Result<Json, String> {
-        if !self.eat("\"") {
-            return self.err("expected a string");
-        }
-        let mut out = Vec::new();
-        loop {
-            let Some(&c) = self.s.get(self.i) else {
-                return self.err("unterminated string");
-            };
-            self.i += 1;
-            match c {
-                b'"' => break,
-                b'\\' => {
-                    let Some(&e) = self.s.get(self.i) else {
-                        return self.err("unterminated string");
-                    };
-                    self.i += 1;
-                    let ch = match e {
-                        b'"' => '"',
-                        b'\\' => '\\',
-                        b'/' => '/',
-                        b'b' => '\u{8}',
-                        b'f' => '\u{c}',
-                        b'n' => '\n',
-                        b'r' => '\r',
-                        b't' => '\t',
-                        b'u' => {
-                            let mut n = self.hex4()?;
-                            if (0xD800..0xDC00).contains(&n) && self.eat("\\u") {
-                                let lo = self.hex4()?;
-                                n = 0x10000
-                                    + ((n - 0xD800) << 10)
-                                    + (lo.wrapping_sub(0xDC00) & 0x3FF);
-                            }
-                            match char::from_u32(n) {
-                                Some(ch) => ch,
-                                None => return self.err("bad \\u escape"),
-                            }
-                        }
-                        _ => return self.err("bad escape"),
-                    };
-                    let mut buf = [0; 4];
-                    out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
-                }
-                c if c < 0x20 => return self.err("control character in string"),
-                c => out.push(c),
-            }
-        }
-        String::from_utf8(out)
-            .map(Json::Str)
-            .or_else(|_| self.err("invalid UTF-8"))
-    }
-}
-
-#[test]
-fn json_parser_reads_and_rejects() {
-    let v = Json::parse(r#" {"a": [1, -2.5e1, true, null, "x\"\u00e9\\n"], "b": {}} "#).unwrap();
-    let a = v.get("a").and_then(Json::array).unwrap();
-    assert_eq!(a[1], Json::Num(-25.0));
-    assert_eq!(a[4].str(), Some("x\"é\\n"));
-    for bad in [
-        "{",
-        "{\"a\" 1}",
-        "[1,]",
-        "{\"a\":1,}",
-        "\"x",
-        "01x",
-        "[1] 2",
-        "",
-    ] {
-        assert!(Json::parse(bad).is_err(), "accepted {bad:?}");
     }
 }

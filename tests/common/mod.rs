@@ -1,9 +1,10 @@
 //! Shared helpers of the integration tests: a real systemd booted in
-//! namespaces ([`Sandbox`]), bounded waits, and a unitwatch process
-//! ([`unitwatch::Unitwatch`]).
+//! namespaces ([`Sandbox`]), bounded waits, a unitwatch process
+//! ([`unitwatch::Unitwatch`]) and the shipped files ([`shipped`]).
 
 #![allow(dead_code)]
 
+pub mod shipped;
 pub mod unitwatch;
 
 use std::path::PathBuf;

@@ -15,7 +15,8 @@ pub struct Unitwatch {
     pub dir: PathBuf,
 }
 
-fn free_port() -> u16 {
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -60,6 +61,9 @@ pub fn value(text: &str, series: &str) -> Option<f64> {
         (name == series).then(|| v.parse().ok())?
     })
 }
+
+/// How long unitwatch may take to save its state and exit after SIGTERM.
+pub const STOP_DEADLINE: Duration = Duration::from_secs(2);
 
 impl Unitwatch {
     /// Starts unitwatch against the sandbox's bus and journal with this
@@ -196,14 +200,14 @@ impl Unitwatch {
         }
     }
 
-    /// Sends SIGTERM and returns the exit status.
+    /// Sends SIGTERM and returns the exit status; `None` if unitwatch did not
+    /// exit within [`STOP_DEADLINE`] (it is then killed).
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
-        let status =
-            super::try_wait_for(Duration::from_secs(5), || child.try_wait().ok().flatten());
+        let status = super::try_wait_for(STOP_DEADLINE, || child.try_wait().ok().flatten());
         if status.is_none() {
             let _ = child.kill();
             let _ = child.wait();
