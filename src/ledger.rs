@@ -12,9 +12,12 @@
 //!   recorded for each state change; the interval still open is counted up to
 //!   the `now` of the read.
 //! - State changes are kept as a time-ordered set of points, so duplicate
-//!   reports (same timestamp) collapse and late reports fall into place. Once
-//!   a unit has more than [`MAX_POINTS`] points the oldest are folded into the
-//!   totals; reports older than the fold are ignored as stale.
+//!   reports (same timestamp) collapse and late reports fall into place.
+//!   Points older than [`RETAIN`] before a unit's newest one are folded into
+//!   its totals, and so are the oldest once it has more than [`MAX_POINTS`];
+//!   reports older than the fold are ignored as stale. What is kept is the
+//!   unit's history ([`window`]): availability, MTBF/MTTR and timelines over
+//!   any window within it.
 //! - An automatic restart is counted from systemd's `NRestarts`
 //!   ([`RestartCounter`]): every rise counts; a drop reported after the
 //!   high-water mark was reached means systemd reset the counter (a start by
@@ -47,11 +50,20 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+pub mod window;
+
+pub use window::History;
+
 /// Microseconds since the Unix epoch (`CLOCK_REALTIME`), as systemd records them.
 pub type Usec = u64;
 
-/// How many state-change points a unit keeps before folding the oldest into its totals.
-pub const MAX_POINTS: usize = 256;
+/// How many state-change points a unit keeps at most (30 days of a unit
+/// that flaps hourly take some 2900).
+pub const MAX_POINTS: usize = 4096;
+
+/// How far back a unit's history reaches from its newest state change: 30
+/// days, and a day to spare for reads some time after it.
+pub const RETAIN: Usec = 31 * 24 * 3600 * 1_000_000;
 
 /// systemd's `ActiveState` of a unit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -359,6 +371,12 @@ struct Account {
     restarts: [u64; 2],
     failures: BTreeMap<String, u64>,
     last_failure_at: Usec,
+    /// `Result` of the last counted failure.
+    #[serde(default)]
+    last_failure_result: Option<String>,
+    /// When restarts were counted (one entry each), within [`RETAIN`].
+    #[serde(default)]
+    restart_log: VecDeque<(Usec, Trigger)>,
     /// `InvocationID`s of the last runs counted as failed.
     failed_invocations: Recent,
     /// `InvocationID`s of the last runs ended by a counted manual restart.
@@ -385,6 +403,8 @@ impl Account {
             restarts: [0, 0],
             failures: BTreeMap::new(),
             last_failure_at: 0,
+            last_failure_result: None,
+            restart_log: VecDeque::new(),
             failed_invocations: Recent::default(),
             restarted_invocations: Recent::default(),
             jobs: HashMap::new(),
@@ -429,19 +449,22 @@ impl Account {
             c.epoch_at = moved(c.epoch_at, delta);
         }
         self.last_failure_at = moved(self.last_failure_at, delta);
+        for (t, _) in &mut self.restart_log {
+            *t = moved(*t, delta);
+        }
         for (from, to) in &mut self.followed {
             *from = moved(*from, delta);
             *to = to.map(|t| moved(t, delta));
         }
     }
 
-    fn count_manual_restart(&mut self, invocation: Option<&str>) -> Outcome {
+    fn count_manual_restart(&mut self, at: Usec, invocation: Option<&str>) -> Outcome {
         if let Some(id) = invocation.filter(|id| !id.is_empty()) {
             if !self.restarted_invocations.insert(id) {
                 return Outcome::Quiet;
             }
         }
-        self.count_restarts(Trigger::Manual, 1)
+        self.count_restarts(at, Trigger::Manual, 1)
     }
 
     fn state(&self) -> ActiveState {
@@ -472,7 +495,13 @@ impl Account {
             return;
         }
         self.points.insert(at, state);
-        while self.points.len() > MAX_POINTS {
+        let horizon = self.last_change().saturating_sub(RETAIN);
+        while self.points.len() > MAX_POINTS
+            || self
+                .points
+                .first_key_value()
+                .is_some_and(|(t, _)| *t <= horizon)
+        {
             if let Some((t, s)) = self.points.pop_first() {
                 self.add(self.fold_state, t - self.fold_at);
                 self.fold_at = t;
@@ -507,11 +536,20 @@ impl Account {
         (up, down)
     }
 
-    fn count_restarts(&mut self, trigger: Trigger, n: u64) -> Outcome {
+    fn count_restarts(&mut self, at: Usec, trigger: Trigger, n: u64) -> Outcome {
         if n == 0 {
             return Outcome::Quiet;
         }
         self.restarts[trigger as usize] += n;
+        for _ in 0..n.min(MAX_POINTS as u64) {
+            self.restart_log.push_back((at, trigger));
+        }
+        let horizon = at.saturating_sub(RETAIN);
+        while self.restart_log.len() > MAX_POINTS
+            || self.restart_log.front().is_some_and(|(t, _)| *t < horizon)
+        {
+            self.restart_log.pop_front();
+        }
         Outcome::Restarted(trigger, n)
     }
 
@@ -553,7 +591,7 @@ impl Account {
                 // A journal record of NRestarts is itself one restart.
                 None if origin == Origin::Journal && at >= self.seen_at => {
                     self.n_restarts = Some(RestartCounter::new(at, n));
-                    self.count_restarts(Trigger::Auto, 1)
+                    self.count_restarts(at, Trigger::Auto, 1)
                 }
                 None => {
                     self.n_restarts = Some(RestartCounter::new(at, n));
@@ -561,7 +599,7 @@ impl Account {
                 }
                 Some(counter) => {
                     let new = counter.report(at, n);
-                    self.count_restarts(Trigger::Auto, u64::from(new))
+                    self.count_restarts(at, Trigger::Auto, u64::from(new))
                 }
             },
             Transition::RunFailed { result, invocation } => {
@@ -580,7 +618,10 @@ impl Account {
                         }
                     }
                 }
-                self.last_failure_at = self.last_failure_at.max(at);
+                if at >= self.last_failure_at {
+                    self.last_failure_at = at;
+                    self.last_failure_result = Some(result.clone());
+                }
                 *self.failures.entry(result.clone()).or_insert(0) += 1;
                 Outcome::Failed(result)
             }
@@ -609,7 +650,7 @@ impl Account {
             }
             Transition::JobRemoved { id, result } => match self.jobs.remove(&id) {
                 Some(job) if result == "done" && job.is_manual_restart() => {
-                    self.count_manual_restart(job.invocation.as_deref())
+                    self.count_manual_restart(at, job.invocation.as_deref())
                 }
                 _ => Outcome::Quiet,
             },
@@ -621,7 +662,7 @@ impl Account {
             Transition::Restart {
                 trigger: Trigger::Manual,
                 invocation,
-            } if at >= self.seen_at => self.count_manual_restart(invocation.as_deref()),
+            } if at >= self.seen_at => self.count_manual_restart(at, invocation.as_deref()),
             // Automatic restarts are counted from NRestarts alone.
             Transition::Restart { .. } => Outcome::Quiet,
         }
@@ -642,6 +683,10 @@ pub struct UnitView<'a> {
     pub restarts_auto: u64,
     pub restarts_manual: u64,
     pub failures: &'a BTreeMap<String, u64>,
+    /// The last counted failure: Unix time in seconds, and its `Result`.
+    pub last_failure: Option<(f64, &'a str)>,
+    /// The unit's kept history, for reads over windows.
+    pub history: History<'a>,
 }
 
 impl UnitView<'_> {
@@ -815,6 +860,18 @@ impl Ledger {
                 restarts_auto: a.restarts[Trigger::Auto as usize],
                 restarts_manual: a.restarts[Trigger::Manual as usize],
                 failures: &a.failures,
+                last_failure: a
+                    .last_failure_result
+                    .as_deref()
+                    .filter(|_| a.last_failure_at > 0)
+                    .map(|r| (seconds(a.last_failure_at), r)),
+                history: History {
+                    from: a.fold_at,
+                    state_at_from: a.fold_state,
+                    points: &a.points,
+                    restarts: &a.restart_log,
+                    now,
+                },
             }
         })
     }
@@ -1266,19 +1323,20 @@ mod tests {
     fn folding_keeps_totals_exact() {
         let mut l = Ledger::new();
         l.apply(Event::new("u.service", T0, seen(Inactive, "dead", 0)));
-        // 1000 cycles: 1 s down then 2 s up
-        for i in 0..1000u64 {
+        // 3000 cycles: 1 s down then 2 s up
+        for i in 0..3000u64 {
             let base = T0 + i * 3 * S;
             l.apply(Event::new("u.service", base + S, st(Active)));
             l.apply(Event::new("u.service", base + 3 * S, st(Inactive)));
         }
-        let v = l.unit("u.service", T0 + 3000 * S).expect("unit");
-        assert_eq!(v.uptime_seconds, 2000.0);
-        assert_eq!(v.downtime_seconds, 1000.0);
+        let v = l.unit("u.service", T0 + 9000 * S).expect("unit");
+        assert_eq!(v.uptime_seconds, 6000.0);
+        assert_eq!(v.downtime_seconds, 3000.0);
+        assert_eq!(v.history.transitions().count(), MAX_POINTS);
         // a report older than the fold is stale and changes nothing
-        l.apply(Event::new("u.service", T0 + 5 * S, st(Active)));
-        let v = l.unit("u.service", T0 + 3000 * S).expect("unit");
-        assert_eq!(v.uptime_seconds, 2000.0);
+        l.apply(Event::new("u.service", T0 + 5 * S, st(Inactive)));
+        let v = l.unit("u.service", T0 + 9000 * S).expect("unit");
+        assert_eq!(v.uptime_seconds, 6000.0);
     }
 
     #[test]

@@ -193,6 +193,27 @@ mod tests {
         assert!(!d.join("state.json.tmp").exists());
     }
 
+    /// A state file as the first release wrote it: no clock frame, no
+    /// restart times, no last failure result.
+    const FIRST_RELEASE: &str = r#"{"version":1,"saved_at":1700000100000000,"boot_id":"b","journal_cursor":"c","journal_from":null,"ledger":{"units":{"a.service":{"seen_at":1700000000000000,"fold_at":1700000000000000,"fold_state":"active","up_usec":0,"down_usec":0,"points":{"1700000050000000":"failed"},"sub_state":"failed","n_restarts":{"high":2,"high_at":1700000050000000,"epoch_at":0,"previous_high":null},"restarts":[2,1],"failures":{"exit-code":1},"last_failure_at":1700000050000000,"failed_invocations":["x"],"restarted_invocations":[],"loaded":true}}}}"#;
+
+    #[test]
+    fn a_state_of_the_first_release_loads() {
+        let d = dir("v1");
+        fs::write(d.join(FILE), FIRST_RELEASE).expect("write");
+        let saved = StateFile::new(&d).load().expect("loads");
+        assert!(saved.frame.is_none());
+        let now = 1_700_000_100_000_000;
+        let v = saved.ledger.unit("a.service", now).expect("unit");
+        assert_eq!((v.uptime_seconds, v.downtime_seconds), (50.0, 50.0));
+        assert_eq!((v.restarts_auto, v.restarts_manual), (2, 1));
+        assert_eq!(v.last_failure, None, "its result was not kept");
+        assert_eq!(
+            v.history.window(now - 100_000_000).availability(),
+            Some(0.5)
+        );
+    }
+
     #[test]
     fn corrupt_file_is_kept_aside() {
         let d = dir("corrupt");
