@@ -847,38 +847,44 @@ impl Ledger {
 
     /// All units, by name, as of `now`.
     pub fn view(&self, now: Usec) -> impl Iterator<Item = UnitView<'_>> {
-        self.units.iter().map(move |(name, a)| {
-            let (up, down) = a.durations(now);
-            UnitView {
-                unit: name,
-                state: a.state(),
-                sub_state: &a.sub_state,
-                loaded: a.loaded,
-                uptime_seconds: seconds(up),
-                downtime_seconds: seconds(down),
-                state_change_seconds: seconds(a.last_change()),
-                restarts_auto: a.restarts[Trigger::Auto as usize],
-                restarts_manual: a.restarts[Trigger::Manual as usize],
-                failures: &a.failures,
-                last_failure: a
-                    .last_failure_result
-                    .as_deref()
-                    .filter(|_| a.last_failure_at > 0)
-                    .map(|r| (seconds(a.last_failure_at), r)),
-                history: History {
-                    from: a.fold_at,
-                    state_at_from: a.fold_state,
-                    points: &a.points,
-                    restarts: &a.restart_log,
-                    now,
-                },
-            }
-        })
+        self.units.iter().map(move |(name, a)| a.view(name, now))
     }
 
     /// One unit as of `now`.
     pub fn unit(&self, unit: &str, now: Usec) -> Option<UnitView<'_>> {
-        self.view(now).find(|v| v.unit == unit)
+        self.units
+            .get_key_value(unit)
+            .map(|(name, a)| a.view(name, now))
+    }
+}
+
+impl Account {
+    fn view<'a>(&'a self, name: &'a str, now: Usec) -> UnitView<'a> {
+        let (up, down) = self.durations(now);
+        UnitView {
+            unit: name,
+            state: self.state(),
+            sub_state: &self.sub_state,
+            loaded: self.loaded,
+            uptime_seconds: seconds(up),
+            downtime_seconds: seconds(down),
+            state_change_seconds: seconds(self.last_change()),
+            restarts_auto: self.restarts[Trigger::Auto as usize],
+            restarts_manual: self.restarts[Trigger::Manual as usize],
+            failures: &self.failures,
+            last_failure: self
+                .last_failure_result
+                .as_deref()
+                .filter(|_| self.last_failure_at > 0)
+                .map(|r| (seconds(self.last_failure_at), r)),
+            history: History {
+                from: self.fold_at,
+                state_at_from: self.fold_state,
+                points: &self.points,
+                restarts: &self.restart_log,
+                now,
+            },
+        }
     }
 }
 

@@ -35,6 +35,35 @@ enum Command {
         /// The file to check.
         file: PathBuf,
     },
+    /// Show the watched units of the running unitwatch: state, since,
+    /// availability over 24 h and 30 d, restarts in 24 h.
+    Status {
+        /// Where unitwatch serves HTTP (default: `server.listen` of the
+        /// configuration, on loopback if it listens on all addresses).
+        #[arg(long, value_name = "HOST:PORT")]
+        address: Option<String>,
+        /// Print the daemon's JSON (`/api/v1/units`) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Where `unitwatch status` asks: `--address`, else the configuration's
+/// listen address; without a configuration file, the default one.
+fn status_address(cli: &Cli, address: &Option<String>) -> Result<String, String> {
+    if let Some(a) = address {
+        return Ok(a.clone());
+    }
+    let listen = match Config::load(&cli.config) {
+        Ok(c) => c.listen,
+        Err(_) if !cli.config.exists() && cli.config == std::path::Path::new(DEFAULT_PATH) => {
+            unitwatch::config::DEFAULT_LISTEN
+                .parse()
+                .map_err(|e| format!("{e}"))?
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    Ok(unitwatch::status::local(listen).to_string())
 }
 
 fn init_logging() {
@@ -57,6 +86,17 @@ fn init_logging() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Status { address, json }) = &cli.command {
+        let result = status_address(&cli, address)
+            .and_then(|addr| unitwatch::status::run(&addr, *json).map_err(|e| e.to_string()));
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("unitwatch status: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(Command::CheckConfig { file }) = &cli.command {
         return match Config::load(file) {
             Ok(_) => {

@@ -25,6 +25,9 @@ pub enum Input {
     Event { event: Event, frame: Option<i64> },
     /// Render `/metrics` as of now.
     Scrape(oneshot::Sender<String>),
+    /// Run a read of the ledger as of now (the JSON API, the status page);
+    /// the closure sends its result wherever it wants it.
+    Read(Reader),
     /// A source finished its snapshot of `units` units: every event of it is
     /// queued before this, so once it is taken the ledger holds them.
     SnapshotDone { units: usize },
@@ -47,6 +50,18 @@ pub enum Input {
     JournalGap,
     /// Save the state and stop.
     Shutdown(oneshot::Sender<()>),
+}
+
+/// A read of the ledger as of a time.
+pub type Read = dyn FnOnce(&Ledger, Usec) + Send;
+
+/// A read of the ledger, run by the ledger task.
+pub struct Reader(pub Box<Read>);
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reader")
+    }
 }
 
 /// Numbers about unitwatch itself.
@@ -214,6 +229,7 @@ impl Owner {
                         self.boot_id = boot_id;
                     }
                 }
+                Input::Read(Reader(read)) => read(&self.ledger, clock::now()),
                 Input::Scrape(reply) => {
                     let _ = reply.send(metrics::render(&self.ledger, clock::now(), &stats));
                 }

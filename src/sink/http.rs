@@ -1,6 +1,7 @@
-//! The HTTP endpoints: `/metrics`, `/healthz` and a landing page at `/`.
+//! The HTTP endpoints: `/metrics`, `/healthz`, the JSON API under
+//! `/api/v1/` and the status page at `/`.
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -8,8 +9,10 @@ use axum::Router;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::health::Health;
-use crate::owner::Input;
+use crate::ledger::{Ledger, Usec};
+use crate::owner::{Input, Reader};
 use crate::sink::metrics::CONTENT_TYPE;
+use crate::sink::{api, page};
 
 #[derive(Clone)]
 struct AppState {
@@ -20,9 +23,11 @@ struct AppState {
 /// The routes, reading the ledger through its task and health from `health`.
 pub fn router(ledger: mpsc::Sender<Input>, health: Health) -> Router {
     Router::new()
-        .route("/", get(landing))
+        .route("/", get(status_page))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        .route("/api/v1/units", get(units))
+        .route("/api/v1/units/{unit}", get(unit))
         .with_state(AppState { ledger, health })
 }
 
@@ -57,12 +62,58 @@ async fn healthz(State(app): State<AppState>) -> Response {
     }
 }
 
-async fn landing() -> Html<String> {
-    Html(format!(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>unitwatch</title></head>\n\
-         <body><h1>unitwatch {}</h1>\n<p>Uptime, downtime and restarts of systemd units.</p>\n\
-         <ul><li><a href=\"metrics\">Metrics</a></li><li><a href=\"healthz\">Health</a></li></ul>\n\
-         </body></html>\n",
-        env!("CARGO_PKG_VERSION")
-    ))
+/// Runs `read` in the ledger task and returns what it made; `None` once
+/// unitwatch is shutting down.
+async fn read<T: Send + 'static>(
+    app: &AppState,
+    read: impl FnOnce(&Ledger, Usec) -> T + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = oneshot::channel();
+    let reader = Reader(Box::new(move |ledger, now| {
+        let _ = tx.send(read(ledger, now));
+    }));
+    app.ledger.send(Input::Read(reader)).await.ok()?;
+    rx.await.ok()
+}
+
+fn shutting_down() -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+}
+
+fn json(status: StatusCode, body: Vec<u8>) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn units(State(app): State<AppState>) -> Response {
+    match read(&app, |l, now| serde_json::to_vec(&api::units(l, now))).await {
+        Some(Ok(body)) => json(StatusCode::OK, body),
+        Some(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+        None => shutting_down(),
+    }
+}
+
+async fn unit(State(app): State<AppState>, Path(name): Path<String>) -> Response {
+    let wanted = name.clone();
+    match read(&app, move |l, now| {
+        api::unit_detail(l, &wanted, now).map(|d| serde_json::to_vec(&d))
+    })
+    .await
+    {
+        Some(Some(Ok(body))) => json(StatusCode::OK, body),
+        Some(Some(Err(e))) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+        Some(None) => json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({ "error": format!("no watched unit {name}") })
+                .to_string()
+                .into_bytes(),
+        ),
+        None => shutting_down(),
+    }
+}
+
+async fn status_page(State(app): State<AppState>) -> Response {
+    match read(&app, page::render).await {
+        Some(html) => Html(html).into_response(),
+        None => shutting_down(),
+    }
 }

@@ -1,0 +1,264 @@
+//! The JSON API, `GET /api/v1/units` and `GET /api/v1/units/{unit}`: every
+//! watched unit's state, availability over 1 h / 24 h / 7 d / 30 d,
+//! MTBF/MTTR, restarts and failures, read from the ledger. The same types
+//! are what `unitwatch status` reads back. Field names are stable within
+//! `v1` (docs/API.md); times are Unix seconds, durations seconds.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ledger::{Ledger, Trigger, UnitView, Usec};
+
+/// The windows availability, MTBF and MTTR are given for, by name.
+pub const WINDOWS: [(&str, Usec); 4] = [
+    ("1h", 3600 * SECOND),
+    ("24h", 24 * 3600 * SECOND),
+    ("7d", 7 * 24 * 3600 * SECOND),
+    ("30d", 30 * 24 * 3600 * SECOND),
+];
+
+const SECOND: Usec = 1_000_000;
+const DAY: Usec = 24 * 3600 * SECOND;
+
+/// A value per window.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PerWindow {
+    #[serde(rename = "1h")]
+    pub h1: Option<f64>,
+    #[serde(rename = "24h")]
+    pub h24: Option<f64>,
+    #[serde(rename = "7d")]
+    pub d7: Option<f64>,
+    #[serde(rename = "30d")]
+    pub d30: Option<f64>,
+}
+
+impl PerWindow {
+    fn from_fn(mut f: impl FnMut(Usec) -> Option<f64>) -> PerWindow {
+        let [a, b, c, d] = WINDOWS.map(|(_, length)| f(length));
+        PerWindow {
+            h1: a,
+            h24: b,
+            d7: c,
+            d30: d,
+        }
+    }
+}
+
+/// Restarts by trigger.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restarts {
+    pub auto: u64,
+    pub manual: u64,
+}
+
+/// The last failure of a unit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LastFailure {
+    /// When the failed run ended, Unix seconds.
+    pub at: f64,
+    /// systemd's `Result`: `exit-code`, `signal`, `core-dump`, `timeout`, ...
+    pub result: String,
+}
+
+/// One unit, as `/api/v1/units` lists it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Unit {
+    pub unit: String,
+    /// systemd's `ActiveState` and `SubState`.
+    pub state: String,
+    pub sub_state: String,
+    /// `state` is `active` or `reloading`.
+    pub up: bool,
+    /// systemd has the unit loaded.
+    pub loaded: bool,
+    /// When `state` was entered, Unix seconds.
+    pub since: f64,
+    /// How long it has been in `state`, seconds.
+    pub run_seconds: f64,
+    /// Totals since accounting began (as `/metrics`).
+    pub uptime_seconds: f64,
+    pub downtime_seconds: f64,
+    /// Up time / accounted time over each window, from 0 to 1; null where
+    /// nothing was accounted yet.
+    pub availability: PerWindow,
+    /// Up time per time it went down, over each window; null if it did not.
+    pub mtbf_seconds: PerWindow,
+    /// Down time per time it came back up, over each window; null if it did not.
+    pub mttr_seconds: PerWindow,
+    /// Restarts since accounting began, and in the last 24 hours.
+    pub restarts: Restarts,
+    pub restarts_24h: Restarts,
+    /// Failed runs by `Result`, since accounting began.
+    pub failures: BTreeMap<String, u64>,
+    pub last_failure: Option<LastFailure>,
+    /// Where the kept history (30 days) begins, Unix seconds.
+    pub history_begins: f64,
+}
+
+/// One state change.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    pub at: f64,
+    pub state: String,
+}
+
+/// One unit with its history, as `/api/v1/units/{unit}` gives it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UnitDetail {
+    #[serde(flatten)]
+    pub unit: Unit,
+    /// The state at `history_begins`, then every change since, oldest first.
+    pub history: Vec<Change>,
+}
+
+/// `/api/v1/units`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Units {
+    /// When this was read, Unix seconds.
+    pub now: f64,
+    pub units: Vec<Unit>,
+}
+
+fn seconds(usec: Usec) -> f64 {
+    usec as f64 / 1e6
+}
+
+fn unit(v: &UnitView<'_>) -> Unit {
+    let h = &v.history;
+    let now = h.now();
+    let since = (v.state_change_seconds * 1e6) as Usec;
+    let restarts_24h = h.restarts_since(now.saturating_sub(DAY));
+    Unit {
+        unit: v.unit.to_owned(),
+        state: v.state.as_str().to_owned(),
+        sub_state: v.sub_state.to_owned(),
+        up: v.up(),
+        loaded: v.loaded,
+        since: v.state_change_seconds,
+        run_seconds: seconds(now.saturating_sub(since)),
+        uptime_seconds: v.uptime_seconds,
+        downtime_seconds: v.downtime_seconds,
+        availability: PerWindow::from_fn(|w| h.window(now.saturating_sub(w)).availability()),
+        mtbf_seconds: PerWindow::from_fn(|w| h.window(now.saturating_sub(w)).mtbf_seconds()),
+        mttr_seconds: PerWindow::from_fn(|w| h.window(now.saturating_sub(w)).mttr_seconds()),
+        restarts: Restarts {
+            auto: v.restarts_auto,
+            manual: v.restarts_manual,
+        },
+        restarts_24h: Restarts {
+            auto: restarts_24h[Trigger::Auto as usize],
+            manual: restarts_24h[Trigger::Manual as usize],
+        },
+        failures: v.failures.clone(),
+        last_failure: v.last_failure.map(|(at, result)| LastFailure {
+            at,
+            result: result.to_owned(),
+        }),
+        history_begins: seconds(h.begins()),
+    }
+}
+
+/// Every unit as of `now`.
+pub fn units(ledger: &Ledger, now: Usec) -> Units {
+    Units {
+        now: seconds(now),
+        units: ledger.view(now).map(|v| unit(&v)).collect(),
+    }
+}
+
+/// One unit with its history as of `now`.
+pub fn unit_detail(ledger: &Ledger, name: &str, now: Usec) -> Option<UnitDetail> {
+    let v = ledger.unit(name, now)?;
+    let mut history = vec![Change {
+        at: seconds(v.history.begins()),
+        state: v
+            .history
+            .timeline(v.history.begins())
+            .first()
+            .map_or(v.state, |s| s.state)
+            .as_str()
+            .to_owned(),
+    }];
+    history.extend(v.history.transitions().map(|(at, state)| Change {
+        at: seconds(at),
+        state: state.as_str().to_owned(),
+    }));
+    Some(UnitDetail {
+        unit: unit(&v),
+        history,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{ActiveState, Event, Transition};
+
+    const S: Usec = 1_000_000;
+    const T0: Usec = 1_700_000_000 * S;
+
+    #[test]
+    fn fields_and_windows() {
+        let mut l = Ledger::new();
+        l.apply(Event::new(
+            "a.service",
+            T0,
+            Transition::Seen {
+                state: ActiveState::Active,
+                sub_state: "running".into(),
+                n_restarts: Some(0),
+            },
+        ));
+        l.apply(Event::new(
+            "a.service",
+            T0 + 1800 * S,
+            Transition::State {
+                state: ActiveState::Failed,
+                sub_state: Some("failed".into()),
+            },
+        ));
+        l.apply(Event::new(
+            "a.service",
+            T0 + 1800 * S,
+            Transition::RunFailed {
+                result: "exit-code".into(),
+                invocation: Some("i1".into()),
+            },
+        ));
+        let now = T0 + 3600 * S;
+        let all = units(&l, now);
+        let u = &all.units[0];
+        assert_eq!(
+            (u.state.as_str(), u.sub_state.as_str(), u.up),
+            ("failed", "failed", false)
+        );
+        assert_eq!((u.since, u.run_seconds), (1_700_001_800.0, 1800.0));
+        assert_eq!(u.availability.h1, Some(0.5));
+        assert_eq!(
+            u.availability.d30,
+            Some(0.5),
+            "cut to where accounting began"
+        );
+        assert_eq!((u.mtbf_seconds.h1, u.mttr_seconds.h1), (Some(1800.0), None));
+        assert_eq!(
+            u.last_failure,
+            Some(LastFailure {
+                at: 1_700_001_800.0,
+                result: "exit-code".into()
+            })
+        );
+        let json = serde_json::to_value(&all).expect("json");
+        assert_eq!(json["units"][0]["availability"]["24h"], 0.5);
+        assert_eq!(json["units"][0]["restarts_24h"]["manual"], 0);
+
+        let d = unit_detail(&l, "a.service", now).expect("detail");
+        let states: Vec<_> = d.history.iter().map(|c| (c.at, c.state.as_str())).collect();
+        assert_eq!(
+            states,
+            [(1_700_000_000.0, "active"), (1_700_001_800.0, "failed")]
+        );
+        assert!(unit_detail(&l, "b.service", now).is_none());
+    }
+}

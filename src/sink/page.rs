@@ -1,0 +1,178 @@
+//! The status page at `/`: one row per unit with a coloured state badge,
+//! availability over 24 hours and 30 days, restarts in 24 hours and a
+//! 24-hour timeline, rendered on the server (no JavaScript; it refreshes
+//! itself every 10 s). The stylesheet is compiled into the binary.
+
+use std::fmt::Write;
+
+use crate::ledger::{ActiveState, Ledger, Usec};
+use crate::sink::api::{self, Unit};
+use crate::sink::human;
+
+const CSS: &str = include_str!("page.css");
+const DAY: Usec = 24 * 3600 * 1_000_000;
+
+/// The colour class of a state: up, down (failed), idle (stopped) or change.
+pub fn class(state: &str) -> &'static str {
+    match ActiveState::parse(state) {
+        Some(ActiveState::Active | ActiveState::Reloading) => "up",
+        Some(ActiveState::Failed) => "down",
+        Some(ActiveState::Activating | ActiveState::Deactivating) => "change",
+        _ => "idle",
+    }
+}
+
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The 24-hour timeline of a unit as a bar of segments, oldest left.
+fn timeline(ledger: &Ledger, unit: &str, now: Usec) -> String {
+    let Some(v) = ledger.unit(unit, now) else {
+        return String::new();
+    };
+    let from = now.saturating_sub(DAY);
+    let mut bar = String::from("<div class=\"bar\">");
+    let segments = v.history.timeline(from);
+    let width = |a: Usec, b: Usec| (b - a) as f64 * 100.0 / DAY as f64;
+    // Before accounting began: nothing known.
+    if let Some(first) = segments.first() {
+        if first.from > from {
+            let _ = write!(
+                bar,
+                "<span class=\"none\" style=\"width:{:.3}%\" title=\"not watched yet\"></span>",
+                width(from, first.from)
+            );
+        }
+    }
+    for s in &segments {
+        let _ = write!(
+            bar,
+            "<span class=\"{}\" style=\"width:{:.3}%\" title=\"{} {}–{} UTC ({})\"></span>",
+            class(s.state.as_str()),
+            width(s.from, s.to),
+            s.state.as_str(),
+            human::clock(s.from as f64 / 1e6),
+            human::clock(s.to as f64 / 1e6),
+            human::duration((s.to - s.from) as f64 / 1e6),
+        );
+    }
+    bar.push_str("</div>");
+    bar
+}
+
+fn row(out: &mut String, ledger: &Ledger, u: &Unit, now: Usec) {
+    let restarts = u.restarts_24h.auto + u.restarts_24h.manual;
+    let _ = writeln!(
+        out,
+        "<tr id=\"{id}\" data-state=\"{state}\">\
+         <td class=\"unit\">{unit}</td>\
+         <td><span class=\"badge {class}\">{state}</span> <span class=\"sub\">{sub}</span></td>\
+         <td class=\"since num\" title=\"{since_utc} UTC\">{run}</td>\
+         <td class=\"num avail24\">{a24}</td>\
+         <td class=\"num avail30\">{a30}</td>\
+         <td class=\"num restarts\">{restarts}</td>\
+         <td class=\"timeline\">{bar}</td></tr>",
+        id = escape(&u.unit),
+        unit = escape(&u.unit),
+        class = class(&u.state),
+        state = escape(&u.state),
+        sub = escape(&u.sub_state),
+        since_utc = human::utc(u.since),
+        run = human::duration(u.run_seconds),
+        a24 = human::percent(u.availability.h24),
+        a30 = human::percent(u.availability.d30),
+        bar = timeline(ledger, &u.unit, now),
+    );
+}
+
+/// The page as of `now`.
+pub fn render(ledger: &Ledger, now: Usec) -> String {
+    let units = api::units(ledger, now);
+    let up = units.units.iter().filter(|u| u.up).count();
+    let mut out = String::with_capacity(2048 + units.units.len() * 1024);
+    let _ = write!(
+        out,
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <meta http-equiv=\"refresh\" content=\"10\">\
+         <title>unitwatch: {up}/{total} up</title><style>{CSS}</style></head>\n<body>\
+         <header><h1>Services</h1><p><span id=\"summary\">{up} of {total} up</span> · \
+         {now} UTC · refreshes every 10 s</p></header>\n",
+        total = units.units.len(),
+        now = human::utc(units.now),
+    );
+    out.push_str(
+        "<table><thead><tr><th>Unit</th><th>State</th><th class=\"since\">For</th>\
+         <th>24 h</th><th>30 d</th><th>Restarts 24 h</th>\
+         <th class=\"timeline\">Last 24 hours</th></tr></thead>\n<tbody>\n",
+    );
+    for u in &units.units {
+        row(&mut out, ledger, u, now);
+    }
+    if units.units.is_empty() {
+        out.push_str("<tr><td colspan=\"7\">No units watched yet.</td></tr>\n");
+    }
+    let _ = write!(
+        out,
+        "</tbody></table>\n<footer>unitwatch {} · <a href=\"metrics\">metrics</a> · \
+         <a href=\"api/v1/units\">JSON</a> · <a href=\"healthz\">health</a></footer>\n\
+         </body></html>\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{Event, Transition};
+
+    const S: Usec = 1_000_000;
+    const T0: Usec = 1_700_000_000 * S;
+
+    #[test]
+    fn rows_badges_and_timeline() {
+        let mut l = Ledger::new();
+        for (name, state) in [
+            ("a<b>.service", ActiveState::Active),
+            ("c.service", ActiveState::Failed),
+        ] {
+            l.apply(Event::new(
+                name,
+                T0,
+                Transition::Seen {
+                    state,
+                    sub_state: "x".into(),
+                    n_restarts: None,
+                },
+            ));
+        }
+        let html = render(&l, T0 + 12 * 3600 * S);
+        assert!(html.contains("1 of 2 up"), "{html}");
+        assert!(html.contains("<td class=\"unit\">a&lt;b&gt;.service</td>"));
+        assert!(html.contains("<span class=\"badge up\">active</span>"));
+        assert!(html.contains("<span class=\"badge down\">failed</span>"));
+        // Half the day before accounting began, half up.
+        assert!(
+            html.contains("class=\"none\" style=\"width:50.000%\""),
+            "{html}"
+        );
+        assert!(
+            html.contains("class=\"up\" style=\"width:50.000%\""),
+            "{html}"
+        );
+        assert!(!html.contains("<script"));
+    }
+}
