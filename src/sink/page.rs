@@ -37,31 +37,24 @@ fn escape(text: &str) -> String {
     out
 }
 
-/// The 24-hour timeline of a unit as a bar of segments, oldest left.
+/// The timeline of a unit over the last 24 hours, or since it is watched if
+/// that is shorter, as a bar of segments, oldest left.
 fn timeline(ledger: &Ledger, unit: &str, now: Usec) -> String {
     let Some(v) = ledger.unit(unit, now) else {
         return String::new();
     };
-    let from = now.saturating_sub(DAY);
-    let mut bar = String::from("<div class=\"bar\">");
-    let segments = v.history.timeline(from);
-    let width = |a: Usec, b: Usec| (b - a) as f64 * 100.0 / DAY as f64;
-    // Before accounting began: nothing known.
-    if let Some(first) = segments.first() {
-        if first.from > from {
-            let _ = write!(
-                bar,
-                "<span class=\"none\" style=\"width:{:.3}%\" title=\"not watched yet\"></span>",
-                width(from, first.from)
-            );
-        }
-    }
-    for s in &segments {
+    let from = now.saturating_sub(DAY).max(v.history.begins());
+    let span = now.saturating_sub(from).max(1);
+    let mut bar = format!(
+        "<div class=\"bar\" title=\"since {} UTC\">",
+        human::utc(from as f64 / 1e6)
+    );
+    for s in v.history.timeline(from) {
         let _ = write!(
             bar,
             "<span class=\"{}\" style=\"width:{:.3}%\" title=\"{} {}–{} UTC ({})\"></span>",
             class(s.state.as_str()),
-            width(s.from, s.to),
+            (s.to - s.from) as f64 * 100.0 / span as f64,
             s.state.as_str(),
             human::clock(s.from as f64 / 1e6),
             human::clock(s.to as f64 / 1e6),
@@ -115,7 +108,7 @@ pub fn render(ledger: &Ledger, now: Usec) -> String {
     );
     out.push_str(
         "<table><thead><tr><th>Unit</th><th>State</th><th class=\"since\">For</th>\
-         <th>24 h</th><th>30 d</th><th>Restarts 24 h</th>\
+         <th>24 h</th><th class=\"avail30\">30 d</th><th>Restarts 24 h</th>\
          <th class=\"timeline\">Last 24 hours</th></tr></thead>\n<tbody>\n",
     );
     for u in &units.units {
@@ -164,13 +157,13 @@ mod tests {
         assert!(html.contains("<td class=\"unit\">a&lt;b&gt;.service</td>"));
         assert!(html.contains("<span class=\"badge up\">active</span>"));
         assert!(html.contains("<span class=\"badge down\">failed</span>"));
-        // Half the day before accounting began, half up.
+        // Watched for 12 hours: the bar covers those, up all along.
         assert!(
-            html.contains("class=\"none\" style=\"width:50.000%\""),
+            html.contains("title=\"since 2023-11-14 22:13:20 UTC\""),
             "{html}"
         );
         assert!(
-            html.contains("class=\"up\" style=\"width:50.000%\""),
+            html.contains("class=\"up\" style=\"width:100.000%\""),
             "{html}"
         );
         assert!(!html.contains("<script"));
