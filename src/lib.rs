@@ -15,3 +15,4 @@ pub mod server;
 pub mod shutdown;
 pub mod sink;
 pub mod source;
+pub mod web_config;

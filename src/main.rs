@@ -10,6 +10,7 @@ use tracing_subscriber::prelude::*;
 use tracing_subscriber::EnvFilter;
 use unitwatch::config::{Config, DEFAULT_PATH};
 use unitwatch::source::dbus::Bus;
+use unitwatch::web_config::WebConfig;
 
 /// Exports per-unit uptime, downtime, restarts and failures of systemd units as Prometheus metrics.
 #[derive(Parser, Debug)]
@@ -21,6 +22,9 @@ struct Cli {
     /// Address to serve /metrics on (overrides server.listen).
     #[arg(long = "web.listen-address", value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// Web configuration file (exporter-toolkit format): TLS and basic auth.
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    web_config: Option<PathBuf>,
     /// Watch the calling user's service manager on the session bus.
     #[arg(long)]
     user: bool,
@@ -32,6 +36,11 @@ struct Cli {
 enum Command {
     /// Validate a configuration file and exit 0 (valid) or 1 (invalid).
     CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+    /// Validate a web configuration file and exit 0 (valid) or 1 (invalid).
+    CheckWebConfig {
         /// The file to check.
         file: PathBuf,
     },
@@ -69,12 +78,34 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Command::CheckWebConfig { file }) = &cli.command {
+        return match WebConfig::load(file) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("unitwatch: {e}");
             return ExitCode::FAILURE;
         }
+    };
+    let web = match &cli.web_config {
+        Some(file) => match WebConfig::load(file) {
+            Ok(w) => w,
+            Err(e) => {
+                eprintln!("unitwatch: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => WebConfig::default(),
     };
     init_logging();
     let listen = cli.listen.unwrap_or(config.listen);
@@ -90,7 +121,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(unitwatch::server::run(config, listen, bus)) {
+    match runtime.block_on(unitwatch::server::run(config, listen, web, bus)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
