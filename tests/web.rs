@@ -31,9 +31,22 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path, web: Option<&str>) -> Server {
+        Server::start_via(dir, web, &[])
+    }
+
+    /// Like [`Server::start`], run through `wrapper` (a command that ends
+    /// by executing its arguments).
+    fn start_via(dir: &Path, web: Option<&str>, wrapper: &[&str]) -> Server {
         let config = write_config(dir);
         let port = free_port();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_unitwatch"));
+        let mut command = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(env!("CARGO_BIN_EXE_unitwatch"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_unitwatch")),
+        };
         command
             .arg("--config")
             .arg(&config)
@@ -76,19 +89,29 @@ impl Server {
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("unitwatch.log")).unwrap_or_default()
     }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// SIGTERM; waits for the exit.
+    fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let status = try_wait_for(Duration::from_secs(5), || child.try_wait().ok().flatten());
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        status
+    }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            if try_wait_for(Duration::from_secs(5), || child.try_wait().ok().flatten()).is_none() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
+        self.stop();
     }
 }
 
@@ -416,6 +439,74 @@ fn silent_tls_client_is_cut_off() {
     let mut stream = TcpStream::connect(server.addr()).expect("connect");
     let got = await_close(&mut stream, "the server to close a silent TLS connection");
     assert!(got.is_empty(), "{got:?}");
+}
+
+/// The line `Field:` of /proc/PID/status, without the name.
+fn proc_status(pid: u32, field: &str) -> String {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// As user nobody with no capabilities at all, unitwatch serves TLS with
+/// basic auth and saves its state in its state directory.
+#[test]
+fn runs_unprivileged_with_no_capabilities() {
+    use std::os::unix::fs::chown;
+    const NOBODY: u32 = 65534;
+    let dir = temp_dir("web-unpriv");
+    make_certs(&dir);
+    // What a deployment does: the key readable by unitwatch's user, the
+    // state directory its own.
+    chown(dir.join("server.key"), Some(NOBODY), Some(NOBODY)).expect("chown key");
+    std::fs::create_dir(dir.join("state")).expect("state dir");
+    chown(dir.join("state"), Some(NOBODY), Some(NOBODY)).expect("chown state dir");
+    let mut server = Server::start_via(
+        &dir,
+        Some(&tls_config(&dir, "")),
+        &[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--ambient-caps=-all",
+            "--bounding-set=-all",
+            "--no-new-privs",
+            "--",
+        ],
+    );
+    let pid = server.pid().expect("running");
+    assert!(
+        proc_status(pid, "Uid").starts_with("65534"),
+        "{}",
+        proc_status(pid, "Uid")
+    );
+    for caps in ["CapEff", "CapPrm", "CapBnd", "CapAmb"] {
+        assert_eq!(proc_status(pid, caps), "0000000000000000", "{caps}");
+    }
+    let ca = dir.join("ca.crt").display().to_string();
+    let (status, text) = curl(&[
+        "--cacert",
+        &ca,
+        "-u",
+        "alice:s3cret",
+        &server.url("https", "/metrics"),
+    ]);
+    assert_eq!(status, 200, "{text}\nlog:\n{}", server.log());
+    let (status, _) = curl(&["--cacert", &ca, &server.url("https", "/metrics")]);
+    assert_eq!(status, 401);
+    let exit = server.stop().expect("unitwatch exits on SIGTERM");
+    assert_eq!(exit.code(), Some(0), "log:\n{}", server.log());
+    let saved = dir.join("state").join("state.json");
+    let meta = std::fs::metadata(&saved)
+        .unwrap_or_else(|e| panic!("{}: {e}\nlog:\n{}", saved.display(), server.log()));
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(meta.uid(), NOBODY, "state written by nobody");
 }
 
 /// Bad web configurations: one line naming file, line, column and key,
