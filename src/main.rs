@@ -34,7 +34,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Validate a configuration file and exit 0 (valid) or 1 (invalid).
+    /// Validate a configuration file (and the web configuration it names) and exit 0 (valid) or 1 (invalid).
     CheckConfig {
         /// The file to check.
         file: PathBuf,
@@ -67,8 +67,15 @@ fn init_logging() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::CheckConfig { file }) = &cli.command {
-        return match Config::load(file) {
-            Ok(_) => {
+        let checked =
+            Config::load(file)
+                .map_err(|e| e.to_string())
+                .and_then(|c| match &c.web_config {
+                    Some(web) => WebConfig::load(web).map(|_| ()).map_err(|e| e.to_string()),
+                    None => Ok(()),
+                });
+        return match checked {
+            Ok(()) => {
                 println!("{}: ok", file.display());
                 ExitCode::SUCCESS
             }
@@ -97,7 +104,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let web = match &cli.web_config {
+    let web = match cli.web_config.as_ref().or(config.web_config.as_ref()) {
         Some(file) => match WebConfig::load(file) {
             Ok(w) => w,
             Err(e) => {

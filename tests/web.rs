@@ -571,6 +571,35 @@ fn bad_web_config_is_one_line_and_nothing_starts() {
         assert_eq!(check.status.code(), Some(1), "{check_err}");
         assert!(check_err.starts_with(&want), "{check_err}");
     }
+    // Named by `server.web_config` in config.toml instead: checked by
+    // check-config and at start alike.
+    let with_key = dir.join("with-web.toml");
+    std::fs::write(
+        &with_key,
+        format!(
+            "[server]\nweb_config = \"{}\"\n{}",
+            dir.join("web-3.yml").display(),
+            std::fs::read_to_string(&config).expect("read config")
+        ),
+    )
+    .expect("write config");
+    let want = format!(
+        "{}:3:3: basic_auth_users.bob:",
+        dir.join("web-3.yml").display()
+    );
+    for args in [
+        vec!["check-config".to_owned(), with_key.display().to_string()],
+        vec!["--config".to_owned(), with_key.display().to_string()],
+    ] {
+        let out = run(
+            env!("CARGO_BIN_EXE_unitwatch"),
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(&want), "{args:?}: {err}");
+    }
     // The missing certificate's message names the resolved path.
     let err = String::from_utf8_lossy(
         &run(

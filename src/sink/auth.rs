@@ -4,8 +4,10 @@
 //! bcrypt is slow on purpose, so a successful check is remembered (as a
 //! SHA-256 digest of user, hash and password, never the password itself):
 //! a scraper sending the same credentials every few seconds costs one bcrypt
-//! run, not one per scrape. bcrypt runs off the async workers, at most
-//! [`PARALLEL_CHECKS`] at a time, so wrong passwords cannot starve serving.
+//! run, not one per scrape, and many connections opening at once with the
+//! same credentials wait for the first check instead of each running bcrypt.
+//! bcrypt runs off the async workers, at most [`PARALLEL_CHECKS`] at a time,
+//! so wrong passwords cannot starve serving.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -68,6 +70,11 @@ impl BasicAuth {
         let Ok(_permit) = self.checks.acquire().await else {
             return false;
         };
+        // Many connections opening at once with the same credentials wait
+        // here for the first check rather than each running bcrypt.
+        if known && self.cached(&key) {
+            return true;
+        }
         let password = creds.password;
         let verified = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash))
             .await
