@@ -226,7 +226,13 @@ fn await_close(stream: &mut TcpStream, what: &str) -> Vec<u8> {
 }
 
 fn tls_config(dir: &Path, extra: &str) -> String {
-    let hash = bcrypt::hash("s3cret", 4).expect("bcrypt hash");
+    tls_config_cost(dir, extra, 4)
+}
+
+/// TLS from [`make_certs`], user alice with password s3cret hashed at
+/// bcrypt `cost`, a header, and `extra` lines in tls_server_config.
+fn tls_config_cost(dir: &Path, extra: &str, cost: u32) -> String {
+    let hash = bcrypt::hash("s3cret", cost).expect("bcrypt hash");
     format!(
         "tls_server_config:\n  cert_file: server.crt\n  key_file: {}/server.key\n{extra}\
          basic_auth_users:\n  alice: '{hash}'\n\
@@ -641,13 +647,40 @@ fn bad_web_config_is_one_line_and_nothing_starts() {
 
 /// Resident memory of a process, in KiB, from /proc/PID/status.
 fn rss_kib(pid: u32) -> u64 {
-    let status =
-        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    proc_status(pid, "VmRSS")
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
         .expect("VmRSS in /proc/PID/status")
+}
+
+/// Runs wrk with `args`; returns its report after checking it made
+/// requests, none failed at the socket level and all got 2xx.
+fn wrk(args: &[&str], log: impl Fn() -> String) -> String {
+    let out = run("wrk", args);
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "wrk failed: {report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{report}");
+    let requests: u64 = report
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .and_then(|(n, _)| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no request count in wrk's report:\n{report}"));
+    assert!(requests > 0, "{report}");
+    assert!(
+        !report.contains("Socket errors"),
+        "socket errors under load:\n{report}\nlog:\n{}",
+        log()
+    );
+    assert!(
+        !report.contains("Non-2xx"),
+        "non-2xx answers under load:\n{report}"
+    );
+    report
 }
 
 /// After 200 concurrent connections scraping for 30 s, unitwatch stays
@@ -673,8 +706,7 @@ fn load_200_connections_for_30_seconds() {
     });
     let pid = uw.pid().expect("unitwatch runs");
     println!("unitwatch VmRSS before the load: {} KiB", rss_kib(pid));
-    let out = run(
-        "wrk",
+    wrk(
         &[
             "-c",
             "200",
@@ -686,24 +718,7 @@ fn load_200_connections_for_30_seconds() {
             "10s",
             &format!("http://{}/metrics", uw.addr),
         ],
-    );
-    let report = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "wrk failed: {report}");
-    println!("{report}");
-    let requests: u64 = report
-        .lines()
-        .find_map(|l| l.trim().split_once(" requests in "))
-        .and_then(|(n, _)| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no request count in wrk's report:\n{report}"));
-    assert!(requests > 0, "{report}");
-    assert!(
-        !report.contains("Socket errors"),
-        "socket errors under load:\n{report}\nlog:\n{}",
-        uw.log()
-    );
-    assert!(
-        !report.contains("Non-2xx"),
-        "non-2xx answers under load:\n{report}"
+        || uw.log(),
     );
     let rss = rss_kib(pid);
     println!("unitwatch VmRSS after the load: {rss} KiB");
@@ -713,4 +728,42 @@ fn load_200_connections_for_30_seconds() {
     );
     // Still serving, and still accounting.
     assert_eq!(uw.value("unitwatch_units_watched"), Some(20.0));
+}
+
+/// TLS and basic auth (bcrypt cost 10, as recommended) under 200
+/// connections opening at once: no errors, and the password is checked with
+/// bcrypt at most twice (the concurrent checks), not once per connection or
+/// request.
+#[test]
+fn tls_with_basic_auth_under_load() {
+    use base64::Engine;
+    let dir = temp_dir("web-tls-load");
+    make_certs(&dir);
+    let server = Server::start(&dir, Some(&tls_config_cost(&dir, "", 10)));
+    let auth = format!(
+        "Authorization: Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("alice:s3cret")
+    );
+    wrk(
+        &[
+            "-c",
+            "200",
+            "-t",
+            "2",
+            "-d",
+            "10s",
+            "--timeout",
+            "10s",
+            "-H",
+            &auth,
+            &server.url("https", "/metrics"),
+        ],
+        || server.log(),
+    );
+    let log = server.log();
+    let checks = log.matches("checked a password with bcrypt").count();
+    assert!(
+        (1..=2).contains(&checks),
+        "{checks} bcrypt checks for one user's 200 connections:\n{log}"
+    );
 }

@@ -81,6 +81,7 @@ impl BasicAuth {
             .ok()
             .and_then(Result::ok)
             .unwrap_or(false);
+        tracing::debug!(user = %creds.user, known, verified, "checked a password with bcrypt");
         if known && verified {
             self.remember(key);
         }
