@@ -21,10 +21,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::http::{header, HeaderName, HeaderValue, Request, Response, StatusCode};
-use axum::Router;
-use hyper::body::Incoming;
+use axum::{BoxError, Router};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -178,7 +177,11 @@ where
 }
 
 impl App {
-    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+    async fn handle<B>(&self, req: Request<B>) -> Response<Body>
+    where
+        B: HttpBody<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
         let mut response = self.respond(req).await;
         let headers = response.headers_mut();
         for (name, value) in &self.headers {
@@ -187,7 +190,11 @@ impl App {
         response
     }
 
-    async fn respond(&self, req: Request<Incoming>) -> Response<Body> {
+    async fn respond<B>(&self, req: Request<B>) -> Response<Body>
+    where
+        B: HttpBody<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
         if let Some(auth) = &self.auth {
             if !auth.check(req.headers().get(header::AUTHORIZATION)).await {
                 return plain(StatusCode::UNAUTHORIZED, "unauthorized\n", true);
@@ -320,7 +327,80 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for StallGuard<I> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::routing::get;
+    use base64::Engine;
+    use std::collections::BTreeMap;
     use tokio::io::AsyncWriteExt;
+
+    fn app(users: BTreeMap<String, String>) -> App {
+        let router = Router::new()
+            .route("/fast", get(|| async { "fast" }))
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(REQUEST_TIMEOUT * 2).await;
+                    "slow"
+                }),
+            );
+        App {
+            router,
+            auth: BasicAuth::new(users),
+            headers: vec![(
+                HeaderName::from_static("x-frame-options"),
+                HeaderValue::from_static("deny"),
+            )],
+        }
+    }
+
+    fn get_req(path: &str, auth: Option<&str>) -> Request<Body> {
+        let mut req = Request::get(path);
+        if let Some(a) = auth {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(a);
+            req = req.header(header::AUTHORIZATION, format!("Basic {encoded}"));
+        }
+        req.body(Body::empty()).expect("request")
+    }
+
+    /// A handler that does not answer in time gets a 503, with the
+    /// configured headers.
+    #[tokio::test(start_paused = true)]
+    async fn slow_handler_times_out() {
+        let app = app(BTreeMap::new());
+        let response = app.handle(get_req("/slow", None)).await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()["x-frame-options"], "deny");
+        let response = app.handle(get_req("/fast", None)).await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    /// With users configured, no or wrong credentials get 401 and a
+    /// challenge before routing; right ones reach the routes.
+    #[tokio::test]
+    async fn basic_auth_comes_first() {
+        let mut users = BTreeMap::new();
+        users.insert("alice".to_owned(), bcrypt::hash("pw", 4).expect("hash"));
+        let app = app(users);
+        for (path, auth) in [
+            ("/fast", None),
+            ("/nope", None),
+            ("/fast", Some("alice:no")),
+        ] {
+            let response = app.handle(get_req(path, auth)).await;
+            assert_eq!(
+                response.status(),
+                StatusCode::UNAUTHORIZED,
+                "{path} {auth:?}"
+            );
+            assert!(response.headers()[header::WWW_AUTHENTICATE]
+                .to_str()
+                .is_ok_and(|v| v.starts_with("Basic ")));
+            assert_eq!(response.headers()["x-frame-options"], "deny");
+        }
+        let response = app.handle(get_req("/fast", Some("alice:pw"))).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let response = app.handle(get_req("/nope", Some("alice:pw"))).await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    }
 
     /// A peer that never reads: the guarded writer fails instead of
     /// waiting forever.
