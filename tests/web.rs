@@ -94,6 +94,16 @@ impl Server {
         self.child.as_ref().map(|c| c.id())
     }
 
+    /// Waits (bounded) for the process to exit by itself.
+    fn wait_exit(&mut self) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let status = try_wait_for(Duration::from_secs(10), || child.try_wait().ok().flatten());
+        if status.is_some() {
+            self.child = None;
+        }
+        status
+    }
+
     /// SIGTERM; waits for the exit.
     fn stop(&mut self) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
@@ -458,23 +468,64 @@ fn proc_status(pid: u32, field: &str) -> String {
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
+/// The paths that the system calls in strace's `trace` changed (created,
+/// opened for writing, renamed, removed, ...), as strace quoted them.
+fn written_paths(trace: &str) -> Vec<String> {
+    const WRITING: &[&str] = &[
+        "mkdir", "rename", "unlink", "rmdir", "link", "symlink", "chmod", "chown", "truncate",
+        "utime", "mknod", "creat",
+    ];
+    let mut paths = Vec::new();
+    for line in trace.lines() {
+        // "PID  call(args) = result"
+        let Some((call, args)) = line
+            .split_once(char::is_whitespace)
+            .and_then(|(_, rest)| rest.trim_start().split_once('('))
+        else {
+            continue;
+        };
+        let opens_for_writing = (call == "open" || call == "openat")
+            && ["O_WRONLY", "O_RDWR", "O_CREAT", "O_TRUNC"]
+                .iter()
+                .any(|f| args.contains(f));
+        if !(opens_for_writing || WRITING.iter().any(|w| call.starts_with(w))) {
+            continue;
+        }
+        paths.extend(args.split('"').skip(1).step_by(2).map(str::to_owned));
+    }
+    paths
+}
+
 /// As user nobody with no capabilities at all, unitwatch serves TLS with
-/// basic auth and saves its state in its state directory.
+/// basic auth, and from start to exit writes nothing outside its state
+/// directory (every file system call traced with strace).
 #[test]
-fn runs_unprivileged_with_no_capabilities() {
-    use std::os::unix::fs::chown;
+fn runs_unprivileged_and_writes_only_its_state() {
+    use std::os::unix::fs::{chown, MetadataExt};
     const NOBODY: u32 = 65534;
     let dir = temp_dir("web-unpriv");
     make_certs(&dir);
     // What a deployment does: the key readable by unitwatch's user, the
     // state directory its own.
     chown(dir.join("server.key"), Some(NOBODY), Some(NOBODY)).expect("chown key");
-    std::fs::create_dir(dir.join("state")).expect("state dir");
-    chown(dir.join("state"), Some(NOBODY), Some(NOBODY)).expect("chown state dir");
+    let state = dir.join("state");
+    std::fs::create_dir(&state).expect("state dir");
+    chown(&state, Some(NOBODY), Some(NOBODY)).expect("chown state dir");
+    let trace = dir.join("syscalls.trace");
+    let trace_arg = trace.display().to_string();
     let mut server = Server::start_via(
         &dir,
         Some(&tls_config(&dir, "")),
         &[
+            "strace",
+            "-f",
+            "-qq",
+            "-s",
+            "4096",
+            "-e",
+            "trace=%file",
+            "-o",
+            &trace_arg,
             "setpriv",
             "--reuid=65534",
             "--regid=65534",
@@ -486,33 +537,60 @@ fn runs_unprivileged_with_no_capabilities() {
             "--",
         ],
     );
-    let pid = server.pid().expect("running");
+    // strace's child is unitwatch (setpriv executed it).
+    let strace = server.pid().expect("running");
+    let pid: u32 = std::fs::read_to_string(format!("/proc/{strace}/task/{strace}/children"))
+        .expect("children of strace")
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("strace has a child");
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("exe of strace's child");
+    assert!(exe.ends_with("unitwatch"), "{}", exe.display());
     assert!(
         proc_status(pid, "Uid").starts_with("65534"),
         "{}",
         proc_status(pid, "Uid")
     );
-    for caps in ["CapEff", "CapPrm", "CapBnd", "CapAmb"] {
+    for caps in ["CapEff", "CapPrm", "CapInh", "CapBnd", "CapAmb"] {
         assert_eq!(proc_status(pid, caps), "0000000000000000", "{caps}");
     }
+
     let ca = dir.join("ca.crt").display().to_string();
-    let (status, text) = curl(&[
-        "--cacert",
-        &ca,
-        "-u",
-        "alice:s3cret",
-        &server.url("https", "/metrics"),
-    ]);
+    let metrics = server.url("https", "/metrics");
+    let (status, text) = curl(&["--cacert", &ca, "-u", "alice:s3cret", &metrics]);
     assert_eq!(status, 200, "{text}\nlog:\n{}", server.log());
-    let (status, _) = curl(&["--cacert", &ca, &server.url("https", "/metrics")]);
+    let (status, _) = curl(&["--cacert", &ca, &metrics]);
     assert_eq!(status, 401);
-    let exit = server.stop().expect("unitwatch exits on SIGTERM");
+
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    let exit = server
+        .wait_exit()
+        .expect("unitwatch exits on SIGTERM (strace with it)");
     assert_eq!(exit.code(), Some(0), "log:\n{}", server.log());
-    let saved = dir.join("state").join("state.json");
+    let saved = state.join("state.json");
     let meta = std::fs::metadata(&saved)
         .unwrap_or_else(|e| panic!("{}: {e}\nlog:\n{}", saved.display(), server.log()));
-    use std::os::unix::fs::MetadataExt;
     assert_eq!(meta.uid(), NOBODY, "state written by nobody");
+
+    let trace = std::fs::read_to_string(&trace).expect("read the trace");
+    let written = written_paths(&trace);
+    assert!(
+        written.iter().any(|p| p.ends_with("state.json")),
+        "the trace shows no write of the state file; is it complete?\n{trace}"
+    );
+    let outside: Vec<&String> = written
+        .iter()
+        .filter(|p| !Path::new(p).starts_with(&state))
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "writes outside {}: {outside:?}",
+        state.display()
+    );
 }
 
 /// Bad web configurations: one line naming file, line, column and key,
