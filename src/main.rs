@@ -64,6 +64,20 @@ fn init_logging() {
         .init();
 }
 
+/// The outcome of checking `file`: "FILE: ok" and 0, or the error and 1.
+fn report(file: &std::path::Path, checked: Result<(), String>) -> ExitCode {
+    match checked {
+        Ok(()) => {
+            println!("{}: ok", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::CheckConfig { file }) = &cli.command {
@@ -74,28 +88,13 @@ fn main() -> ExitCode {
                     Some(web) => WebConfig::load(web).map(|_| ()).map_err(|e| e.to_string()),
                     None => Ok(()),
                 });
-        return match checked {
-            Ok(()) => {
-                println!("{}: ok", file.display());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
-            }
-        };
+        return report(file, checked);
     }
     if let Some(Command::CheckWebConfig { file }) = &cli.command {
-        return match WebConfig::load(file) {
-            Ok(_) => {
-                println!("{}: ok", file.display());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
-            }
-        };
+        return report(
+            file,
+            WebConfig::load(file).map(|_| ()).map_err(|e| e.to_string()),
+        );
     }
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
