@@ -37,6 +37,9 @@ pub struct Config {
     /// `journal.directory`: read journal files from this directory instead
     /// of the system journal (a container's or a test system's journal).
     pub journal_directory: Option<PathBuf>,
+    /// `server.web_config`: the web configuration file (TLS, basic auth),
+    /// unless `--web.config.file` names one.
+    pub web_config: Option<PathBuf>,
 }
 
 /// The default of `journal.backfill`.
@@ -84,6 +87,7 @@ struct RawJournal {
 #[serde(deny_unknown_fields)]
 struct RawServer {
     listen: Option<Spanned<String>>,
+    web_config: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -228,6 +232,11 @@ impl Config {
             .directory
             .map(|s| path_value(s, "journal.directory"))
             .transpose()?;
+        let web_config = raw
+            .server
+            .web_config
+            .map(|s| path_value(s, "server.web_config"))
+            .transpose()?;
 
         Ok(Config {
             path: path.to_owned(),
@@ -237,6 +246,7 @@ impl Config {
             state_dir,
             backfill,
             journal_directory,
+            web_config,
         })
     }
 }

@@ -17,3 +17,4 @@ pub mod shutdown;
 pub mod sink;
 pub mod source;
 pub mod status;
+pub mod web_config;

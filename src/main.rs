@@ -10,6 +10,7 @@ use tracing_subscriber::prelude::*;
 use tracing_subscriber::EnvFilter;
 use unitwatch::config::{Config, DEFAULT_PATH};
 use unitwatch::source::dbus::Bus;
+use unitwatch::web_config::WebConfig;
 
 /// Exports per-unit uptime, downtime, restarts and failures of systemd units as Prometheus metrics.
 #[derive(Parser, Debug)]
@@ -21,6 +22,9 @@ struct Cli {
     /// Address to serve /metrics on (overrides server.listen).
     #[arg(long = "web.listen-address", value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// Web configuration file (exporter-toolkit format): TLS and basic auth.
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    web_config: Option<PathBuf>,
     /// Watch the calling user's service manager on the session bus.
     #[arg(long)]
     user: bool,
@@ -30,8 +34,13 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Validate a configuration file and exit 0 (valid) or 1 (invalid).
+    /// Validate a configuration file (and the web configuration it names) and exit 0 (valid) or 1 (invalid).
     CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+    /// Validate a web configuration file and exit 0 (valid) or 1 (invalid).
+    CheckWebConfig {
         /// The file to check.
         file: PathBuf,
     },
@@ -84,6 +93,20 @@ fn init_logging() {
         .init();
 }
 
+/// The outcome of checking `file`: "FILE: ok" and 0, or the error and 1.
+fn report(file: &std::path::Path, checked: Result<(), String>) -> ExitCode {
+    match checked {
+        Ok(()) => {
+            println!("{}: ok", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Status { address, json }) = &cli.command {
@@ -98,16 +121,20 @@ fn main() -> ExitCode {
         };
     }
     if let Some(Command::CheckConfig { file }) = &cli.command {
-        return match Config::load(file) {
-            Ok(_) => {
-                println!("{}: ok", file.display());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
-            }
-        };
+        let checked =
+            Config::load(file)
+                .map_err(|e| e.to_string())
+                .and_then(|c| match &c.web_config {
+                    Some(web) => WebConfig::load(web).map(|_| ()).map_err(|e| e.to_string()),
+                    None => Ok(()),
+                });
+        return report(file, checked);
+    }
+    if let Some(Command::CheckWebConfig { file }) = &cli.command {
+        return report(
+            file,
+            WebConfig::load(file).map(|_| ()).map_err(|e| e.to_string()),
+        );
     }
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
@@ -115,6 +142,16 @@ fn main() -> ExitCode {
             eprintln!("unitwatch: {e}");
             return ExitCode::FAILURE;
         }
+    };
+    let web = match cli.web_config.as_ref().or(config.web_config.as_ref()) {
+        Some(file) => match WebConfig::load(file) {
+            Ok(w) => w,
+            Err(e) => {
+                eprintln!("unitwatch: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => WebConfig::default(),
     };
     init_logging();
     let listen = cli.listen.unwrap_or(config.listen);
@@ -130,7 +167,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(unitwatch::server::run(config, listen, bus)) {
+    match runtime.block_on(unitwatch::server::run(config, listen, web, bus)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

@@ -21,16 +21,23 @@ use crate::ledger::Ledger;
 use crate::notify::Notifier;
 use crate::owner::{Input, Owner};
 use crate::shutdown;
-use crate::sink::http;
 use crate::sink::state::StateFile;
+use crate::sink::{http, serve};
 use crate::source::dbus::{Bus, DbusSource};
 use crate::source::journal::{current_boot_id, JournalSource, Start};
+use crate::web_config::WebConfig;
 
 /// How many inputs may wait for the ledger task before sources wait.
 const QUEUE: usize = 8192;
 
-/// Runs unitwatch with `config`, serving on `listen`, following `bus`.
-pub async fn run(config: Config, listen: SocketAddr, bus: Bus) -> anyhow::Result<()> {
+/// Runs unitwatch with `config`, serving on `listen` as `web` says,
+/// following `bus`.
+pub async fn run(
+    config: Config,
+    listen: SocketAddr,
+    web: WebConfig,
+    bus: Bus,
+) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let listener = TcpListener::bind(listen)
@@ -107,10 +114,12 @@ pub async fn run(config: Config, listen: SocketAddr, bus: Bus) -> anyhow::Result
     };
     let ledger_task = tokio::spawn(owner.run(ledger_inputs));
 
-    let mut http_shutdown = shutdown.clone();
-    let server = axum::serve(listener, http::router(inputs.clone(), health.clone()))
-        .with_graceful_shutdown(async move { http_shutdown.recv().await });
-    let server = tokio::spawn(async move { server.await });
+    let server = tokio::spawn(serve::serve(
+        listener,
+        http::router(inputs.clone(), health.clone()),
+        web,
+        shutdown.clone(),
+    ));
 
     // History first: the journal up to now, then D-Bus live.
     let (caught_up, history_read) = oneshot::channel();
@@ -146,9 +155,7 @@ pub async fn run(config: Config, listen: SocketAddr, bus: Bus) -> anyhow::Result
     trigger.fire();
     let stopped = async {
         let _ = dbus.await;
-        if let Ok(Err(e)) = server.await {
-            tracing::warn!(error = %e, "HTTP server ended with an error");
-        }
+        let _ = server.await;
         let (done, saved) = oneshot::channel();
         if inputs.send(Input::Shutdown(done)).await.is_ok() {
             let _ = saved.await;
