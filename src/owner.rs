@@ -35,13 +35,13 @@ pub enum Input {
     DbusLost { at: Usec },
     /// Whether the journal can be read.
     JournalStatus(Result<(), String>),
-    /// The events of one journal record (maybe none), applied together with
-    /// the record's cursor so the saved cursor always matches the ledger.
+    /// What a run of journal records said (maybe nothing), applied together
+    /// with the cursor of the last of them, so the saved cursor always
+    /// matches the ledger.
     Journal {
-        events: Vec<Event>,
+        items: Vec<Logged>,
         cursor: String,
         boot_id: Option<String>,
-        frame: Option<i64>,
     },
     /// The host went down at `at` (the last record of a previous boot).
     HostDown { at: Usec },
@@ -50,6 +50,15 @@ pub enum Input {
     JournalGap,
     /// Save the state and stop.
     Shutdown(oneshot::Sender<()>),
+}
+
+/// One thing a journal record said.
+#[derive(Debug)]
+pub enum Logged {
+    /// An event; `frame` as in [`Input::Event`].
+    Event { event: Event, frame: Option<i64> },
+    /// The host went down at `at` (the record is the first of a new boot).
+    HostDown { at: Usec },
 }
 
 /// A read of the ledger as of a time.
@@ -125,6 +134,11 @@ impl Owner {
             }
             Outcome::Quiet => {}
         }
+    }
+
+    fn host_down(&mut self, at: Usec) {
+        tracing::info!(at_usec = at, "the host rebooted since the last record; units up then count as down until they started again");
+        self.ledger.host_down(at);
     }
 
     /// If the wall clock was set, moves the frame and the history with it;
@@ -215,14 +229,18 @@ impl Owner {
                     self.apply(in_frame(event, frame), &mut stats);
                 }
                 Input::Journal {
-                    events,
+                    items,
                     cursor,
                     boot_id,
-                    frame,
                 } => {
                     dirty = true;
-                    for event in events {
-                        self.apply(in_frame(event, frame), &mut stats);
+                    for item in items {
+                        match item {
+                            Logged::Event { event, frame } => {
+                                self.apply(in_frame(event, frame), &mut stats)
+                            }
+                            Logged::HostDown { at } => self.host_down(at),
+                        }
                     }
                     self.journal_cursor = Some(cursor);
                     if boot_id.is_some() {
@@ -268,8 +286,7 @@ impl Owner {
                 Input::JournalGap => stats.journal_gaps += 1,
                 Input::HostDown { at } => {
                     dirty = true;
-                    tracing::info!(at_usec = at, "the host rebooted since the last record; units up then count as down until they started again");
-                    self.ledger.host_down(at);
+                    self.host_down(at);
                 }
                 Input::Shutdown(reply) => {
                     shutdown_reply = Some(reply);

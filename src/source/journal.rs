@@ -8,6 +8,7 @@
 //! libsystemd. If the journal cannot be opened unitwatch carries on with
 //! D-Bus alone and says so on `/healthz` and in `unitwatch_journal_up`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -16,9 +17,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::clock;
 use crate::ledger::Usec;
-use crate::owner::Input;
+use crate::owner::{Input, Logged};
 use crate::select::Selector;
-use crate::source::journal_record::{Mapper, MESSAGE_IDS};
+use crate::source::journal_record::{Mapper, FIELDS, MESSAGE_IDS};
 
 /// Where to start reading.
 #[derive(Debug, Clone)]
@@ -43,8 +44,18 @@ pub struct JournalSource {
     pub inputs: mpsc::Sender<Input>,
 }
 
-/// How many records without events between two reports of the position.
+/// How many records at most between two reports of the position.
 const POSITION_EVERY: usize = 256;
+
+/// How many events at most go to the ledger task in one report.
+const BATCH: usize = 256;
+
+/// Records read and not yet reported, and what they said.
+#[derive(Default)]
+struct Batch {
+    records: usize,
+    items: Vec<Logged>,
+}
 
 impl JournalSource {
     /// Runs on its own thread; `caught_up` fires once everything up to now
@@ -109,11 +120,20 @@ impl JournalSource {
 
         let mut mapper = Mapper::new(self.selector.clone());
         let mut caught_up = Some(caught_up);
-        let mut since_position = 0usize;
+        // Records read since the last report, and the events of those
+        // records, all in one clock frame.
+        let mut batch = Batch::default();
         let mut cursor: Option<String> = None;
         let mut failures = 0u32;
+        // For the log line once the history is read.
+        let began = std::time::Instant::now();
+        let (mut records, mut events_read) = (0u64, 0u64);
         loop {
-            match journal.next_entry() {
+            let next = journal.next().and_then(|n| match n {
+                0 => Ok(None),
+                _ => read_fields(&mut journal).map(Some),
+            });
+            match next {
                 Ok(Some(fields)) => {
                     failures = 0;
                     // This boot's records on the monotonic clock (see
@@ -125,7 +145,9 @@ impl JournalSource {
                         }
                         Err(_) => (journal.timestamp_usec().unwrap_or(0), None),
                     };
-                    let here = journal.cursor().ok();
+                    // Cursors are made only where needed: they cost more
+                    // than reading the few fields the mapper wants.
+                    let here = skip_cursor.as_ref().and_then(|_| journal.cursor().ok());
                     if let (Some(skip), Some(here)) = (&skip_cursor, &here) {
                         if skip == here {
                             skip_cursor = None;
@@ -141,32 +163,40 @@ impl JournalSource {
                     if let Some(boot) = fields.get("_BOOT_ID") {
                         let rebooted =
                             self.last_boot.as_ref().is_some_and(|b| b != boot) && self.last_at > 0;
-                        if rebooted && !self.send(Input::HostDown { at: self.last_at }) {
-                            return;
+                        if rebooted {
+                            batch.items.push(Logged::HostDown { at: self.last_at });
                         }
                         self.last_boot = Some(boot.clone());
                     }
                     self.last_at = self.last_at.max(at);
                     let events = mapper.events(&fields, at);
-                    cursor = here;
-                    since_position += 1;
-                    // A record's events go with its cursor, so the saved
-                    // cursor is always that of the last record applied.
-                    if !events.is_empty() || since_position >= POSITION_EVERY {
-                        since_position = 0;
-                        if !self.report(events, &cursor, frame) {
-                            return;
-                        }
+                    records += 1;
+                    events_read += events.len() as u64;
+                    batch.items.extend(
+                        events
+                            .into_iter()
+                            .map(|event| Logged::Event { event, frame }),
+                    );
+                    batch.records += 1;
+                    if (batch.items.len() >= BATCH || batch.records >= POSITION_EVERY)
+                        && !self.flush(&mut batch, &mut journal, &mut cursor)
+                    {
+                        return;
                     }
                 }
                 Ok(None) => {
-                    if since_position > 0 {
-                        since_position = 0;
-                        if !self.report(Vec::new(), &cursor, None) {
-                            return;
-                        }
+                    // At the end the journal still points at the last record read.
+                    if !self.flush(&mut batch, &mut journal, &mut cursor) {
+                        return;
                     }
                     if let Some(tx) = caught_up.take() {
+                        let seconds = began.elapsed().as_secs_f64();
+                        tracing::info!(
+                            records,
+                            events = events_read,
+                            seconds,
+                            "read the journal's history: {records} records, {events_read} events in {seconds:.3} s"
+                        );
                         self.caught_up();
                         let _ = tx.send(());
                     }
@@ -185,6 +215,8 @@ impl JournalSource {
                         match self.open() {
                             Ok(j) => {
                                 journal = j;
+                                // Read again from the last position reported.
+                                batch = Batch::default();
                                 if let Some(c) = &cursor {
                                     let _ = journal.seek_cursor(c.as_str());
                                     skip_cursor = Some(c.clone());
@@ -198,22 +230,28 @@ impl JournalSource {
         }
     }
 
-    fn report(
-        &self,
-        events: Vec<crate::ledger::Event>,
-        cursor: &Option<String>,
-        frame: Option<i64>,
-    ) -> bool {
+    /// Sends what `batch` holds with the cursor of the record just read
+    /// (the last of the batch), so the saved cursor is always that of the
+    /// last record applied; false once the ledger task is gone.
+    fn flush(&self, batch: &mut Batch, journal: &mut Journal, cursor: &mut Option<String>) -> bool {
+        if batch.records == 0 {
+            return true;
+        }
+        *cursor = journal.cursor().ok().or(cursor.take());
+        let items = std::mem::take(&mut batch.items);
+        batch.records = 0;
         match cursor {
             Some(c) => self.send(Input::Journal {
-                events,
+                items,
                 cursor: c.clone(),
                 boot_id: self.last_boot.clone(),
-                frame,
             }),
-            None => events
-                .into_iter()
-                .all(|event| self.send(Input::Event { event, frame })),
+            None => items.into_iter().all(|item| {
+                self.send(match item {
+                    Logged::Event { event, frame } => Input::Event { event, frame },
+                    Logged::HostDown { at } => Input::HostDown { at },
+                })
+            }),
         }
     }
 
@@ -230,6 +268,26 @@ impl JournalSource {
             self.last_boot = current;
         }
     }
+}
+
+/// The fields of the current record that [`Mapper`] reads, and no others:
+/// most records carry a dozen more, and reading them all costs more than
+/// everything else done per record.
+fn read_fields(journal: &mut Journal) -> systemd::Result<BTreeMap<String, String>> {
+    let mut fields = BTreeMap::new();
+    journal.restart_data();
+    while let Some(field) = journal.enumerate_data()? {
+        let Ok(name) = std::str::from_utf8(field.name()) else {
+            continue;
+        };
+        if !(name == "_BOOT_ID" || FIELDS.contains(&name)) {
+            continue;
+        }
+        if let Some(value) = field.value() {
+            fields.insert(name.to_owned(), String::from_utf8_lossy(value).into_owned());
+        }
+    }
+    Ok(fields)
 }
 
 /// This boot's ID as the journal writes it (32 hex digits, no dashes).

@@ -44,6 +44,17 @@ pub const MESSAGE_IDS: [&str; 9] = [
     SUCCESS,
 ];
 
+/// The fields of a record that [`Mapper::events`] reads.
+pub const FIELDS: [&str; 7] = [
+    "MESSAGE_ID",
+    "UNIT",
+    "USER_UNIT",
+    "INVOCATION_ID",
+    "JOB_TYPE",
+    "N_RESTARTS",
+    "UNIT_RESULT",
+];
+
 /// Turns records into events, remembering per unit the last record seen.
 #[derive(Debug)]
 pub struct Mapper {
@@ -258,6 +269,24 @@ mod tests {
         assert_eq!((stable.restarts_auto, stable.restarts_manual), (0, 1));
         assert!(stable.failures.is_empty());
         assert!(!l.unit("aitbc-oneshot.service", last).expect("oneshot").up());
+    }
+
+    /// The journal source reads only [`FIELDS`]: they must be all the mapper needs.
+    #[test]
+    fn the_listed_fields_are_all_the_mapper_reads() {
+        let (mut all, mut listed) = (mapper(), mapper());
+        for (fields, at) in records() {
+            let only: BTreeMap<String, String> = fields
+                .iter()
+                .filter(|(k, _)| FIELDS.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            assert_eq!(
+                all.events(&fields, at),
+                listed.events(&only, at),
+                "{fields:?}"
+            );
+        }
     }
 
     #[test]
