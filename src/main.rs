@@ -75,6 +75,22 @@ fn status_address(cli: &Cli, address: &Option<String>) -> Result<String, String>
     Ok(unitwatch::status::local(listen).to_string())
 }
 
+/// One malloc arena for the whole process. glibc gives each thread that
+/// allocates an arena of its own and keeps what is freed there; unitwatch's
+/// threads (two workers, the journal reader, state writes) take turns with
+/// short-lived buffers of up to a few MiB (a scrape of thousands of units),
+/// so per-thread arenas held peak resident memory at about 1.7 times what
+/// one arena needs (bench/run, 1000 units: 29.8 MiB against 17.2 MiB), for
+/// no measurable gain in speed at unitwatch's rate of allocation.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; it is called before
+    // any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
 fn init_logging() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Under systemd, log to the journal with structured fields.
@@ -156,6 +172,7 @@ fn main() -> ExitCode {
     init_logging();
     let listen = cli.listen.unwrap_or(config.listen);
     let bus = if cli.user { Bus::User } else { Bus::System };
+    limit_malloc_arenas();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

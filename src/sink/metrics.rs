@@ -59,7 +59,7 @@ fn escape(value: &str) -> String {
 
 /// Renders the ledger as of `now`.
 pub fn render(ledger: &Ledger, now: Usec, stats: &Stats) -> String {
-    let units = ledger
+    let units: Vec<Sample> = ledger
         .view(now)
         .map(|v| Sample {
             unit: escape(v.unit),
@@ -71,13 +71,16 @@ pub fn render(ledger: &Ledger, now: Usec, stats: &Stats) -> String {
             failures: v.failures.iter().map(|(r, n)| (escape(r), *n)).collect(),
         })
         .collect();
+    // Sized up front (about 800 bytes a unit) rather than grown by doubling,
+    // which for thousands of units would copy megabytes and leave a buffer
+    // up to twice the size behind.
+    let mut out = String::with_capacity(4096 + units.len() * 900);
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Collector(Arc::new(Scrape {
         units,
         dropped: ledger.dropped(),
         stats: stats.clone(),
     }))));
-    let mut out = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
         tracing::error!(error = %e, "cannot encode metrics");
     }
