@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::ledger::Usec;
 use crate::owner::Input;
 use crate::select::Selector;
-use crate::source::journal_record::{Mapper, MESSAGE_IDS};
+use crate::source::journal_record::{add_field, Fields, Mapper, MESSAGE_IDS};
 
 /// Where to start reading.
 #[derive(Debug, Clone)]
@@ -112,7 +112,7 @@ impl JournalSource {
         let mut cursor: Option<String> = None;
         let mut failures = 0u32;
         loop {
-            match journal.next_entry() {
+            match next_record(&mut journal) {
                 Ok(Some(fields)) => {
                     failures = 0;
                     let at = journal.timestamp_usec().unwrap_or(0);
@@ -213,6 +213,20 @@ impl JournalSource {
             self.last_boot = current;
         }
     }
+}
+
+/// Moves to the next record and reads its fields, if there is one. (The
+/// `systemd` crate's `next_entry` panics on a data item without `=`.)
+fn next_record(journal: &mut Journal) -> systemd::Result<Option<Fields>> {
+    if journal.next()? == 0 {
+        return Ok(None);
+    }
+    journal.restart_data();
+    let mut fields = Fields::new();
+    while let Some(data) = journal.enumerate_data()? {
+        add_field(&mut fields, data.data());
+    }
+    Ok(Some(fields))
 }
 
 /// This boot's ID as the journal writes it (32 hex digits, no dashes).
