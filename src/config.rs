@@ -283,16 +283,25 @@ fn key_at(text: &str, offset: usize) -> String {
     let offset = floor_char_boundary(text, offset.min(text.len()));
     let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
     let line = text[line_start..].lines().next().unwrap_or("").trim();
+    // The name of a `[table]` or `[[array]]` header; empty for `[]` or `[`.
     let header = |l: &str| -> Option<String> {
         let l = l.trim();
         l.strip_prefix('[')
-            .and_then(|r| r.split(']').next())
+            .and_then(|r| r.trim_start_matches('[').split(']').next())
             .map(|h| h.trim().to_owned())
     };
     if let Some(h) = header(line) {
-        return h;
+        return if h.is_empty() {
+            "(top level)".into()
+        } else {
+            h
+        };
     }
-    let table = text[..line_start].lines().rev().find_map(header);
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .find_map(header)
+        .filter(|t| !t.is_empty());
     let key = line
         .split('=')
         .next()
@@ -415,6 +424,24 @@ mod tests {
             (
                 "[sever]\nlisten = \"0.0.0.0:1\"\n",
                 "/etc/unitwatch/config.toml:1:2: sever: unknown field `sever`",
+            ),
+            // Found by fuzzing (fuzz/fuzz_targets/config.rs): a header
+            // without a name gave an error naming an empty key.
+            (
+                "[]tcwh\nunits =1 \n",
+                "/etc/unitwatch/config.toml:1:2: (top level): ",
+            ),
+            (
+                "[\ntsits = 1\n",
+                "/etc/unitwatch/config.toml:1:2: (top level): ",
+            ),
+            (
+                "[]\nunits = 1\n",
+                "/etc/unitwatch/config.toml:1:2: (top level): ",
+            ),
+            (
+                "[[watch]]\nunits = [\"a\"]\n",
+                "/etc/unitwatch/config.toml:1:1: watch: ",
             ),
         ];
         for (text, want) in cases {
