@@ -119,8 +119,8 @@ impl Config {
                 path: path.display().to_string(),
                 line,
                 column,
-                key: key.map_or_else(|| key_at(text, offset), str::to_owned),
-                message,
+                key: one_line(&key.map_or_else(|| key_at(text, offset), str::to_owned)),
+                message: one_line(&message),
             }
         };
         let raw: Raw = toml::from_str(text).map_err(|e| {
@@ -259,6 +259,20 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         _ => return None,
     };
     n.checked_mul(seconds).map(Duration::from_secs)
+}
+
+/// `text` with control characters and line separators escaped (`\n`,
+/// `\u{2028}`), so that an error quoting a value stays on one line.
+fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// 1-based line and column of a byte offset.
@@ -443,6 +457,24 @@ mod tests {
                 "[[watch]]\nunits = [\"a\"]\n",
                 "/etc/unitwatch/config.toml:1:1: watch: ",
             ),
+            // Found by fuzzing: values quoted in errors kept their line
+            // breaks, so the error took several lines.
+            (
+                "[server]\nlisten = '''sten ''$''\"\ner]\nlisten = '''",
+                "/etc/unitwatch/config.toml:2:10: server.listen: `sten ''$''\"\\ner]\\nlisten = ` is not an address",
+            ),
+            (
+                "[watch]\nunits = [\"a\\r\\n[\\u2028\"]\n",
+                "/etc/unitwatch/config.toml:2:10: watch.units: bad glob `a\\r\\n[\\u{2028}`",
+            ),
+            (
+                "[watch]\nunits = [\"a\"]\n[journal]\nbackfill = \"\"\"\n7 d\n\"\"\"\n",
+                "/etc/unitwatch/config.toml:4:12: journal.backfill: `7 d\\n` is not a duration",
+            ),
+            (
+                "[watch]\nunits = [\"a\"]\n\"x\\ry\" = 1\n",
+                "/etc/unitwatch/config.toml:3:1: watch: unknown field `x\\ry`",
+            ),
         ];
         for (text, want) in cases {
             let got = err(text);
@@ -450,7 +482,7 @@ mod tests {
                 got.starts_with(want),
                 "for\n{text}\ngot:  {got}\nwant: {want}..."
             );
-            assert!(!got.contains('\n'), "multi-line error: {got}");
+            assert!(!got.chars().any(char::is_control), "not one line: {got:?}");
         }
     }
 }
