@@ -8,6 +8,8 @@
 //! every state systemd leaves them in.
 #![no_main]
 
+use std::sync::OnceLock;
+
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use unitwatch::ledger::{Ledger, Origin, Usec};
@@ -22,6 +24,24 @@ const BASE: Usec = 1_795_565_797_220_034;
 
 /// Real records captured from systemd 252 (see `journal_record.rs`' tests).
 const FIXTURE: &str = include_str!("../../tests/fixtures/journal-lifecycle.jsonl");
+
+/// The fixture's records and their times, parsed once.
+fn fixture() -> &'static [(Fields, Usec)] {
+    static RECORDS: OnceLock<Vec<(Fields, Usec)>> = OnceLock::new();
+    RECORDS.get_or_init(|| {
+        FIXTURE
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Fields>(line).ok())
+            .map(|fields| {
+                let at = fields
+                    .get("__REALTIME_TIMESTAMP")
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(0);
+                (fields, at)
+            })
+            .collect()
+    })
+}
 
 #[derive(Arbitrary, Debug)]
 struct Input {
@@ -196,18 +216,7 @@ fuzz_target!(|input: Input| {
     }
     let mut mapper = Mapper::new(selector.clone());
     let mut ledger = Ledger::new();
-    let replayed: Vec<(Fields, Usec)> = FIXTURE
-        .lines()
-        .take(usize::from(input.replay))
-        .filter_map(|line| serde_json::from_str::<Fields>(line).ok())
-        .map(|fields| {
-            let at = fields
-                .get("__REALTIME_TIMESTAMP")
-                .and_then(|t| t.parse().ok())
-                .unwrap_or(0);
-            (fields, at)
-        })
-        .collect();
+    let replayed = &fixture()[..fixture().len().min(usize::from(input.replay))];
     let mut previous = replayed.iter().map(|(_, at)| *at).max().unwrap_or(BASE);
     let fuzzed = input.records.iter().map(|record| {
         let at = record.at.after(previous);
@@ -226,7 +235,7 @@ fuzz_target!(|input: Input| {
         (fields, at)
     });
     let (mut last_at, mut last_boot) = (0, None::<String>);
-    for (fields, at) in replayed.into_iter().chain(fuzzed) {
+    for (fields, at) in replayed.iter().cloned().chain(fuzzed) {
         // As the reader does: a new boot means the host went down after the
         // last record of the previous one.
         if let Some(boot) = fields.get("_BOOT_ID") {
