@@ -123,8 +123,8 @@ impl Config {
                 path: path.display().to_string(),
                 line,
                 column,
-                key: key.map_or_else(|| key_at(text, offset), str::to_owned),
-                message,
+                key: one_line(&key.map_or_else(|| key_at(text, offset), str::to_owned)),
+                message: one_line(&message),
             }
         };
         let raw: Raw = toml::from_str(text).map_err(|e| {
@@ -271,6 +271,20 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     n.checked_mul(seconds).map(Duration::from_secs)
 }
 
+/// `text` with control characters and line separators escaped (`\n`,
+/// `\u{2028}`), so that an error quoting a value stays on one line.
+fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// 1-based line and column of a byte offset.
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
@@ -293,16 +307,25 @@ fn key_at(text: &str, offset: usize) -> String {
     let offset = floor_char_boundary(text, offset.min(text.len()));
     let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
     let line = text[line_start..].lines().next().unwrap_or("").trim();
+    // The name of a `[table]` or `[[array]]` header; empty for `[]` or `[`.
     let header = |l: &str| -> Option<String> {
         let l = l.trim();
         l.strip_prefix('[')
-            .and_then(|r| r.split(']').next())
+            .and_then(|r| r.trim_start_matches('[').split(']').next())
             .map(|h| h.trim().to_owned())
     };
     if let Some(h) = header(line) {
-        return h;
+        return if h.is_empty() {
+            "(top level)".into()
+        } else {
+            h
+        };
     }
-    let table = text[..line_start].lines().rev().find_map(header);
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .find_map(header)
+        .filter(|t| !t.is_empty());
     let key = line
         .split('=')
         .next()
@@ -426,6 +449,42 @@ mod tests {
                 "[sever]\nlisten = \"0.0.0.0:1\"\n",
                 "/etc/unitwatch/config.toml:1:2: sever: unknown field `sever`",
             ),
+            // Found by fuzzing (fuzz/fuzz_targets/config.rs): a header
+            // without a name gave an error naming an empty key.
+            (
+                "[]tcwh\nunits =1 \n",
+                "/etc/unitwatch/config.toml:1:2: (top level): ",
+            ),
+            (
+                "[\ntsits = 1\n",
+                "/etc/unitwatch/config.toml:1:2: (top level): ",
+            ),
+            (
+                "[]\nunits = 1\n",
+                "/etc/unitwatch/config.toml:1:2: (top level): ",
+            ),
+            (
+                "[[watch]]\nunits = [\"a\"]\n",
+                "/etc/unitwatch/config.toml:1:1: watch: ",
+            ),
+            // Found by fuzzing: values quoted in errors kept their line
+            // breaks, so the error took several lines.
+            (
+                "[server]\nlisten = '''sten ''$''\"\ner]\nlisten = '''",
+                "/etc/unitwatch/config.toml:2:10: server.listen: `sten ''$''\"\\ner]\\nlisten = ` is not an address",
+            ),
+            (
+                "[watch]\nunits = [\"a\\r\\n[\\u2028\"]\n",
+                "/etc/unitwatch/config.toml:2:10: watch.units: bad glob `a\\r\\n[\\u{2028}`",
+            ),
+            (
+                "[watch]\nunits = [\"a\"]\n[journal]\nbackfill = \"\"\"\n7 d\n\"\"\"\n",
+                "/etc/unitwatch/config.toml:4:12: journal.backfill: `7 d\\n` is not a duration",
+            ),
+            (
+                "[watch]\nunits = [\"a\"]\n\"x\\ry\" = 1\n",
+                "/etc/unitwatch/config.toml:3:1: watch: unknown field `x\\ry`",
+            ),
         ];
         for (text, want) in cases {
             let got = err(text);
@@ -433,7 +492,7 @@ mod tests {
                 got.starts_with(want),
                 "for\n{text}\ngot:  {got}\nwant: {want}..."
             );
-            assert!(!got.contains('\n'), "multi-line error: {got}");
+            assert!(!got.chars().any(char::is_control), "not one line: {got:?}");
         }
     }
 }

@@ -8,7 +8,6 @@
 //! libsystemd. If the journal cannot be opened unitwatch carries on with
 //! D-Bus alone and says so on `/healthz` and in `unitwatch_journal_up`.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -19,7 +18,7 @@ use crate::clock;
 use crate::ledger::Usec;
 use crate::owner::{Input, Logged};
 use crate::select::Selector;
-use crate::source::journal_record::{Mapper, FIELDS, MESSAGE_IDS};
+use crate::source::journal_record::{add_field, Fields, Mapper, FIELDS, MESSAGE_IDS};
 
 /// Where to start reading.
 #[derive(Debug, Clone)]
@@ -272,19 +271,16 @@ impl JournalSource {
 
 /// The fields of the current record that [`Mapper`] reads, and no others:
 /// most records carry a dozen more, and reading them all costs more than
-/// everything else done per record.
-fn read_fields(journal: &mut Journal) -> systemd::Result<BTreeMap<String, String>> {
-    let mut fields = BTreeMap::new();
+/// everything else done per record. (The `systemd` crate's `next_entry`
+/// also panics on a data item without `=`; [`add_field`] skips it.)
+fn read_fields(journal: &mut Journal) -> systemd::Result<Fields> {
+    let mut fields = Fields::new();
     journal.restart_data();
-    while let Some(field) = journal.enumerate_data()? {
-        let Ok(name) = std::str::from_utf8(field.name()) else {
-            continue;
-        };
-        if !(name == "_BOOT_ID" || FIELDS.contains(&name)) {
-            continue;
-        }
-        if let Some(value) = field.value() {
-            fields.insert(name.to_owned(), String::from_utf8_lossy(value).into_owned());
+    while let Some(data) = journal.enumerate_data()? {
+        let data = data.data();
+        let name = data.split(|b| *b == b'=').next().unwrap_or_default();
+        if name == b"_BOOT_ID" || FIELDS.iter().any(|f| f.as_bytes() == name) {
+            add_field(&mut fields, data);
         }
     }
     Ok(fields)

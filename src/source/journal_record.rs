@@ -55,6 +55,27 @@ pub const FIELDS: [&str; 7] = [
     "UNIT_RESULT",
 ];
 
+/// One record's fields by name.
+pub type Fields = BTreeMap<String, String>;
+
+/// Adds one data item of a record, `FIELD=value` as the journal stores it, to
+/// `fields`. Bytes that are not UTF-8 are replaced; an item without `=` or
+/// with an empty name (a damaged or foreign journal file) is skipped. A later
+/// item of the same name replaces an earlier one.
+pub fn add_field(fields: &mut Fields, data: &[u8]) {
+    let Some(eq) = data.iter().position(|b| *b == b'=') else {
+        return;
+    };
+    let (name, value) = (&data[..eq], &data[eq + 1..]);
+    if name.is_empty() {
+        return;
+    }
+    fields.insert(
+        String::from_utf8_lossy(name).into_owned(),
+        String::from_utf8_lossy(value).into_owned(),
+    );
+}
+
 /// Turns records into events, remembering per unit the last record seen.
 #[derive(Debug)]
 pub struct Mapper {
@@ -287,6 +308,33 @@ mod tests {
                 "{fields:?}"
             );
         }
+    }
+
+    #[test]
+    fn data_items_split_at_the_first_equals_sign() {
+        let mut f = Fields::new();
+        for item in [
+            &b"UNIT=aitbc-x.service"[..],
+            b"MESSAGE=a=b",
+            b"EMPTY=",
+            b"NO_EQUALS_SIGN",
+            b"=no name",
+            b"",
+            b"BAD=\xff\xfe",
+            b"UNIT=aitbc-y.service",
+        ] {
+            add_field(&mut f, item);
+        }
+        let got: Vec<(&str, &str)> = f.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                ("BAD", "\u{fffd}\u{fffd}"),
+                ("EMPTY", ""),
+                ("MESSAGE", "a=b"),
+                ("UNIT", "aitbc-y.service"),
+            ]
+        );
     }
 
     #[test]
