@@ -133,7 +133,8 @@ impl Trigger {
 }
 
 /// Where an event came from; only used for unitwatch's own statistics.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Origin {
     Dbus,
     Journal,
@@ -149,7 +150,8 @@ impl Origin {
 }
 
 /// One thing that happened to a unit.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Transition {
     /// unitwatch sees the unit (again): accounting starts here, in this state.
     /// `n_restarts` is systemd's `NRestarts` at that moment, the baseline for
@@ -208,7 +210,7 @@ impl Transition {
 }
 
 /// An event: a transition of a unit at a timestamp, and who reported it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     pub unit: String,
     pub at: Usec,
@@ -236,6 +238,18 @@ impl Event {
     }
 }
 
+/// One change to the ledger, as the owner task makes it: applying an event
+/// and the three host-wide changes. Replaying the ops applied since a saved
+/// ledger onto that ledger gives the same ledger (persistence relies on it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    Apply { event: Event },
+    HostDown { at: Usec },
+    DbusLost { at: Usec },
+    Shift { delta: i64 },
+}
+
 /// What applying an event did, for logging by the caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -252,7 +266,7 @@ pub enum Outcome {
 }
 
 /// A job of a unit between `JobNew` and `JobRemoved`, and what the unit did meanwhile.
-#[derive(Debug)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct PendingJob {
     /// `Some(true)` for a restart job, `Some(false)` for any other type,
     /// `None` if the type is unknown.
@@ -337,7 +351,7 @@ impl RestartCounter {
 }
 
 /// Remembers the last few `InvocationID`s something was counted for.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Recent(VecDeque<String>);
 
 impl Recent {
@@ -355,7 +369,7 @@ impl Recent {
 }
 
 /// Accounting of one unit.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Account {
     /// When accounting began; nothing before it counts.
     seen_at: Usec,
@@ -381,11 +395,14 @@ struct Account {
     failed_invocations: Recent,
     /// `InvocationID`s of the last runs ended by a counted manual restart.
     restarted_invocations: Recent,
-    #[serde(skip)]
+    /// Serialized so that a saved ledger and the ops after it replay to the
+    /// same ledger; forgotten at a restart ([`Ledger::restarted`]).
+    #[serde(default)]
     jobs: HashMap<u32, PendingJob>,
     loaded: bool,
     /// Spans D-Bus followed the unit: from `Seen` until the connection was lost.
-    #[serde(skip)]
+    /// Serialized and forgotten like `jobs`.
+    #[serde(default)]
     followed: Vec<(Usec, Option<Usec>)>,
 }
 
@@ -699,7 +716,7 @@ impl UnitView<'_> {
 pub const DEFAULT_MAX_UNITS: usize = 2000;
 
 /// The accounts of all units unitwatch has seen.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Ledger {
     units: BTreeMap<String, Account>,
     /// At most this many units are accounted (label cardinality).
@@ -788,6 +805,27 @@ impl Ledger {
         }
         self.units.insert(unit, account);
         Outcome::Appeared
+    }
+
+    /// Makes the change `op` describes.
+    pub fn replay(&mut self, op: Op) -> Outcome {
+        match op {
+            Op::Apply { event } => return self.apply(event),
+            Op::HostDown { at } => self.host_down(at),
+            Op::DbusLost { at } => self.dbus_lost(at),
+            Op::Shift { delta } => self.shift(delta),
+        }
+        Outcome::Quiet
+    }
+
+    /// unitwatch starts again with this ledger (loaded from its state): jobs
+    /// seen pending are forgotten and no unit is followed over D-Bus until it
+    /// is seen again.
+    pub fn restarted(&mut self) {
+        for account in self.units.values_mut() {
+            account.jobs.clear();
+            account.followed.clear();
+        }
     }
 
     /// The D-Bus connection was lost at `at`: no unit is followed from then

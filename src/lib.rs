@@ -1,20 +1,24 @@
 //! unitwatch: per-unit uptime, downtime, restart and failure accounting for
 //! systemd, exported as Prometheus metrics.
 //!
-//! The [`ledger`] is the pure core; [`source`]s turn systemd into ledger
-//! events, [`sink`]s read the ledger; [`owner`] is the one task that holds
-//! the ledger and [`server::run`] wires everything together.
+//! Data flows one way: [`source`]s turn systemd into ledger events and send
+//! them as [`message`]s to the [`owner`], the one task that holds the pure
+//! [`ledger`]; it publishes a [`snapshot`] that the [`render`]ers (served by
+//! [`http`]) and [`persist`]ence read. [`server::run`] wires them together.
 
 pub mod clock;
 pub mod config;
 pub mod health;
+pub mod http;
 pub mod ledger;
+pub mod message;
 pub mod notify;
 pub mod owner;
+pub mod persist;
+pub mod render;
 pub mod select;
 pub mod server;
 pub mod shutdown;
-pub mod sink;
+pub mod snapshot;
 pub mod source;
 pub mod status;
-pub mod web_config;

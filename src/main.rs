@@ -9,8 +9,8 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::EnvFilter;
 use unitwatch::config::{Config, DEFAULT_PATH};
+use unitwatch::http::web_config::WebConfig;
 use unitwatch::source::dbus::Bus;
-use unitwatch::web_config::WebConfig;
 
 /// Exports per-unit uptime, downtime, restarts and failures of systemd units as Prometheus metrics.
 #[derive(Parser, Debug)]

@@ -5,88 +5,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 use crate::clock;
 use crate::health::Health;
 use crate::ledger::{Event, Ledger, Outcome, Usec};
+use crate::message::{Input, Logged, Reader};
 use crate::notify::Notifier;
-use crate::sink::metrics;
-use crate::sink::state::{Frame, Saved, StateFile};
+use crate::persist::state::{Frame, Saved, StateFile};
+use crate::render::metrics;
+use crate::snapshot::Stats;
 
 /// How often the state is written when something changed.
 pub const SAVE_EVERY: Duration = Duration::from_secs(10);
-
-/// What the ledger task is asked to do.
-#[derive(Debug)]
-pub enum Input {
-    /// Apply an event. `frame`: the clock frame its time is in when it was
-    /// derived from the monotonic clock (see [`crate::clock`]).
-    Event { event: Event, frame: Option<i64> },
-    /// Render `/metrics` as of now.
-    Scrape(oneshot::Sender<String>),
-    /// Run a read of the ledger as of now (the JSON API, the status page);
-    /// the closure sends its result wherever it wants it.
-    Read(Reader),
-    /// A source finished its snapshot of `units` units: every event of it is
-    /// queued before this, so once it is taken the ledger holds them.
-    SnapshotDone { units: usize },
-    /// The D-Bus connection was lost at `at`.
-    DbusLost { at: Usec },
-    /// Whether the journal can be read.
-    JournalStatus(Result<(), String>),
-    /// What a run of journal records said (maybe nothing), applied together
-    /// with the cursor of the last of them, so the saved cursor always
-    /// matches the ledger.
-    Journal {
-        items: Vec<Logged>,
-        cursor: String,
-        boot_id: Option<String>,
-    },
-    /// The host went down at `at` (the last record of a previous boot).
-    HostDown { at: Usec },
-    /// Journal records between the saved position and what the journal
-    /// still holds were rotated away unread.
-    JournalGap,
-    /// Save the state and stop.
-    Shutdown(oneshot::Sender<()>),
-}
-
-/// One thing a journal record said.
-#[derive(Debug)]
-pub enum Logged {
-    /// An event; `frame` as in [`Input::Event`].
-    Event { event: Event, frame: Option<i64> },
-    /// The host went down at `at` (the record is the first of a new boot).
-    HostDown { at: Usec },
-}
-
-/// A read of the ledger as of a time.
-pub type Read = dyn FnOnce(&Ledger, Usec) + Send;
-
-/// A read of the ledger, run by the ledger task.
-pub struct Reader(pub Box<Read>);
-
-impl std::fmt::Debug for Reader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Reader")
-    }
-}
-
-/// Numbers about unitwatch itself.
-#[derive(Debug, Default, Clone)]
-pub struct Stats {
-    /// Events applied, by origin (`dbus`, `journal`).
-    pub events: [u64; 2],
-    /// Whether the journal is being read.
-    pub journal_up: bool,
-    /// Whether the D-Bus connection is up.
-    pub dbus_up: bool,
-    /// Times the D-Bus connection came back after it was lost.
-    pub dbus_reconnects: u64,
-    /// Times the journal had lost records unitwatch had not read yet.
-    pub journal_gaps: u64,
-}
 
 /// `event` with its time in the current frame, if it was taken in another
 /// one (the wall clock was set while it was on its way).

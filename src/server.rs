@@ -17,15 +17,16 @@ use tokio::sync::{mpsc, oneshot};
 use crate::clock;
 use crate::config::Config;
 use crate::health::Health;
+use crate::http::web_config::WebConfig;
+use crate::http::{routes, serve};
 use crate::ledger::Ledger;
+use crate::message::Input;
 use crate::notify::Notifier;
-use crate::owner::{Input, Owner};
+use crate::owner::Owner;
+use crate::persist::state::StateFile;
 use crate::shutdown;
-use crate::sink::state::StateFile;
-use crate::sink::{http, serve};
 use crate::source::dbus::{Bus, DbusSource};
 use crate::source::journal::{current_boot_id, JournalSource, Start};
-use crate::web_config::WebConfig;
 
 /// How many inputs may wait for the ledger task before sources wait.
 const QUEUE: usize = 8192;
@@ -116,7 +117,7 @@ pub async fn run(
 
     let server = tokio::spawn(serve::serve(
         listener,
-        http::router(inputs.clone(), health.clone()),
+        routes::router(inputs.clone(), health.clone()),
         web,
         shutdown.clone(),
     ));

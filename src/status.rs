@@ -7,9 +7,9 @@ use std::io::{IsTerminal, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use crate::sink::api::Units;
-use crate::sink::human;
-use crate::sink::page::class;
+use crate::render::api::Units;
+use crate::render::human;
+use crate::render::page::class;
 
 /// How long to wait for the daemon to connect and to answer.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -180,7 +180,7 @@ pub fn run(addr: &str, json: bool) -> Result<(), StatusError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::api::{PerWindow, Restarts, Unit};
+    use crate::render::api::{PerWindow, Restarts, Unit};
 
     fn unit(name: &str, state: &str, up: bool) -> Unit {
         Unit {

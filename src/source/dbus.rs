@@ -22,7 +22,7 @@ use zbus::{Connection, MatchRule, Message, MessageStream};
 use crate::clock;
 use crate::health::Health;
 use crate::ledger::{Event, Transition};
-use crate::owner::Input;
+use crate::message::Input;
 use crate::select::Selector;
 use crate::shutdown::Shutdown;
 use crate::source::properties::{UnitProperties, Value};

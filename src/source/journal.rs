@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::clock;
 use crate::ledger::Usec;
-use crate::owner::{Input, Logged};
+use crate::message::{Input, Logged};
 use crate::select::Selector;
 use crate::source::journal_record::{add_field, Fields, Mapper, FIELDS, MESSAGE_IDS};
 

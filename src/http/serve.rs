@@ -34,9 +34,9 @@ use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
 use tower_service::Service;
 
+use crate::http::auth::BasicAuth;
+use crate::http::web_config::WebConfig;
 use crate::shutdown::Shutdown;
-use crate::sink::auth::BasicAuth;
-use crate::web_config::WebConfig;
 
 /// Time allowed for a TLS handshake, and for a request's line and headers;
 /// also how long a keep-alive connection may sit idle.

@@ -6,8 +6,8 @@
 use std::fmt::Write;
 
 use crate::ledger::{ActiveState, Ledger, Usec};
-use crate::sink::api::{self, Unit};
-use crate::sink::human;
+use crate::render::api::{self, Unit};
+use crate::render::human;
 
 const CSS: &str = include_str!("page.css");
 const DAY: Usec = 24 * 3600 * 1_000_000;

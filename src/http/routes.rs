@@ -10,9 +10,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::health::Health;
 use crate::ledger::{Ledger, Usec};
-use crate::owner::{Input, Reader};
-use crate::sink::metrics::CONTENT_TYPE;
-use crate::sink::{api, page};
+use crate::message::{Input, Reader};
+use crate::render::metrics::CONTENT_TYPE;
+use crate::render::{api, page};
 
 #[derive(Clone)]
 struct AppState {

@@ -1,0 +1,8 @@
+//! HTTP serving: the listener with its limits, TLS and basic auth
+//! ([`serve`], [`auth`], [`web_config`]) and the routes ([`routes`]) that
+//! hand the published snapshot to the renderers. Nothing here renders.
+
+pub mod auth;
+pub mod routes;
+pub mod serve;
+pub mod web_config;

@@ -1,0 +1,63 @@
+//! The messages sources and readers send to the owner task: the only way
+//! into the ledger. Kept apart from the owner so that sources depend on
+//! these types, not on the task that consumes them.
+
+use tokio::sync::oneshot;
+
+use crate::ledger::{Event, Ledger, Usec};
+
+/// What the ledger task is asked to do.
+#[derive(Debug)]
+pub enum Input {
+    /// Apply an event. `frame`: the clock frame its time is in when it was
+    /// derived from the monotonic clock (see [`crate::clock`]).
+    Event { event: Event, frame: Option<i64> },
+    /// Render `/metrics` as of now.
+    Scrape(oneshot::Sender<String>),
+    /// Run a read of the ledger as of now (the JSON API, the status page);
+    /// the closure sends its result wherever it wants it.
+    Read(Reader),
+    /// A source finished its snapshot of `units` units: every event of it is
+    /// queued before this, so once it is taken the ledger holds them.
+    SnapshotDone { units: usize },
+    /// The D-Bus connection was lost at `at`.
+    DbusLost { at: Usec },
+    /// Whether the journal can be read.
+    JournalStatus(Result<(), String>),
+    /// What a run of journal records said (maybe nothing), applied together
+    /// with the cursor of the last of them, so the saved cursor always
+    /// matches the ledger.
+    Journal {
+        items: Vec<Logged>,
+        cursor: String,
+        boot_id: Option<String>,
+    },
+    /// The host went down at `at` (the last record of a previous boot).
+    HostDown { at: Usec },
+    /// Journal records between the saved position and what the journal
+    /// still holds were rotated away unread.
+    JournalGap,
+    /// Save the state and stop.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// One thing a journal record said.
+#[derive(Debug)]
+pub enum Logged {
+    /// An event; `frame` as in [`Input::Event`].
+    Event { event: Event, frame: Option<i64> },
+    /// The host went down at `at` (the record is the first of a new boot).
+    HostDown { at: Usec },
+}
+
+/// A read of the ledger as of a time.
+pub type Read = dyn FnOnce(&Ledger, Usec) + Send;
+
+/// A read of the ledger, run by the ledger task.
+pub struct Reader(pub Box<Read>);
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reader")
+    }
+}
