@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::clock;
 use crate::health::Health;
-use crate::ledger::{Event, Ledger, Outcome, Usec};
+use crate::ledger::{Event, Ledger, Op, Outcome, Usec};
 use crate::message::{Input, Logged, Reader};
 use crate::notify::Notifier;
 use crate::persist::state::{Frame, Saved, StateFile};
@@ -43,14 +43,23 @@ pub struct Owner {
     pub health: Health,
     /// The address HTTP is served on, for the start line.
     pub listen: std::net::SocketAddr,
+    /// Changes made to the ledger since it was last saved, oldest first.
+    pub ops: Vec<Op>,
 }
 
 impl Owner {
+    /// Every change to the ledger goes through here, so the ops since the
+    /// last save are known.
+    fn change(&mut self, op: Op) -> Outcome {
+        self.ops.push(op.clone());
+        self.ledger.replay(op)
+    }
+
     fn apply(&mut self, event: Event, stats: &mut Stats) {
         stats.events[event.origin as usize] += 1;
         tracing::trace!(source = event.origin.as_str(), ?event, "event");
         let unit = event.unit.clone();
-        match self.ledger.apply(event) {
+        match self.change(Op::Apply { event }) {
             Outcome::Appeared => tracing::info!(unit = %unit, "watching unit"),
             Outcome::Restarted(trigger, n) => {
                 tracing::info!(unit = %unit, trigger = trigger.as_str(), count = n, "unit restarted")
@@ -69,7 +78,7 @@ impl Owner {
 
     fn host_down(&mut self, at: Usec) {
         tracing::info!(at_usec = at, "the host rebooted since the last record; units up then count as down until they started again");
-        self.ledger.host_down(at);
+        self.change(Op::HostDown { at });
     }
 
     /// If the wall clock was set, moves the frame and the history with it;
@@ -83,7 +92,7 @@ impl Owner {
             "the wall clock was set by {:+.3} s; recorded times move with it, durations stay as measured",
             delta as f64 / 1e6
         );
-        self.ledger.shift(delta);
+        self.change(Op::Shift { delta });
         true
     }
 
@@ -208,7 +217,7 @@ impl Owner {
                 }
                 Input::DbusLost { at } => {
                     stats.dbus_up = false;
-                    self.ledger.dbus_lost(at);
+                    self.change(Op::DbusLost { at });
                 }
                 Input::JournalStatus(status) => {
                     stats.journal_up = status.is_ok();

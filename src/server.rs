@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::health::Health;
 use crate::http::web_config::WebConfig;
 use crate::http::{routes, serve};
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, Op};
 use crate::message::Input;
 use crate::notify::Notifier;
 use crate::owner::Owner;
@@ -76,6 +76,8 @@ pub async fn run(
         Start::Now => Some(now),
     };
     let kernel_boot = current_boot_id();
+    // Changes made to the loaded ledger before the owner takes it.
+    let mut ops = Vec::new();
     let (mut ledger, cursor, boot_id, saved_at) = match saved {
         Some(s) => {
             tracing::info!(units = s.ledger.len(), "continuing from the saved state");
@@ -90,7 +92,9 @@ pub async fn run(
                         "the wall clock was set by {:+.3} s while unitwatch was stopped; recorded times move with it",
                         delta as f64 / 1e6
                     );
-                    ledger.shift(delta);
+                    let op = Op::Shift { delta };
+                    ops.push(op.clone());
+                    ledger.replay(op);
                 }
             }
             (ledger, s.journal_cursor, s.boot_id, s.saved_at)
@@ -112,6 +116,7 @@ pub async fn run(
         notifier: Notifier::from_env(),
         health: health.clone(),
         listen: local,
+        ops,
     };
     let ledger_task = tokio::spawn(owner.run(ledger_inputs));
 
