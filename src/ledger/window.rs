@@ -1,5 +1,8 @@
 //! Reads of a unit's kept history over a window ending at `now`:
-//! availability, MTBF and MTTR, the timeline of states, restarts.
+//! availability, MTBF and MTTR, the timeline of states, restarts. Every
+//! read is a range query on the running totals ([`super::history`]): its
+//! cost grows with the log of the history, not with its length, except
+//! [`History::timeline`], which lists the changes in its window.
 //!
 //! A window is `[now - length, now]`, cut to the part the history covers (it
 //! begins where accounting began or where older points were folded away), so
@@ -10,20 +13,15 @@
 //! - *MTTR*: down time / the number of times it came back up in the window,
 //!   none if it never did.
 
-use std::collections::{BTreeMap, VecDeque};
-
-use super::{ActiveState, Trigger, Usec};
+use super::history::Changes;
+use super::restarts::{RestartLog, Restarts};
+use super::{ActiveState, Usec};
 
 /// One unit's history as of `now`, borrowed from the ledger.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct History<'a> {
-    /// Where the history begins, and the state then.
-    pub(super) from: Usec,
-    pub(super) state_at_from: ActiveState,
-    /// State changes after `from`.
-    pub(super) points: &'a BTreeMap<Usec, ActiveState>,
-    /// When restarts were counted.
-    pub(super) restarts: &'a VecDeque<(Usec, Trigger)>,
+    pub(super) changes: &'a Changes,
+    pub(super) restarts: &'a RestartLog,
     pub(super) now: Usec,
 }
 
@@ -66,6 +64,19 @@ pub struct Segment {
     pub state: ActiveState,
 }
 
+/// A stretch of a timeline drawn at a resolution: one state throughout, or
+/// (`state` none) changes too close together to draw one by one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    pub from: Usec,
+    pub to: Usec,
+    pub state: Option<ActiveState>,
+    /// State changes inside the span.
+    pub changes: u32,
+    /// Up time in the span.
+    pub up_usec: u64,
+}
+
 impl<'a> History<'a> {
     /// The time reads are made at.
     pub fn now(&self) -> Usec {
@@ -74,39 +85,52 @@ impl<'a> History<'a> {
 
     /// Where the kept history begins.
     pub fn begins(&self) -> Usec {
-        self.from
+        self.changes.fold.at
+    }
+
+    /// The state at the beginning of the kept history.
+    pub fn first_state(&self) -> ActiveState {
+        self.changes.fold.state
     }
 
     /// The kept state changes, oldest first.
     pub fn transitions(&self) -> impl Iterator<Item = (Usec, ActiveState)> + 'a {
-        self.points.iter().map(|(t, s)| (*t, *s))
+        self.changes.points.iter().map(|p| (p.at, p.state))
+    }
+
+    /// `from` cut to the history and to now.
+    fn start(&self, from: Usec) -> Usec {
+        from.max(self.begins()).min(self.now)
     }
 
     /// The states from `from` (cut to the history) to now, merged where a
-    /// state repeats.
+    /// state repeats. Lists every change in the window.
     pub fn timeline(&self, from: Usec) -> Vec<Segment> {
-        let start = from.max(self.from).min(self.now);
+        let start = self.start(from);
         let mut segments: Vec<Segment> = Vec::new();
-        let mut state = self.state_at_from;
-        let mut since = self.from;
+        let (mut state, _) = self.changes.at(start);
+        let mut since = start;
+        let first = self.changes.after(start);
         let ends = self
+            .changes
             .points
-            .iter()
-            .map(|(t, s)| (*t, Some(*s)))
+            .skip(first)
+            .into_iter()
+            .take_while(|p| p.at < self.now)
+            .map(|p| (p.at, Some(p.state)))
             .chain(std::iter::once((self.now, None)));
         for (t, next) in ends {
-            let (a, b) = (since.max(start), t.min(self.now));
-            if b > a {
+            if t > since {
                 match segments.last_mut() {
-                    Some(last) if last.state == state && last.to == a => last.to = b,
+                    Some(last) if last.state == state && last.to == since => last.to = t,
                     _ => segments.push(Segment {
-                        from: a,
-                        to: b,
+                        from: since,
+                        to: t,
                         state,
                     }),
                 }
+                since = t;
             }
-            since = since.max(t);
             if let Some(s) = next {
                 state = s;
             }
@@ -114,48 +138,107 @@ impl<'a> History<'a> {
         segments
     }
 
-    /// Up and down time from `from` (cut to the history) to now.
+    /// Up and down time from `from` (cut to the history) to now. A change
+    /// exactly at either end of the window is not inside it.
     pub fn window(&self, from: Usec) -> Window {
-        let start = from.max(self.from).min(self.now);
-        let mut w = Window {
+        let start = self.start(from);
+        let c = self.changes;
+        let up_usec = c.up_at(self.now) - c.up_at(start);
+        let lo = c.after(start);
+        let hi = c.before(self.now).max(lo);
+        let (state_lo, downs_lo) = c.through(lo);
+        let (state_hi, downs_hi) = c.through(hi);
+        let downs = downs_hi - downs_lo;
+        let ups = (i64::from(downs) + i64::from(state_hi.is_up()) - i64::from(state_lo.is_up()))
+            .max(0) as u32;
+        Window {
             from: start,
-            ..Window::default()
-        };
-        let mut previous: Option<bool> = None;
-        for segment in self.timeline(start) {
-            let span = segment.to - segment.from;
-            let up = segment.state.is_up();
-            if up {
-                w.up_usec += span;
-            } else {
-                w.down_usec += span;
-            }
-            match previous {
-                Some(true) if !up => w.downs += 1,
-                Some(false) if up => w.ups += 1,
-                _ => {}
-            }
-            previous = Some(up);
+            up_usec,
+            down_usec: (self.now - start) - up_usec,
+            downs,
+            ups,
         }
-        w
     }
 
-    /// Restarts counted from `from` on, by trigger (`[auto, manual]`).
-    pub fn restarts_since(&self, from: Usec) -> [u64; 2] {
-        let mut n = [0, 0];
-        for (t, trigger) in self.restarts.iter().rev() {
-            if *t < from {
-                break;
+    /// The timeline from `from` (cut to the history) to now drawn in
+    /// `columns` columns: runs of one state at least a column wide are kept,
+    /// anything busier is merged into spans of changes. At most about
+    /// 2 × `columns` spans, whatever the number of changes.
+    pub fn bar(&self, from: Usec, columns: u32) -> Vec<Span> {
+        let start = self.start(from);
+        let c = self.changes;
+        let width = ((self.now - start) / u64::from(columns.max(1))).max(1);
+        let mut spans: Vec<Span> = Vec::new();
+        let mut t = start;
+        let mut i = c.after(start);
+        let (mut state, _) = c.through(i);
+        let mut push = |span: Span| match spans.last_mut() {
+            Some(last) if last.state.is_none() && span.state.is_none() => {
+                last.to = span.to;
+                last.changes += span.changes;
+                last.up_usec += span.up_usec;
             }
-            n[*trigger as usize] += 1;
+            _ => spans.push(span),
+        };
+        while t < self.now {
+            let next = c.points.get(i).map(|p| p.at).filter(|at| *at < self.now);
+            match next {
+                Some(at) if at - t < width => {
+                    // Changes closer than a column: merge up to the column's end.
+                    let end = (t + width).min(self.now);
+                    let j = c.before(end).max(i + 1);
+                    let to = c
+                        .points
+                        .get(j - 1)
+                        .map_or(end, |p| p.at.max(end))
+                        .min(self.now);
+                    push(Span {
+                        from: t,
+                        to,
+                        state: None,
+                        changes: (j - i) as u32,
+                        up_usec: c.up_at(to) - c.up_at(t),
+                    });
+                    state = c.through(j).0;
+                    t = to;
+                    i = j;
+                }
+                Some(at) => {
+                    push(Span {
+                        from: t,
+                        to: at,
+                        state: Some(state),
+                        changes: 0,
+                        up_usec: c.up_at(at) - c.up_at(t),
+                    });
+                    state = c.through(i + 1).0;
+                    t = at;
+                    i += 1;
+                }
+                None => {
+                    push(Span {
+                        from: t,
+                        to: self.now,
+                        state: Some(state),
+                        changes: 0,
+                        up_usec: c.up_at(self.now) - c.up_at(t),
+                    });
+                    t = self.now;
+                }
+            }
         }
-        n
+        spans
+    }
+
+    /// Restarts counted from `from` on.
+    pub fn restarts_since(&self, from: Usec) -> Restarts {
+        self.restarts.since(from)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Event, Ledger, Transition};
+    use super::super::{Event, Ledger, Restarts, Transition};
     use super::ActiveState::*;
     use super::*;
 
@@ -285,9 +368,18 @@ mod tests {
             ));
         }
         let v = l.unit("u.service", T0 + 4 * H).expect("unit");
-        assert_eq!(v.history.restarts_since(T0), [5, 0]);
-        assert_eq!(v.history.restarts_since(T0 + 2 * H), [4, 0]);
-        assert_eq!(v.history.restarts_since(T0 + 3 * H + 1), [0, 0]);
+        assert_eq!(
+            v.history.restarts_since(T0),
+            Restarts { auto: 5, manual: 0 }
+        );
+        assert_eq!(
+            v.history.restarts_since(T0 + 2 * H),
+            Restarts { auto: 4, manual: 0 }
+        );
+        assert_eq!(
+            v.history.restarts_since(T0 + 3 * H + 1),
+            Restarts::default()
+        );
     }
 
     #[test]
@@ -310,6 +402,50 @@ mod tests {
         assert_eq!(
             v.uptime_seconds + v.downtime_seconds,
             (now - T0) as f64 / 1e6
+        );
+    }
+
+    #[test]
+    fn a_bar_keeps_long_runs_and_merges_busy_stretches() {
+        let mut l = ledger();
+        // 200 changes a second apart from 11:50 on: far closer than a column.
+        let base = T0 + 11 * H + 3000 * S;
+        for i in 0..200u64 {
+            at(
+                &mut l,
+                base + i * S,
+                if i % 2 == 0 { Active } else { Failed },
+            );
+        }
+        let now = T0 + 12 * H;
+        let v = l.unit("u.service", now).expect("unit");
+        let bar = v.history.bar(now - 2 * H, 100);
+        assert!(bar.len() <= 10, "{bar:?}");
+        // The change at 11:50 begins the busy stretch; the 199 after it are in it.
+        let busy: Vec<_> = bar.iter().filter(|s| s.from >= base).collect();
+        assert_eq!(busy.len(), 2, "{bar:?}");
+        assert_eq!((busy[0].state, busy[0].changes), (None, 199));
+        assert_eq!(busy[1].state, Some(Failed));
+        // Spans tile the window.
+        for pair in bar.windows(2) {
+            assert_eq!(pair[0].to, pair[1].from);
+        }
+        assert_eq!(bar.last().map(|s| s.to), Some(now));
+        let up: u64 = bar.iter().map(|s| s.up_usec).sum();
+        assert_eq!(up, v.history.window(now - 2 * H).up_usec);
+    }
+
+    #[test]
+    fn a_bar_of_a_quiet_unit_is_its_segments() {
+        let l = ledger();
+        let now = T0 + 12 * H;
+        let v = l.unit("u.service", now).expect("unit");
+        let bar = v.history.bar(now - 2 * H, 100);
+        let states: Vec<_> = bar.iter().map(|s| s.state).collect();
+        // The one-minute stop and start are narrower than a column (72 s).
+        assert_eq!(
+            states,
+            [None, Some(Inactive), None, Some(Active), Some(Failed)]
         );
     }
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ledger::{Ledger, Trigger, UnitView, Usec};
+use crate::ledger::{Ledger, UnitView, Usec};
 
 /// The windows availability, MTBF and MTTR are given for, by name.
 pub const WINDOWS: [(&str, Usec); 4] = [
@@ -148,8 +148,8 @@ fn unit(v: &UnitView<'_>) -> Unit {
             manual: v.restarts_manual,
         },
         restarts_24h: Restarts {
-            auto: restarts_24h[Trigger::Auto as usize],
-            manual: restarts_24h[Trigger::Manual as usize],
+            auto: restarts_24h.auto,
+            manual: restarts_24h.manual,
         },
         failures: v.failures.clone(),
         last_failure: v.last_failure.map(|(at, result)| LastFailure {

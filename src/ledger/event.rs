@@ -1,0 +1,207 @@
+//! The ledger's vocabulary: systemd's `ActiveState`, what set a restart
+//! off, the transitions sources report, the events that carry them, the ops
+//! the owner makes, and what applying one did.
+
+use serde::{Deserialize, Serialize};
+
+use super::Usec;
+
+/// systemd's `ActiveState` of a unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActiveState {
+    Active,
+    Reloading,
+    Inactive,
+    Failed,
+    Activating,
+    Deactivating,
+}
+
+impl ActiveState {
+    /// All six states, in the order systemd documents them.
+    pub const ALL: [ActiveState; 6] = [
+        ActiveState::Active,
+        ActiveState::Reloading,
+        ActiveState::Inactive,
+        ActiveState::Failed,
+        ActiveState::Activating,
+        ActiveState::Deactivating,
+    ];
+
+    /// The name systemd uses on the bus and in `systemctl`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActiveState::Active => "active",
+            ActiveState::Reloading => "reloading",
+            ActiveState::Inactive => "inactive",
+            ActiveState::Failed => "failed",
+            ActiveState::Activating => "activating",
+            ActiveState::Deactivating => "deactivating",
+        }
+    }
+
+    /// Parses systemd's name of a state; `None` for anything else.
+    pub fn parse(s: &str) -> Option<ActiveState> {
+        ActiveState::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+
+    /// Up means `active` or `reloading`.
+    pub fn is_up(self) -> bool {
+        matches!(self, ActiveState::Active | ActiveState::Reloading)
+    }
+}
+
+/// What set a restart off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    /// systemd restarted the unit itself (`Restart=`).
+    Auto,
+    /// A restart job was queued (`systemctl restart` and friends).
+    Manual,
+}
+
+impl Trigger {
+    pub const ALL: [Trigger; 2] = [Trigger::Auto, Trigger::Manual];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Auto => "auto",
+            Trigger::Manual => "manual",
+        }
+    }
+}
+
+/// Where an event came from; only used for unitwatch's own statistics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    Dbus,
+    Journal,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Dbus => "dbus",
+            Origin::Journal => "journal",
+        }
+    }
+}
+
+/// One thing that happened to a unit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transition {
+    /// unitwatch sees the unit (again): accounting starts here, in this state.
+    /// `n_restarts` is systemd's `NRestarts` at that moment, the baseline for
+    /// automatic restarts (not counted itself).
+    Seen {
+        state: ActiveState,
+        sub_state: String,
+        n_restarts: Option<u32>,
+    },
+    /// The unit entered `state` (systemd's timestamp). `sub_state` is given
+    /// when the report is of the unit's current state.
+    State {
+        state: ActiveState,
+        sub_state: Option<String>,
+    },
+    /// systemd's `NRestarts` read at this timestamp.
+    NRestarts(u32),
+    /// A run ended unsuccessfully with systemd's `Result` (`exit-code`,
+    /// `signal`, ...); `invocation` is the run's `InvocationID`, if known.
+    RunFailed {
+        result: String,
+        invocation: Option<String>,
+    },
+    /// A job was queued for the unit; `job_type` is systemd's `JobType`
+    /// (`start`, `stop`, `restart`, ...), empty if unknown; `invocation` is
+    /// the `InvocationID` of the unit's run at that moment.
+    JobQueued {
+        id: u32,
+        job_type: String,
+        invocation: Option<String>,
+    },
+    /// A job of the unit finished with systemd's job result (`done`, `canceled`, ...).
+    JobRemoved { id: u32, result: String },
+    /// systemd unloaded the unit; its counters stay.
+    Removed,
+    /// A restart recorded as such (the journal's restart job records),
+    /// ending the run `invocation`.
+    Restart {
+        trigger: Trigger,
+        invocation: Option<String>,
+    },
+}
+
+impl Transition {
+    /// The state a unit is known to be in right after this transition, for
+    /// starting the account of a unit first met in the journal.
+    pub(super) fn implied_state(&self) -> Option<ActiveState> {
+        match self {
+            Transition::Seen { state, .. } | Transition::State { state, .. } => Some(*state),
+            Transition::RunFailed { .. } => Some(ActiveState::Failed),
+            Transition::NRestarts(_) => Some(ActiveState::Activating),
+            Transition::Restart { .. } => Some(ActiveState::Deactivating),
+            _ => None,
+        }
+    }
+}
+
+/// An event: a transition of a unit at a timestamp, and who reported it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub unit: String,
+    pub at: Usec,
+    pub transition: Transition,
+    pub origin: Origin,
+}
+
+impl Event {
+    /// An event seen live over D-Bus.
+    pub fn new(unit: impl Into<String>, at: Usec, transition: Transition) -> Event {
+        Event {
+            unit: unit.into(),
+            at,
+            transition,
+            origin: Origin::Dbus,
+        }
+    }
+
+    /// An event read from the journal.
+    pub fn logged(unit: impl Into<String>, at: Usec, transition: Transition) -> Event {
+        Event {
+            origin: Origin::Journal,
+            ..Event::new(unit, at, transition)
+        }
+    }
+}
+
+/// One change to the ledger, as the owner task makes it: applying an event
+/// and the three host-wide changes. Replaying the ops applied since a saved
+/// ledger onto that ledger gives the same ledger (persistence relies on it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    Apply { event: Event },
+    HostDown { at: Usec },
+    DbusLost { at: Usec },
+    Shift { delta: i64 },
+}
+
+/// What applying an event did, for logging by the caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A new unit is now accounted.
+    Appeared,
+    /// Restarts were counted.
+    Restarted(Trigger, u64),
+    /// A failure was counted.
+    Failed(String),
+    /// A new unit was not accounted: there are `max_units` already.
+    Dropped,
+    /// Nothing worth a log line (state change, duplicate, stale report).
+    Quiet,
+}

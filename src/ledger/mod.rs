@@ -1,0 +1,282 @@
+//! The ledger: every accounting rule of unitwatch, and nothing else.
+//!
+//! The ledger is fed `(unit, timestamp, transition)` events by the sources and
+//! read by the sinks. It does no I/O and never reads a clock: every timestamp,
+//! including "now" at scrape time, is an input. Timestamps are microseconds
+//! since the Unix epoch on `CLOCK_REALTIME`, the clock systemd records
+//! `StateChangeTimestamp` and friends on.
+//!
+//! Rules:
+//! - A unit is *up* while its `ActiveState` is `active` or `reloading`, *down*
+//!   otherwise. Up- and downtime accumulate between the timestamps systemd
+//!   recorded for each state change; the interval still open is counted up to
+//!   the `now` of the read.
+//! - State changes are kept as a time-ordered set of points, so duplicate
+//!   reports (same timestamp) collapse and late reports fall into place.
+//!   Each point carries the running totals up to it ([`history`]), so totals
+//!   and window reads never walk the history.
+//!   Points older than [`RETAIN`] before a unit's newest one are folded into
+//!   its totals, and so are the oldest once it has more than [`MAX_POINTS`];
+//!   reports older than the fold are ignored as stale. What is kept is the
+//!   unit's history ([`window`]): availability, MTBF/MTTR and timelines over
+//!   any window within it.
+//! - An automatic restart is counted from systemd's `NRestarts`
+//!   ([`RestartCounter`]): every rise counts; a drop reported after the
+//!   high-water mark was reached means systemd reset the counter (a start by
+//!   hand), which begins a new epoch whose value counts; a lower value
+//!   reported from before that is late news and changes nothing.
+//! - A manual restart is a restart job (`systemctl restart`, `try-restart`,
+//!   `reload-or-restart` that restarts) that finished with result `done`,
+//!   queued while the unit was up and not by systemd itself (while the unit
+//!   waited in `auto-restart`), during which the unit went down and came back
+//!   up. A job of unknown type (the D-Bus signals do not carry it) counts by
+//!   that behaviour alone: only a restart job takes a unit down and back up. A stop followed later by a start
+//!   is two jobs and no restart; a restart of a unit that was down is a start.
+//! - A failure is a run that ended with a `Result` other than `success`,
+//!   counted once per run: per `InvocationID` where systemd gives one (a
+//!   crash with `Restart=` passes through `failed` and then `auto-restart`,
+//!   both of the same invocation), else per end-of-run timestamp.
+//! - Accounting for a unit starts when it is first [`Transition::Seen`] over
+//!   D-Bus, or with its first record in the journal.
+//! - D-Bus and the journal report the same transitions. While D-Bus follows a
+//!   unit (from `Seen` until [`Ledger::dbus_lost`]) its timestamps are
+//!   authoritative and the journal's state records are not used; outside
+//!   those spans (history, gaps) the journal's are. Restarts and failures
+//!   from both are matched: automatic restarts by systemd's `NRestarts`
+//!   value, failures and manual restarts by the `InvocationID` of the run
+//!   they ended.
+//! - A reboot: for units up at the last journal record of a boot, the time
+//!   until the next boot's records is downtime ([`Ledger::host_down`]).
+
+use std::sync::Arc;
+
+use imbl::{OrdMap, OrdSet};
+use serde::{Deserialize, Serialize};
+
+mod account;
+mod event;
+mod history;
+mod restarts;
+mod view;
+pub mod window;
+
+use account::Account;
+pub use event::{ActiveState, Event, Op, Origin, Outcome, Transition, Trigger};
+pub use restarts::Restarts;
+pub use view::UnitView;
+pub use window::History;
+
+/// Microseconds since the Unix epoch (`CLOCK_REALTIME`), as systemd records them.
+pub type Usec = u64;
+
+/// How many state-change points a unit keeps at most (30 days of a unit
+/// that flaps hourly take some 2900).
+pub const MAX_POINTS: usize = 4096;
+
+/// How far back a unit's history reaches from its newest state change: 30
+/// days, and a day to spare for reads some time after it.
+pub const RETAIN: Usec = 31 * 24 * 3600 * 1_000_000;
+/// The default of [`Ledger::set_max_units`].
+pub const DEFAULT_MAX_UNITS: usize = 2000;
+
+/// The accounts of all units unitwatch has seen.
+///
+/// Cloning is O(1): the accounts are shared with the clone and copied, one
+/// at a time, only when the original changes them afterwards. That is what
+/// lets the owner publish a snapshot for readers after every burst of
+/// events.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Ledger {
+    units: OrdMap<Arc<str>, Arc<Account>>,
+    /// At most this many units are accounted (label cardinality).
+    #[serde(skip, default = "default_max_units")]
+    max_units: usize,
+    /// Units not accounted because of `max_units`.
+    #[serde(skip)]
+    dropped: OrdSet<String>,
+}
+
+fn default_max_units() -> usize {
+    DEFAULT_MAX_UNITS
+}
+
+impl Default for Ledger {
+    fn default() -> Self {
+        Ledger {
+            units: OrdMap::new(),
+            max_units: DEFAULT_MAX_UNITS,
+            dropped: Default::default(),
+        }
+    }
+}
+
+/// `t` moved by `delta`; 0 (never) stays 0.
+pub(crate) fn moved(t: Usec, delta: i64) -> Usec {
+    if t == 0 {
+        0
+    } else {
+        (t as i64).saturating_add(delta).max(1) as Usec
+    }
+}
+
+pub(crate) fn seconds(usec: u64) -> f64 {
+    usec as f64 / 1e6
+}
+
+impl Ledger {
+    pub fn new() -> Ledger {
+        Ledger::default()
+    }
+
+    /// Applies one event. An unknown unit's accounting starts with
+    /// [`Transition::Seen`] or with its first record from the journal;
+    /// other events for unknown units are ignored.
+    pub fn apply(&mut self, event: Event) -> Outcome {
+        let Event {
+            unit,
+            at,
+            transition,
+            origin,
+        } = event;
+        if let Some(account) = self.units.get_mut(unit.as_str()) {
+            return Arc::make_mut(account).apply(at, transition, origin);
+        }
+        let start = match (&transition, origin) {
+            (Transition::Seen { .. }, _) => transition.implied_state(),
+            (_, Origin::Journal) => transition.implied_state(),
+            _ => None,
+        };
+        let Some(state) = start else {
+            return Outcome::Quiet;
+        };
+        if self.units.len() >= self.max_units {
+            return if self.dropped.insert(unit).is_none() {
+                Outcome::Dropped
+            } else {
+                Outcome::Quiet
+            };
+        }
+        let (sub_state, n_restarts) = match &transition {
+            Transition::Seen {
+                sub_state,
+                n_restarts,
+                ..
+            } => (sub_state.clone(), *n_restarts),
+            // The restart this record reports is in the window: count it.
+            Transition::NRestarts(n) => (String::new(), Some(n.saturating_sub(1))),
+            _ => (String::new(), None),
+        };
+        let mut account = Account::new(at, state, sub_state, n_restarts);
+        if matches!(transition, Transition::Seen { .. }) {
+            account.follow(at);
+        } else {
+            account.apply(at, transition, origin);
+        }
+        self.units.insert(Arc::from(unit), Arc::new(account));
+        Outcome::Appeared
+    }
+
+    /// Makes the change `op` describes.
+    pub fn replay(&mut self, op: Op) -> Outcome {
+        match op {
+            Op::Apply { event } => return self.apply(event),
+            Op::HostDown { at } => self.host_down(at),
+            Op::DbusLost { at } => self.dbus_lost(at),
+            Op::Shift { delta } => self.shift(delta),
+        }
+        Outcome::Quiet
+    }
+
+    /// unitwatch starts again with this ledger (loaded from its state): jobs
+    /// seen pending are forgotten and no unit is followed over D-Bus until it
+    /// is seen again.
+    pub fn restarted(&mut self) {
+        self.each_mut(|account| {
+            account.jobs.clear();
+            account.followed.clear();
+        });
+    }
+
+    /// The D-Bus connection was lost at `at`: no unit is followed from then
+    /// until it is seen again.
+    pub fn dbus_lost(&mut self, at: Usec) {
+        self.each_mut(|account| account.unfollow(at));
+    }
+
+    /// The host went down at `at` (the last journal record of a boot): units
+    /// up then are down from `at` on, until records of the next boot say
+    /// otherwise.
+    pub fn host_down(&mut self, at: Usec) {
+        let up: Vec<Arc<str>> = self
+            .units
+            .iter()
+            .filter(|(_, a)| a.state().is_up() && at > a.last_change())
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in up {
+            if let Some(account) = self.units.get_mut(&name) {
+                let account = Arc::make_mut(account);
+                account.unfollow(at);
+                account.jobs.clear();
+                account.record_state(at, ActiveState::Inactive);
+                account.sub_state = "dead".into();
+            }
+        }
+    }
+
+    /// The wall clock was set by `delta` µs: moves every recorded time by
+    /// the same amount, so durations stay as measured and timestamps read
+    /// in the new wall clock.
+    pub fn shift(&mut self, delta: i64) {
+        self.each_mut(|account| account.shift(delta));
+    }
+
+    /// Runs `f` on every account (copying those a snapshot still shares).
+    fn each_mut(&mut self, mut f: impl FnMut(&mut Account)) {
+        let names: Vec<Arc<str>> = self.units.keys().cloned().collect();
+        for name in names {
+            if let Some(account) = self.units.get_mut(&name) {
+                f(Arc::make_mut(account));
+            }
+        }
+    }
+
+    /// Accounts at most `max` units; later ones are dropped and counted.
+    pub fn set_max_units(&mut self, max: usize) {
+        self.max_units = max;
+    }
+
+    /// How many units were not accounted because of the limit.
+    pub fn dropped(&self) -> usize {
+        self.dropped.len()
+    }
+
+    /// Whether the unit is accounted.
+    pub fn contains(&self, unit: &str) -> bool {
+        self.units.contains_key(unit)
+    }
+
+    /// Number of accounted units.
+    pub fn len(&self) -> usize {
+        self.units.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.units.is_empty()
+    }
+
+    /// All units, by name, as of `now`.
+    pub fn view(&self, now: Usec) -> impl Iterator<Item = UnitView<'_>> {
+        self.units.iter().map(move |(name, a)| a.view(name, now))
+    }
+
+    /// One unit as of `now`.
+    pub fn unit(&self, unit: &str, now: Usec) -> Option<UnitView<'_>> {
+        self.units
+            .get_key_value(unit)
+            .map(|(name, a)| a.view(name, now))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,275 @@
+//! Restart and failure bookkeeping: the restarts counted by trigger and when,
+//! systemd's `NRestarts` followed across resets, the jobs pending on a unit,
+//! and the `InvocationID`s already counted.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use imbl::Vector;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::{moved, ActiveState, Trigger, Usec, MAX_POINTS, RETAIN};
+
+/// Restarts by trigger.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Restarts {
+    /// systemd's own (`Restart=`).
+    pub auto: u64,
+    /// Restart jobs (`systemctl restart` and friends).
+    pub manual: u64,
+}
+
+impl Restarts {
+    pub fn add(&mut self, trigger: Trigger, n: u64) {
+        match trigger {
+            Trigger::Auto => self.auto += n,
+            Trigger::Manual => self.manual += n,
+        }
+    }
+
+    pub fn get(&self, trigger: Trigger) -> u64 {
+        match trigger {
+            Trigger::Auto => self.auto,
+            Trigger::Manual => self.manual,
+        }
+    }
+}
+
+/// The first release saved restarts as `[auto, manual]`; later ones by name.
+impl<'de> Deserialize<'de> for Restarts {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Saved {
+            Pair([u64; 2]),
+            Named { auto: u64, manual: u64 },
+        }
+        Ok(match Saved::deserialize(d)? {
+            Saved::Pair([auto, manual]) => Restarts { auto, manual },
+            Saved::Named { auto, manual } => Restarts { auto, manual },
+        })
+    }
+}
+
+/// When restarts were counted, one entry each, by trigger, oldest first,
+/// within [`RETAIN`] of the newest and at most [`MAX_POINTS`] per trigger.
+/// Saved as one list of `[time, trigger]`, as the first releases did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct RestartLog {
+    auto: Vector<Usec>,
+    manual: Vector<Usec>,
+}
+
+/// The index of the first time in `times` at or after `t`.
+fn first_from(times: &Vector<Usec>, t: Usec) -> usize {
+    match times.binary_search_by(|x| {
+        if *x < t {
+            std::cmp::Ordering::Less
+        } else {
+            std::cmp::Ordering::Greater
+        }
+    }) {
+        Ok(i) | Err(i) => i,
+    }
+}
+
+impl RestartLog {
+    fn times(&mut self, trigger: Trigger) -> &mut Vector<Usec> {
+        match trigger {
+            Trigger::Auto => &mut self.auto,
+            Trigger::Manual => &mut self.manual,
+        }
+    }
+
+    /// Records `n` restarts at `at`, in time order even when reported late.
+    pub fn record(&mut self, at: Usec, trigger: Trigger, n: u64) {
+        let times = self.times(trigger);
+        for _ in 0..n.min(MAX_POINTS as u64) {
+            let i = first_from(times, at.saturating_add(1));
+            times.insert(i, at);
+        }
+        let horizon = times.back().map_or(0, |t| t.saturating_sub(RETAIN));
+        while times.len() > MAX_POINTS || times.front().is_some_and(|t| *t < horizon) {
+            times.pop_front();
+        }
+    }
+
+    /// Restarts counted from `from` on.
+    pub fn since(&self, from: Usec) -> Restarts {
+        Restarts {
+            auto: (self.auto.len() - first_from(&self.auto, from)) as u64,
+            manual: (self.manual.len() - first_from(&self.manual, from)) as u64,
+        }
+    }
+
+    pub fn shift(&mut self, delta: i64) {
+        for times in [&mut self.auto, &mut self.manual] {
+            *times = times.iter().map(|t| moved(*t, delta)).collect();
+        }
+    }
+}
+
+impl Serialize for RestartLog {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.auto.len() + self.manual.len()))?;
+        let (mut a, mut m) = (self.auto.iter().peekable(), self.manual.iter().peekable());
+        loop {
+            let next = match (a.peek(), m.peek()) {
+                (Some(x), Some(y)) if x <= y => a.next().map(|t| (*t, Trigger::Auto)),
+                (Some(_), Some(_)) | (None, Some(_)) => m.next().map(|t| (*t, Trigger::Manual)),
+                (Some(_), None) => a.next().map(|t| (*t, Trigger::Auto)),
+                (None, None) => None,
+            };
+            match next {
+                Some(entry) => seq.serialize_element(&entry)?,
+                None => break,
+            }
+        }
+        seq.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for RestartLog {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut log = RestartLog::default();
+        for (at, trigger) in Vec::<(Usec, Trigger)>::deserialize(d)? {
+            log.record(at, trigger, 1);
+        }
+        Ok(log)
+    }
+}
+
+/// A job of a unit between `JobNew` and `JobRemoved`, and what the unit did meanwhile.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct PendingJob {
+    /// `Some(true)` for a restart job, `Some(false)` for any other type,
+    /// `None` if the type is unknown.
+    pub restart: Option<bool>,
+    pub queued_by_systemd: bool,
+    pub was_up: bool,
+    pub went_down: bool,
+    pub came_back: bool,
+    pub invocation: Option<String>,
+}
+
+impl PendingJob {
+    pub fn observe(&mut self, state: ActiveState) {
+        if !state.is_up() {
+            self.went_down = true;
+        } else if self.went_down {
+            self.came_back = true;
+        }
+    }
+
+    pub fn is_manual_restart(&self) -> bool {
+        self.restart != Some(false)
+            && !self.queued_by_systemd
+            && self.was_up
+            && self.went_down
+            && self.came_back
+    }
+}
+
+/// Follows systemd's `NRestarts` of a unit as reported, possibly late and
+/// out of order, by D-Bus and the journal.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct RestartCounter {
+    /// The highest value of the current epoch, and when it was reported.
+    high: u32,
+    pub high_at: Usec,
+    /// When the current epoch began (systemd reset the counter).
+    pub epoch_at: Usec,
+    /// The highest value of the previous epoch, for its late reports.
+    previous_high: Option<u32>,
+}
+
+impl RestartCounter {
+    pub fn new(at: Usec, n: u32) -> RestartCounter {
+        RestartCounter {
+            high: n,
+            high_at: at,
+            epoch_at: 0,
+            previous_high: None,
+        }
+    }
+
+    /// Takes in a report of value `n` at `at`; returns how many restarts it adds.
+    pub fn report(&mut self, at: Usec, n: u32) -> u32 {
+        if at < self.epoch_at {
+            // A late report from before the last reset.
+            return match self.previous_high {
+                Some(p) if n > p => {
+                    self.previous_high = Some(n);
+                    n - p
+                }
+                _ => 0,
+            };
+        }
+        if n >= self.high {
+            let new = n - self.high;
+            self.high = n;
+            self.high_at = self.high_at.max(at);
+            return new;
+        }
+        if at <= self.high_at {
+            // Older news than the high-water mark.
+            return 0;
+        }
+        // systemd reset the counter: a new epoch, all of `n` is new.
+        self.previous_high = Some(self.high);
+        self.high = n;
+        self.high_at = at;
+        self.epoch_at = at;
+        n
+    }
+}
+
+/// Remembers the last few `InvocationID`s something was counted for.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(super) struct Recent(VecDeque<Arc<str>>);
+
+impl Recent {
+    /// Records `id`; false if it was already there.
+    pub fn insert(&mut self, id: &str) -> bool {
+        if self.0.iter().any(|x| &**x == id) {
+            return false;
+        }
+        if self.0.len() >= 16 {
+            self.0.pop_front();
+        }
+        self.0.push_back(Arc::from(id));
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restarts_of_the_first_release_load_by_position() {
+        let r: Restarts = serde_json::from_str("[2,1]").expect("pair");
+        assert_eq!(r, Restarts { auto: 2, manual: 1 });
+        let r: Restarts = serde_json::from_str(r#"{"auto":3,"manual":4}"#).expect("named");
+        assert_eq!(r, Restarts { auto: 3, manual: 4 });
+    }
+
+    #[test]
+    fn the_restart_log_counts_by_time_and_keeps_late_ones_in_order() {
+        let mut log = RestartLog::default();
+        log.record(10, Trigger::Auto, 1);
+        log.record(30, Trigger::Auto, 2);
+        log.record(20, Trigger::Auto, 1);
+        log.record(25, Trigger::Manual, 1);
+        assert_eq!(log.since(20), Restarts { auto: 3, manual: 1 });
+        assert_eq!(log.since(26), Restarts { auto: 2, manual: 0 });
+        let json = serde_json::to_string(&log).expect("json");
+        assert_eq!(
+            json,
+            r#"[[10,"auto"],[20,"auto"],[25,"manual"],[30,"auto"],[30,"auto"]]"#
+        );
+        let back: RestartLog = serde_json::from_str(&json).expect("back");
+        assert_eq!(back, log);
+    }
+}

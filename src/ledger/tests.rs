@@ -1,0 +1,690 @@
+//! The accounting rules, one table of cases and one test per rule.
+
+use super::ActiveState::*;
+use super::*;
+
+const S: Usec = 1_000_000;
+const T0: Usec = 1_700_000_000 * S;
+
+fn seen(state: ActiveState, sub: &str, n: u32) -> Transition {
+    Transition::Seen {
+        state,
+        sub_state: sub.into(),
+        n_restarts: Some(n),
+    }
+}
+
+fn st(state: ActiveState) -> Transition {
+    Transition::State {
+        state,
+        sub_state: None,
+    }
+}
+
+fn sub(state: ActiveState, sub: &str) -> Transition {
+    Transition::State {
+        state,
+        sub_state: Some(sub.into()),
+    }
+}
+
+fn job(id: u32, t: &str) -> Transition {
+    Transition::JobQueued {
+        id,
+        job_type: t.into(),
+        invocation: None,
+    }
+}
+
+fn done(id: u32) -> Transition {
+    Transition::JobRemoved {
+        id,
+        result: "done".into(),
+    }
+}
+
+fn failed(r: &str) -> Transition {
+    Transition::RunFailed {
+        result: r.into(),
+        invocation: None,
+    }
+}
+
+fn failed_run(r: &str, invocation: &str) -> Transition {
+    Transition::RunFailed {
+        result: r.into(),
+        invocation: Some(invocation.into()),
+    }
+}
+
+/// Expected view of unit "u" after feeding `events` (offsets in seconds from T0), read at `now`.
+struct Case {
+    name: &'static str,
+    events: Vec<(u64, Transition)>,
+    now: u64,
+    up: f64,
+    down: f64,
+    state: ActiveState,
+    auto: u64,
+    manual: u64,
+    failures: &'static [(&'static str, u64)],
+}
+
+fn run(case: &Case) {
+    let mut l = Ledger::new();
+    for (t, tr) in &case.events {
+        l.apply(Event::new("u.service", T0 + t * S, tr.clone()));
+    }
+    let v = l
+        .unit("u.service", T0 + case.now * S)
+        .unwrap_or_else(|| panic!("{}: unit not accounted", case.name));
+    assert_eq!(v.uptime_seconds, case.up, "{}: uptime", case.name);
+    assert_eq!(v.downtime_seconds, case.down, "{}: downtime", case.name);
+    assert_eq!(v.state, case.state, "{}: state", case.name);
+    assert_eq!(v.restarts_auto, case.auto, "{}: auto restarts", case.name);
+    assert_eq!(
+        v.restarts_manual, case.manual,
+        "{}: manual restarts",
+        case.name
+    );
+    let failures: Vec<(&str, u64)> = v.failures.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    assert_eq!(failures, case.failures, "{}: failures", case.name);
+}
+
+#[test]
+fn table() {
+    let cases = vec![
+        Case {
+            name: "start from inactive",
+            events: vec![
+                (0, seen(Inactive, "dead", 0)),
+                (10, st(Activating)),
+                (11, sub(Active, "running")),
+            ],
+            now: 20,
+            up: 9.0,
+            down: 11.0,
+            state: Active,
+            auto: 0,
+            manual: 0,
+            failures: &[],
+        },
+        Case {
+            name: "stop",
+            events: vec![
+                (0, seen(Active, "running", 0)),
+                (5, st(Deactivating)),
+                (6, sub(Inactive, "dead")),
+            ],
+            now: 16,
+            up: 5.0,
+            down: 11.0,
+            state: Inactive,
+            auto: 0,
+            manual: 0,
+            failures: &[],
+        },
+        Case {
+            name: "plain stop then later start is no restart",
+            events: vec![
+                (0, seen(Active, "running", 0)),
+                (5, job(1, "stop")),
+                (5, st(Deactivating)),
+                (6, sub(Inactive, "dead")),
+                (6, done(1)),
+                (10, job(2, "start")),
+                (10, st(Activating)),
+                (10, sub(Active, "running")),
+                (10, done(2)),
+            ],
+            now: 12,
+            up: 7.0,
+            down: 5.0,
+            state: Active,
+            auto: 0,
+            manual: 0,
+            failures: &[],
+        },
+        Case {
+            name: "crash with auto-restart",
+            events: vec![
+                (0, seen(Active, "running", 0)),
+                (4, Transition::NRestarts(0)),
+                (4, failed("exit-code")),
+                (4, sub(Activating, "auto-restart")),
+                (5, Transition::NRestarts(1)),
+                (5, job(7, "restart")),
+                (5, sub(Activating, "start")),
+                (6, sub(Active, "running")),
+                (6, done(7)),
+            ],
+            now: 10,
+            up: 8.0,
+            down: 2.0,
+            state: Active,
+            auto: 1,
+            manual: 0,
+            failures: &[("exit-code", 1)],
+        },
+        Case {
+            name: "manual restart",
+            events: vec![
+                (0, seen(Active, "running", 0)),
+                (3, job(9, "restart")),
+                (3, st(Deactivating)),
+                (4, st(Inactive)),
+                (4, st(Activating)),
+                (4, sub(Active, "running")),
+                (4, done(9)),
+            ],
+            now: 10,
+            up: 9.0,
+            down: 1.0,
+            state: Active,
+            auto: 0,
+            manual: 1,
+            failures: &[],
+        },
+        Case {
+            name: "restart job of unknown type counts by behaviour",
+            events: vec![
+                (0, seen(Active, "running", 0)),
+                (3, job(9, "")),
+                (3, st(Deactivating)),
+                (4, st(Inactive)),
+                (4, sub(Active, "running")),
+                (4, done(9)),
+                (5, job(10, "")),
+                (5, sub(Reloading, "reload")),
+                (5, sub(Active, "running")),
+                (5, done(10)),
+            ],
+            now: 10,
+            up: 9.0,
+            down: 1.0,
+            state: Active,
+            auto: 0,
+            manual: 1,
+            failures: &[],
+        },
+        Case {
+            name: "start queued while stopping is no restart",
+            events: vec![
+                (0, seen(Active, "running", 0)),
+                (3, job(1, "stop")),
+                (3, st(Deactivating)),
+                (4, job(2, "start")),
+                (5, st(Inactive)),
+                (5, done(1)),
+                (6, sub(Active, "running")),
+                (6, done(2)),
+            ],
+            now: 10,
+            up: 7.0,
+            down: 3.0,
+            state: Active,
+            auto: 0,
+            manual: 0,
+            failures: &[],
+        },
+        Case {
+            name: "restart of a stopped unit is a start",
+            events: vec![
+                (0, seen(Inactive, "dead", 0)),
+                (3, job(9, "restart")),
+                (3, st(Activating)),
+                (3, sub(Active, "running")),
+                (3, done(9)),
+            ],
+            now: 10,
+            up: 7.0,
+            down: 3.0,
+            state: Active,
+            auto: 0,
+            manual: 0,
+            failures: &[],
+        },
+        Case {
+            name: "canceled restart job is no restart",
+            events: vec![
+                (0, seen(Active, "running", 0)),
+                (3, job(9, "restart")),
+                (
+                    3,
+                    Transition::JobRemoved {
+                        id: 9,
+                        result: "canceled".into(),
+                    },
+                ),
+            ],
+            now: 10,
+            up: 10.0,
+            down: 0.0,
+            state: Active,
+            auto: 0,
+            manual: 0,
+            failures: &[],
+        },
+        Case {
+            name: "reload stays up",
+            events: vec![
+                (0, seen(Active, "running", 0)),
+                (2, job(3, "reload")),
+                (2, sub(Reloading, "reload")),
+                (3, sub(Active, "running")),
+                (3, done(3)),
+            ],
+            now: 10,
+            up: 10.0,
+            down: 0.0,
+            state: Active,
+            auto: 0,
+            manual: 0,
+            failures: &[],
+        },
+        Case {
+            name: "flapping faster than any scrape: NRestarts jumps by 5",
+            events: vec![
+                (0, seen(Active, "running", 2)),
+                (1, Transition::NRestarts(7)),
+                (1, sub(Active, "running")),
+            ],
+            now: 2,
+            up: 2.0,
+            down: 0.0,
+            state: Active,
+            auto: 5,
+            manual: 0,
+            failures: &[],
+        },
+        Case {
+            name: "NRestarts reset by systemd counts the new value",
+            events: vec![
+                (0, seen(Active, "running", 4)),
+                (1, Transition::NRestarts(0)),
+                (2, Transition::NRestarts(2)),
+            ],
+            now: 2,
+            up: 2.0,
+            down: 0.0,
+            state: Active,
+            auto: 2,
+            manual: 0,
+            failures: &[],
+        },
+        Case {
+            name: "duplicate reports count once",
+            events: vec![
+                (0, seen(Active, "running", 0)),
+                (4, failed("signal")),
+                (4, failed("signal")),
+                (4, sub(Failed, "failed")),
+                (4, sub(Failed, "failed")),
+                (5, Transition::NRestarts(1)),
+                (5, Transition::NRestarts(1)),
+                (6, job(2, "restart")),
+                (6, done(2)),
+                (6, done(2)),
+            ],
+            now: 10,
+            up: 4.0,
+            down: 6.0,
+            state: Failed,
+            auto: 1,
+            manual: 0,
+            failures: &[("signal", 1)],
+        },
+        Case {
+            name: "crash through failed into auto-restart is one failure per invocation",
+            events: vec![
+                (0, seen(Active, "running", 0)),
+                (4, failed_run("exit-code", "aa")),
+                (4, sub(Failed, "failed")),
+                (5, failed_run("exit-code", "aa")),
+                (5, sub(Activating, "auto-restart")),
+                (6, Transition::NRestarts(1)),
+                (6, sub(Active, "running")),
+                (8, failed_run("exit-code", "bb")),
+                (8, sub(Failed, "failed")),
+                (9, failed_run("exit-code", "bb")),
+                (9, sub(Activating, "auto-restart")),
+            ],
+            now: 10,
+            up: 6.0,
+            down: 4.0,
+            state: Activating,
+            auto: 1,
+            manual: 0,
+            failures: &[("exit-code", 2)],
+        },
+        Case {
+            name: "out-of-order reports fall into place",
+            events: vec![
+                (0, seen(Active, "running", 0)),
+                (6, sub(Active, "running")),
+                (3, st(Deactivating)),
+                (5, st(Activating)),
+                (4, st(Inactive)),
+                // a stale NRestarts read older than the newest is ignored
+                (8, Transition::NRestarts(3)),
+                (7, Transition::NRestarts(1)),
+            ],
+            now: 10,
+            up: 7.0,
+            down: 3.0,
+            state: Active,
+            auto: 3,
+            manual: 0,
+            failures: &[],
+        },
+        Case {
+            name: "scrape during an open down interval",
+            events: vec![(0, seen(Active, "running", 0)), (2, sub(Failed, "failed"))],
+            now: 9,
+            up: 2.0,
+            down: 7.0,
+            state: Failed,
+            auto: 0,
+            manual: 0,
+            failures: &[],
+        },
+        Case {
+            name: "history before first sight is not counted",
+            events: vec![
+                (10, seen(Active, "running", 3)),
+                (2, failed("exit-code")),
+                (1, st(Inactive)),
+                (5, st(Active)),
+            ],
+            now: 12,
+            up: 2.0,
+            down: 0.0,
+            state: Active,
+            auto: 0,
+            manual: 0,
+            failures: &[],
+        },
+        Case {
+            name: "failure without restart",
+            events: vec![
+                (0, seen(Activating, "start", 0)),
+                (1, failed("timeout")),
+                (1, sub(Failed, "failed")),
+            ],
+            now: 3,
+            up: 0.0,
+            down: 3.0,
+            state: Failed,
+            auto: 0,
+            manual: 0,
+            failures: &[("timeout", 1)],
+        },
+    ];
+    for case in &cases {
+        run(case);
+    }
+}
+
+#[test]
+fn events_for_unseen_units_are_ignored() {
+    let mut l = Ledger::new();
+    assert_eq!(
+        l.apply(Event::new("x.service", T0, st(Active))),
+        Outcome::Quiet
+    );
+    assert!(l.is_empty());
+}
+
+#[test]
+fn folding_keeps_totals_exact() {
+    let mut l = Ledger::new();
+    l.apply(Event::new("u.service", T0, seen(Inactive, "dead", 0)));
+    // 3000 cycles: 1 s down then 2 s up
+    for i in 0..3000u64 {
+        let base = T0 + i * 3 * S;
+        l.apply(Event::new("u.service", base + S, st(Active)));
+        l.apply(Event::new("u.service", base + 3 * S, st(Inactive)));
+    }
+    let v = l.unit("u.service", T0 + 9000 * S).expect("unit");
+    assert_eq!(v.uptime_seconds, 6000.0);
+    assert_eq!(v.downtime_seconds, 3000.0);
+    assert_eq!(v.history.transitions().count(), MAX_POINTS);
+    // a report older than the fold is stale and changes nothing
+    l.apply(Event::new("u.service", T0 + 5 * S, st(Inactive)));
+    let v = l.unit("u.service", T0 + 9000 * S).expect("unit");
+    assert_eq!(v.uptime_seconds, 6000.0);
+}
+
+#[test]
+fn seen_again_after_removal_keeps_counters() {
+    let mut l = Ledger::new();
+    l.apply(Event::new("u.service", T0, seen(Active, "running", 3)));
+    l.apply(Event::new("u.service", T0 + S, Transition::NRestarts(5)));
+    l.apply(Event::new("u.service", T0 + 2 * S, sub(Inactive, "dead")));
+    l.apply(Event::new("u.service", T0 + 3 * S, Transition::Removed));
+    assert!(!l.unit("u.service", T0 + 3 * S).expect("unit").loaded);
+    let out = l.apply(Event::new(
+        "u.service",
+        T0 + 4 * S,
+        seen(Active, "running", 0),
+    ));
+    assert_eq!(out, Outcome::Quiet);
+    let v = l.unit("u.service", T0 + 6 * S).expect("unit");
+    assert!(v.loaded);
+    assert_eq!(v.restarts_auto, 2);
+    assert_eq!((v.uptime_seconds, v.downtime_seconds), (4.0, 2.0));
+}
+
+fn logged(t: u64, tr: Transition) -> Event {
+    Event::logged("u.service", T0 + t * S, tr)
+}
+
+fn live(t: u64, tr: Transition) -> Event {
+    Event::new("u.service", T0 + t * S, tr)
+}
+
+#[test]
+fn journal_history_starts_the_account_and_counts_the_first_restart() {
+    let mut l = Ledger::new();
+    l.apply(logged(1, st(Activating)));
+    l.apply(logged(2, st(Active)));
+    l.apply(logged(5, failed_run("exit-code", "aa")));
+    l.apply(logged(5, st(Failed)));
+    l.apply(logged(6, Transition::NRestarts(1)));
+    l.apply(logged(6, st(Activating)));
+    l.apply(logged(7, st(Active)));
+    let v = l.unit("u.service", T0 + 10 * S).expect("unit");
+    assert_eq!((v.uptime_seconds, v.downtime_seconds), (6.0, 3.0));
+    assert_eq!(
+        (v.restarts_auto, v.failures.get("exit-code")),
+        (1, Some(&1))
+    );
+
+    // first met through a restart record: that restart counts
+    let mut l = Ledger::new();
+    l.apply(logged(1, Transition::NRestarts(4)));
+    assert_eq!(
+        l.unit("u.service", T0 + 2 * S).expect("unit").restarts_auto,
+        1
+    );
+}
+
+#[test]
+fn journal_and_dbus_reporting_the_same_run_count_once() {
+    let mut l = Ledger::new();
+    l.apply(live(0, seen(Active, "running", 0)));
+    // D-Bus first, then the journal's records of the same crash
+    l.apply(live(4, failed_run("exit-code", "aa")));
+    l.apply(live(4, sub(Failed, "failed")));
+    l.apply(live(5, Transition::NRestarts(1)));
+    l.apply(live(5, sub(Active, "running")));
+    l.apply(logged(4, failed_run("exit-code", "aa")));
+    l.apply(logged(4, st(Failed)));
+    l.apply(logged(5, Transition::NRestarts(1)));
+    // the journal first, then D-Bus
+    l.apply(logged(7, failed_run("signal", "bb")));
+    l.apply(logged(8, Transition::NRestarts(2)));
+    l.apply(live(7, failed_run("signal", "bb")));
+    l.apply(live(8, Transition::NRestarts(2)));
+    // a manual restart: journal record and D-Bus job of the same run
+    l.apply(logged(
+        9,
+        Transition::Restart {
+            trigger: Trigger::Manual,
+            invocation: Some("cc".into()),
+        },
+    ));
+    l.apply(live(
+        9,
+        Transition::JobQueued {
+            id: 5,
+            job_type: String::new(),
+            invocation: Some("cc".into()),
+        },
+    ));
+    l.apply(live(9, st(Deactivating)));
+    l.apply(live(9, sub(Active, "running")));
+    l.apply(live(9, done(5)));
+    // journal state records while D-Bus follows change nothing
+    l.apply(logged(9, st(Inactive)));
+    let v = l.unit("u.service", T0 + 10 * S).expect("unit");
+    assert_eq!((v.restarts_auto, v.restarts_manual), (2, 1));
+    assert_eq!(v.failures.get("exit-code"), Some(&1));
+    assert_eq!(v.failures.get("signal"), Some(&1));
+    assert_eq!((v.uptime_seconds, v.downtime_seconds), (9.0, 1.0));
+}
+
+#[test]
+fn journal_fills_a_dbus_gap() {
+    let mut l = Ledger::new();
+    l.apply(live(0, seen(Active, "running", 0)));
+    l.dbus_lost(T0 + 2 * S);
+    l.apply(logged(3, st(Inactive)));
+    l.apply(logged(5, st(Active)));
+    l.apply(live(6, seen(Active, "running", 0)));
+    l.apply(logged(7, st(Inactive)));
+    let v = l.unit("u.service", T0 + 10 * S).expect("unit");
+    assert_eq!((v.uptime_seconds, v.downtime_seconds), (8.0, 2.0));
+}
+
+#[test]
+fn reboot_counts_as_downtime_for_units_that_were_up() {
+    let mut l = Ledger::new();
+    l.apply(logged(0, st(Active)));
+    l.host_down(T0 + 4 * S);
+    l.apply(logged(10, st(Activating)));
+    l.apply(logged(11, st(Active)));
+    let v = l.unit("u.service", T0 + 12 * S).expect("unit");
+    assert_eq!((v.uptime_seconds, v.downtime_seconds), (5.0, 7.0));
+}
+
+#[test]
+fn survives_a_round_trip_through_json() {
+    let mut l = Ledger::new();
+    l.apply(live(0, seen(Active, "running", 0)));
+    l.apply(live(4, failed_run("exit-code", "aa")));
+    l.apply(live(4, sub(Failed, "failed")));
+    l.apply(live(5, Transition::NRestarts(1)));
+    l.apply(live(5, sub(Active, "running")));
+    let json = serde_json::to_string(&l).expect("serialize");
+    let mut back: Ledger = serde_json::from_str(&json).expect("deserialize");
+    back.apply(logged(4, failed_run("exit-code", "aa")));
+    back.apply(logged(5, Transition::NRestarts(1)));
+    let (a, b) = (
+        l.unit("u.service", T0 + 9 * S).expect("unit"),
+        back.unit("u.service", T0 + 9 * S).expect("unit"),
+    );
+    assert_eq!(a, b);
+}
+
+#[test]
+fn late_journal_restarts_around_a_reset_count_once() {
+    const MS: Usec = 1_000;
+    let mut l = Ledger::new();
+    l.apply(live(0, seen(Active, "running", 0)));
+    for n in 1..=7u32 {
+        l.apply(logged(u64::from(n), Transition::NRestarts(n)));
+        l.apply(Event::new(
+            "u.service",
+            T0 + u64::from(n) * S + 90 * MS,
+            Transition::NRestarts(n),
+        ));
+    }
+    // restart 8 is scheduled, then a stop resets NRestarts: D-Bus only
+    // sees the 0, before the journal's record of 8 arrives.
+    l.apply(Event::new(
+        "u.service",
+        T0 + 8 * S + 5 * MS,
+        Transition::NRestarts(0),
+    ));
+    l.apply(Event::logged(
+        "u.service",
+        T0 + 8 * S + MS,
+        Transition::NRestarts(8),
+    ));
+    // a stale journal record of an old value changes nothing
+    l.apply(logged(6, Transition::NRestarts(6)));
+    assert_eq!(
+        l.unit("u.service", T0 + 9 * S).expect("unit").restarts_auto,
+        8
+    );
+    // the next epoch counts from zero
+    l.apply(logged(10, Transition::NRestarts(1)));
+    l.apply(live(10, Transition::NRestarts(1)));
+    assert_eq!(
+        l.unit("u.service", T0 + 11 * S)
+            .expect("unit")
+            .restarts_auto,
+        9
+    );
+}
+
+#[test]
+fn units_beyond_the_limit_are_dropped_and_counted() {
+    let mut l = Ledger::new();
+    l.set_max_units(2);
+    for (i, name) in ["a.service", "b.service", "c.service", "d.service"]
+        .iter()
+        .enumerate()
+    {
+        let out = l.apply(Event::new(*name, T0 + i as u64, seen(Active, "running", 0)));
+        assert_eq!(out == Outcome::Dropped, i >= 2, "{name}");
+    }
+    assert_eq!(
+        l.apply(Event::new("c.service", T0 + 9, st(Inactive))),
+        Outcome::Quiet
+    );
+    assert_eq!(
+        l.apply(Event::new("c.service", T0 + 9, seen(Active, "running", 0))),
+        Outcome::Quiet
+    );
+    assert_eq!((l.len(), l.dropped()), (2, 2));
+}
+
+#[test]
+fn a_wall_clock_step_moves_history_and_keeps_durations() {
+    const H: Usec = 3600 * S;
+    for back in [true, false] {
+        let mut l = Ledger::new();
+        l.apply(Event::new("u.service", T0, seen(Active, "running", 0)));
+        l.apply(Event::new("u.service", T0 + 10 * S, st(Inactive)));
+        // The clock is set an hour back (or forward) at T0 + 15.
+        let delta = if back { -(H as i64) } else { H as i64 };
+        l.shift(delta);
+        let t = |x: Usec| (x as i64 + delta) as Usec;
+        l.apply(Event::new("u.service", t(T0 + 20 * S), st(Active)));
+        l.apply(Event::new(
+            "u.service",
+            t(T0 + 25 * S),
+            Transition::NRestarts(1),
+        ));
+        let v = l.unit("u.service", t(T0 + 30 * S)).expect("unit");
+        assert_eq!(
+            (v.uptime_seconds, v.downtime_seconds, v.restarts_auto),
+            (20.0, 10.0, 1),
+            "clock set {}",
+            if back { "back" } else { "forward" }
+        );
+        assert_eq!(v.state_change_seconds, seconds(t(T0 + 20 * S)));
+    }
+}

@@ -1,0 +1,32 @@
+//! What readers see of one unit: its state and totals as of a `now`, and
+//! its history for window reads.
+
+use std::collections::BTreeMap;
+
+use super::{ActiveState, History};
+
+/// A read-only view of one unit's accounting at some `now`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UnitView<'a> {
+    pub unit: &'a str,
+    pub state: ActiveState,
+    pub sub_state: &'a str,
+    pub loaded: bool,
+    pub uptime_seconds: f64,
+    pub downtime_seconds: f64,
+    /// Unix time of the last state change, in seconds.
+    pub state_change_seconds: f64,
+    pub restarts_auto: u64,
+    pub restarts_manual: u64,
+    pub failures: &'a BTreeMap<String, u64>,
+    /// The last counted failure: Unix time in seconds, and its `Result`.
+    pub last_failure: Option<(f64, &'a str)>,
+    /// The unit's kept history, for reads over windows.
+    pub history: History<'a>,
+}
+
+impl UnitView<'_> {
+    pub fn up(&self) -> bool {
+        self.state.is_up()
+    }
+}
