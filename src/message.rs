@@ -4,7 +4,7 @@
 
 use tokio::sync::oneshot;
 
-use crate::ledger::{Event, Ledger, Usec};
+use crate::ledger::{Event, Usec};
 
 /// What the ledger task is asked to do.
 #[derive(Debug)]
@@ -12,11 +12,6 @@ pub enum Input {
     /// Apply an event. `frame`: the clock frame its time is in when it was
     /// derived from the monotonic clock (see [`crate::clock`]).
     Event { event: Event, frame: Option<i64> },
-    /// Render `/metrics` as of now.
-    Scrape(oneshot::Sender<String>),
-    /// Run a read of the ledger as of now (the JSON API, the status page);
-    /// the closure sends its result wherever it wants it.
-    Read(Reader),
     /// A source finished its snapshot of `units` units: every event of it is
     /// queued before this, so once it is taken the ledger holds them.
     SnapshotDone { units: usize },
@@ -48,16 +43,4 @@ pub enum Logged {
     Event { event: Event, frame: Option<i64> },
     /// The host went down at `at` (the record is the first of a new boot).
     HostDown { at: Usec },
-}
-
-/// A read of the ledger as of a time.
-pub type Read = dyn FnOnce(&Ledger, Usec) + Send;
-
-/// A read of the ledger, run by the ledger task.
-pub struct Reader(pub Box<Read>);
-
-impl std::fmt::Debug for Reader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Reader")
-    }
 }

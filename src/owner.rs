@@ -1,23 +1,40 @@
 //! The task that owns the ledger: it applies events from the sources in the
-//! order they arrive, answers the sinks' reads, and saves the state, so
-//! nothing else ever touches the ledger.
+//! order they arrive, publishes a snapshot after every burst for readers,
+//! and hands the changes to persistence, so nothing else ever touches the
+//! ledger and no read ever holds it up.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::clock;
 use crate::health::Health;
 use crate::ledger::{Event, Ledger, Op, Outcome, Usec};
-use crate::message::{Input, Logged, Reader};
+use crate::message::{Input, Logged};
 use crate::notify::Notifier;
 use crate::persist::state::{Frame, Saved, StateFile};
-use crate::render::metrics;
-use crate::snapshot::Stats;
+use crate::snapshot::{Publisher, Snapshot, Stats};
 
 /// How often the state is written when something changed.
 pub const SAVE_EVERY: Duration = Duration::from_secs(10);
+
+/// How many queued inputs are taken after one before a snapshot is
+/// published.
+const DRAIN: usize = 1024;
+
+/// What the run loop keeps between inputs.
+#[derive(Default)]
+struct Live {
+    stats: Stats,
+    /// The first D-Bus snapshot is in (READY=1 was sent).
+    ready: bool,
+    /// Something to save changed since the last save.
+    dirty: bool,
+    /// Something readers see changed since the last publish.
+    changed: bool,
+    shutdown_reply: Option<oneshot::Sender<()>>,
+}
 
 /// `event` with its time in the current frame, if it was taken in another
 /// one (the wall clock was set while it was on its way).
@@ -56,7 +73,7 @@ impl Owner {
     }
 
     fn apply(&mut self, event: Event, stats: &mut Stats) {
-        stats.events[event.origin as usize] += 1;
+        stats.events.count(event.origin);
         tracing::trace!(source = event.origin.as_str(), ?event, "event");
         let unit = event.unit.clone();
         match self.change(Op::Apply { event }) {
@@ -123,13 +140,91 @@ impl Owner {
         }
     }
 
+    /// Makes the snapshot readers get from now on.
+    fn publish(&self, publisher: &Publisher, stats: &Stats) {
+        publisher.publish(Snapshot {
+            ledger: self.ledger.clone(),
+            stats: stats.clone(),
+        });
+    }
+
+    /// Takes one input; true when it is time to stop.
+    fn handle(&mut self, input: Input, live: &mut Live) -> bool {
+        live.changed = true;
+        match input {
+            Input::Event { event, frame } => {
+                live.dirty = true;
+                self.apply(in_frame(event, frame), &mut live.stats);
+            }
+            Input::Journal {
+                items,
+                cursor,
+                boot_id,
+            } => {
+                live.dirty = true;
+                for item in items {
+                    match item {
+                        Logged::Event { event, frame } => {
+                            self.apply(in_frame(event, frame), &mut live.stats)
+                        }
+                        Logged::HostDown { at } => self.host_down(at),
+                    }
+                }
+                self.journal_cursor = Some(cursor);
+                if boot_id.is_some() {
+                    self.boot_id = boot_id;
+                }
+            }
+            Input::SnapshotDone { units } => {
+                let stats = &mut live.stats;
+                if live.ready && !stats.dbus_up {
+                    stats.dbus_reconnects += 1;
+                    tracing::info!(units, "reconnected to systemd over D-Bus");
+                }
+                stats.dbus_up = true;
+                let status = format!("watching {units} unit{}", if units == 1 { "" } else { "s" });
+                if live.ready {
+                    self.notifier.status(&status);
+                } else {
+                    live.ready = true;
+                    tracing::info!(
+                        version = env!("CARGO_PKG_VERSION"),
+                        listen = %self.listen,
+                        units,
+                        "unitwatch {} ready on {}, watching {units} unit{}",
+                        env!("CARGO_PKG_VERSION"),
+                        self.listen,
+                        if units == 1 { "" } else { "s" }
+                    );
+                    self.notifier.ready(&status);
+                }
+            }
+            Input::DbusLost { at } => {
+                live.stats.dbus_up = false;
+                self.change(Op::DbusLost { at });
+            }
+            Input::JournalStatus(status) => {
+                live.stats.journal_up = status.is_ok();
+                self.health.set_journal(status);
+            }
+            Input::JournalGap => live.stats.journal_gaps += 1,
+            Input::HostDown { at } => {
+                live.dirty = true;
+                self.host_down(at);
+            }
+            Input::Shutdown(reply) => {
+                live.shutdown_reply = Some(reply);
+                return true;
+            }
+        }
+        false
+    }
+
     /// Runs until told to shut down (or every sender is gone). Pings
     /// systemd's watchdog from this loop, so a stuck ledger task gets
     /// unitwatch restarted.
-    pub async fn run(mut self, mut inputs: mpsc::Receiver<Input>) {
-        let mut stats = Stats::default();
-        let mut ready = false;
-        let mut dirty = false;
+    pub async fn run(mut self, mut inputs: mpsc::Receiver<Input>, publisher: Publisher) {
+        let mut live = Live::default();
         let period = self
             .notifier
             .watchdog_interval()
@@ -140,7 +235,6 @@ impl Owner {
         save.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (writes, written) = watch::channel(Arc::new(Vec::new()));
         let writer = tokio::spawn(write_state(self.state.clone(), written));
-        let mut shutdown_reply = None;
         loop {
             let input = tokio::select! {
                 input = inputs.recv() => match input {
@@ -152,9 +246,9 @@ impl Owner {
                     continue;
                 }
                 _ = save.tick() => {
-                    dirty |= self.follow_clock();
-                    if dirty {
-                        dirty = false;
+                    live.dirty |= self.follow_clock();
+                    if live.dirty {
+                        live.dirty = false;
                         if let Some(bytes) = self.snapshot() {
                             writes.send_replace(Arc::new(bytes));
                         }
@@ -162,78 +256,27 @@ impl Owner {
                     continue;
                 }
             };
-            dirty |= self.follow_clock();
-            match input {
-                Input::Event { event, frame } => {
-                    dirty = true;
-                    self.apply(in_frame(event, frame), &mut stats);
-                }
-                Input::Journal {
-                    items,
-                    cursor,
-                    boot_id,
-                } => {
-                    dirty = true;
-                    for item in items {
-                        match item {
-                            Logged::Event { event, frame } => {
-                                self.apply(in_frame(event, frame), &mut stats)
-                            }
-                            Logged::HostDown { at } => self.host_down(at),
-                        }
-                    }
-                    self.journal_cursor = Some(cursor);
-                    if boot_id.is_some() {
-                        self.boot_id = boot_id;
-                    }
-                }
-                Input::Read(Reader(read)) => read(&self.ledger, clock::now()),
-                Input::Scrape(reply) => {
-                    let _ = reply.send(metrics::render(&self.ledger, clock::now(), &stats));
-                }
-                Input::SnapshotDone { units } => {
-                    if ready && !stats.dbus_up {
-                        stats.dbus_reconnects += 1;
-                        tracing::info!(units, "reconnected to systemd over D-Bus");
-                    }
-                    stats.dbus_up = true;
-                    let status =
-                        format!("watching {units} unit{}", if units == 1 { "" } else { "s" });
-                    if ready {
-                        self.notifier.status(&status);
-                    } else {
-                        ready = true;
-                        tracing::info!(
-                            version = env!("CARGO_PKG_VERSION"),
-                            listen = %self.listen,
-                            units,
-                            "unitwatch {} ready on {}, watching {units} unit{}",
-                            env!("CARGO_PKG_VERSION"),
-                            self.listen,
-                            if units == 1 { "" } else { "s" }
-                        );
-                        self.notifier.ready(&status);
-                    }
-                }
-                Input::DbusLost { at } => {
-                    stats.dbus_up = false;
-                    self.change(Op::DbusLost { at });
-                }
-                Input::JournalStatus(status) => {
-                    stats.journal_up = status.is_ok();
-                    self.health.set_journal(status);
-                }
-                Input::JournalGap => stats.journal_gaps += 1,
-                Input::HostDown { at } => {
-                    dirty = true;
-                    self.host_down(at);
-                }
-                Input::Shutdown(reply) => {
-                    shutdown_reply = Some(reply);
+            live.dirty |= self.follow_clock();
+            let mut stop = self.handle(input, &mut live);
+            // Take what queued up meanwhile before publishing, so a burst is
+            // published once; bounded, so the watchdog and saves stay timely.
+            for _ in 0..DRAIN {
+                if stop {
                     break;
                 }
+                match inputs.try_recv() {
+                    Ok(input) => stop = self.handle(input, &mut live),
+                    Err(_) => break,
+                }
+            }
+            if std::mem::take(&mut live.changed) {
+                self.publish(&publisher, &live.stats);
+            }
+            if stop {
+                break;
             }
         }
+        let shutdown_reply = live.shutdown_reply.take();
         writer.abort();
         // The last state, written here and now.
         if let Some(bytes) = self.snapshot() {

@@ -25,6 +25,7 @@ use crate::notify::Notifier;
 use crate::owner::Owner;
 use crate::persist::state::StateFile;
 use crate::shutdown;
+use crate::snapshot::{self, Snapshot, Stats};
 use crate::source::dbus::{Bus, DbusSource};
 use crate::source::journal::{current_boot_id, JournalSource, Start};
 
@@ -118,11 +119,15 @@ pub async fn run(
         listen: local,
         ops,
     };
-    let ledger_task = tokio::spawn(owner.run(ledger_inputs));
+    let (publisher, snapshots) = snapshot::channel(Snapshot {
+        ledger: owner.ledger.clone(),
+        stats: Stats::default(),
+    });
+    let ledger_task = tokio::spawn(owner.run(ledger_inputs, publisher));
 
     let server = tokio::spawn(serve::serve(
         listener,
-        routes::router(inputs.clone(), health.clone()),
+        routes::router(snapshots, health.clone()),
         web,
         shutdown.clone(),
     ));

@@ -1,11 +1,35 @@
-//! What the owner task publishes for readers: numbers about unitwatch
-//! itself, next to the ledger.
+//! What the owner task publishes for readers: an immutable copy of the
+//! ledger and unitwatch's own numbers, swapped in whole after every burst of
+//! events. Readers (`/metrics`, the API, the page, persistence) take the
+//! latest one and render it wherever they run; the owner never waits for
+//! them, and a reader never sees half of a burst.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::ledger::{Ledger, Origin};
+
+/// Events applied to the ledger, by where they came from.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Events {
+    pub dbus: u64,
+    pub journal: u64,
+}
+
+impl Events {
+    pub fn count(&mut self, origin: Origin) {
+        match origin {
+            Origin::Dbus => self.dbus += 1,
+            Origin::Journal => self.journal += 1,
+        }
+    }
+}
 
 /// Numbers about unitwatch itself.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Stats {
-    /// Events applied, by origin (`dbus`, `journal`).
-    pub events: [u64; 2],
+    pub events: Events,
     /// Whether the journal is being read.
     pub journal_up: bool,
     /// Whether the D-Bus connection is up.
@@ -14,4 +38,46 @@ pub struct Stats {
     pub dbus_reconnects: u64,
     /// Times the journal had lost records unitwatch had not read yet.
     pub journal_gaps: u64,
+}
+
+/// The state of everything as of the last burst of events.
+#[derive(Debug, Default, Clone)]
+pub struct Snapshot {
+    /// Shares its accounts with the owner's ledger (copy-on-write).
+    pub ledger: Ledger,
+    pub stats: Stats,
+}
+
+/// The owner's end: publishes snapshots.
+#[derive(Debug)]
+pub struct Publisher(watch::Sender<Arc<Snapshot>>);
+
+/// A reader's end: a cheap, clonable handle to the latest snapshot.
+#[derive(Debug, Clone)]
+pub struct Snapshots(watch::Receiver<Arc<Snapshot>>);
+
+/// A connected pair, starting with `first`.
+pub fn channel(first: Snapshot) -> (Publisher, Snapshots) {
+    let (tx, rx) = watch::channel(Arc::new(first));
+    (Publisher(tx), Snapshots(rx))
+}
+
+impl Publisher {
+    /// Makes `snapshot` the one readers get from now on.
+    pub fn publish(&self, snapshot: Snapshot) {
+        self.0.send_replace(Arc::new(snapshot));
+    }
+}
+
+impl Snapshots {
+    /// The latest snapshot. Holds a lock only for the copy of an `Arc`.
+    pub fn latest(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.0.borrow())
+    }
+
+    /// Waits until a snapshot newer than the last one this handle saw is
+    /// published; false once the owner is gone.
+    pub async fn changed(&mut self) -> bool {
+        self.0.changed().await.is_ok()
+    }
 }

@@ -1,44 +1,72 @@
 //! The HTTP endpoints: `/metrics`, `/healthz`, the JSON API under
 //! `/api/v1/` and the status page at `/`.
 
+use std::sync::Arc;
+
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::Semaphore;
 
+use crate::clock;
 use crate::health::Health;
-use crate::ledger::{Ledger, Usec};
-use crate::message::{Input, Reader};
-use crate::render::metrics::CONTENT_TYPE;
+use crate::ledger::Usec;
+use crate::render::metrics::{self, CONTENT_TYPE};
 use crate::render::{api, page};
+use crate::snapshot::{Snapshot, Snapshots};
 
 #[derive(Clone)]
 struct AppState {
-    ledger: mpsc::Sender<Input>,
+    snapshots: Snapshots,
     health: Health,
+    /// Scrapes, and reads for people (API, page), each render one at a time
+    /// on the blocking pool: a flood of page requests neither starves the
+    /// owner task of a core nor queues scrapes behind it.
+    scrapes: Arc<Semaphore>,
+    pages: Arc<Semaphore>,
 }
 
-/// The routes, reading the ledger through its task and health from `health`.
-pub fn router(ledger: mpsc::Sender<Input>, health: Health) -> Router {
+/// The routes, reading the latest snapshot from `snapshots` and health from
+/// `health`.
+pub fn router(snapshots: Snapshots, health: Health) -> Router {
     Router::new()
         .route("/", get(status_page))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(scrape))
         .route("/healthz", get(healthz))
         .route("/api/v1/units", get(units))
         .route("/api/v1/units/{unit}", get(unit))
-        .with_state(AppState { ledger, health })
+        .with_state(AppState {
+            snapshots,
+            health,
+            scrapes: Arc::new(Semaphore::new(1)),
+            pages: Arc::new(Semaphore::new(1)),
+        })
 }
 
-async fn metrics(State(app): State<AppState>) -> Response {
-    let (tx, rx) = oneshot::channel();
-    if app.ledger.send(Input::Scrape(tx)).await.is_err() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
-    }
-    match rx.await {
-        Ok(body) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response(),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response(),
+/// Renders the latest snapshot as of now with `f`, off the async workers;
+/// `None` if the render could not run.
+async fn render<T: Send + 'static>(
+    app: &AppState,
+    lane: &Semaphore,
+    f: impl FnOnce(&Snapshot, Usec) -> T + Send + 'static,
+) -> Option<T> {
+    let _turn = lane.acquire().await.ok()?;
+    let snapshot = app.snapshots.latest();
+    tokio::task::spawn_blocking(move || f(&snapshot, clock::now()))
+        .await
+        .ok()
+}
+
+fn unavailable() -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+}
+
+async fn scrape(State(app): State<AppState>) -> Response {
+    match render(&app, &app.scrapes, metrics::render).await {
+        Some(body) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response(),
+        None => unavailable(),
     }
 }
 
@@ -62,43 +90,25 @@ async fn healthz(State(app): State<AppState>) -> Response {
     }
 }
 
-/// Runs `read` in the ledger task and returns what it made; `None` once
-/// unitwatch is shutting down.
-async fn read<T: Send + 'static>(
-    app: &AppState,
-    read: impl FnOnce(&Ledger, Usec) -> T + Send + 'static,
-) -> Option<T> {
-    let (tx, rx) = oneshot::channel();
-    let reader = Reader(Box::new(move |ledger, now| {
-        let _ = tx.send(read(ledger, now));
-    }));
-    app.ledger.send(Input::Read(reader)).await.ok()?;
-    rx.await.ok()
-}
-
-fn shutting_down() -> Response {
-    (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
-}
-
 fn json(status: StatusCode, body: Vec<u8>) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 async fn units(State(app): State<AppState>) -> Response {
-    match read(&app, |l, now| serde_json::to_vec(&api::units(l, now))).await {
+    let read = |s: &Snapshot, now| serde_json::to_vec(&api::units(&s.ledger, now));
+    match render(&app, &app.pages, read).await {
         Some(Ok(body)) => json(StatusCode::OK, body),
         Some(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
-        None => shutting_down(),
+        None => unavailable(),
     }
 }
 
 async fn unit(State(app): State<AppState>, Path(name): Path<String>) -> Response {
     let wanted = name.clone();
-    match read(&app, move |l, now| {
-        api::unit_detail(l, &wanted, now).map(|d| serde_json::to_vec(&d))
-    })
-    .await
-    {
+    let read = move |s: &Snapshot, now| {
+        api::unit_detail(&s.ledger, &wanted, now).map(|d| serde_json::to_vec(&d))
+    };
+    match render(&app, &app.pages, read).await {
         Some(Some(Ok(body))) => json(StatusCode::OK, body),
         Some(Some(Err(e))) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
         Some(None) => json(
@@ -107,13 +117,13 @@ async fn unit(State(app): State<AppState>, Path(name): Path<String>) -> Response
                 .to_string()
                 .into_bytes(),
         ),
-        None => shutting_down(),
+        None => unavailable(),
     }
 }
 
 async fn status_page(State(app): State<AppState>) -> Response {
-    match read(&app, page::render).await {
+    match render(&app, &app.pages, |s, now| page::render(&s.ledger, now)).await {
         Some(html) => Html(html).into_response(),
-        None => shutting_down(),
+        None => unavailable(),
     }
 }

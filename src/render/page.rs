@@ -37,8 +37,14 @@ fn escape(text: &str) -> String {
     out
 }
 
+/// How many columns a timeline is drawn in: finer than any screen shows in
+/// a table cell, and what bounds the page's size whatever the history.
+const COLUMNS: u32 = 240;
+
 /// The timeline of a unit over the last 24 hours, or since it is watched if
-/// that is shorter, as a bar of segments, oldest left.
+/// that is shorter, as a bar of segments, oldest left. Stretches with more
+/// changes than the bar can show one by one are drawn as one striped span
+/// that says how many there were.
 fn timeline(ledger: &Ledger, unit: &str, now: Usec) -> String {
     let Some(v) = ledger.unit(unit, now) else {
         return String::new();
@@ -49,13 +55,22 @@ fn timeline(ledger: &Ledger, unit: &str, now: Usec) -> String {
         "<div class=\"bar\" title=\"since {} UTC\">",
         human::utc(from as f64 / 1e6)
     );
-    for s in v.history.timeline(from) {
+    for s in v.history.bar(from, COLUMNS) {
+        let width = (s.to - s.from) as f64 * 100.0 / span as f64;
+        let (class, what) = match s.state {
+            Some(state) => (class(state.as_str()), state.as_str().to_owned()),
+            None => (
+                "busy",
+                format!(
+                    "{} changes, {} up",
+                    s.changes,
+                    human::percent(Some(s.up_usec as f64 / (s.to - s.from).max(1) as f64))
+                ),
+            ),
+        };
         let _ = write!(
             bar,
-            "<span class=\"{}\" style=\"width:{:.3}%\" title=\"{} {}–{} UTC ({})\"></span>",
-            class(s.state.as_str()),
-            (s.to - s.from) as f64 * 100.0 / span as f64,
-            s.state.as_str(),
+            "<span class=\"{class}\" style=\"width:{width:.3}%\" title=\"{what} {}–{} UTC ({})\"></span>",
             human::clock(s.from as f64 / 1e6),
             human::clock(s.to as f64 / 1e6),
             human::duration((s.to - s.from) as f64 / 1e6),
@@ -167,5 +182,41 @@ mod tests {
             "{html}"
         );
         assert!(!html.contains("<script"));
+    }
+
+    #[test]
+    fn a_flapping_unit_is_drawn_in_a_bounded_number_of_spans() {
+        let mut l = Ledger::new();
+        l.apply(Event::new(
+            "f.service",
+            T0,
+            Transition::Seen {
+                state: ActiveState::Active,
+                sub_state: "running".into(),
+                n_restarts: None,
+            },
+        ));
+        // 4000 changes in the last 24 hours, 20 s apart.
+        let now = T0 + 2 * DAY;
+        for i in 0..4000u64 {
+            let state = if i % 2 == 0 {
+                ActiveState::Failed
+            } else {
+                ActiveState::Active
+            };
+            l.apply(Event::new(
+                "f.service",
+                now - DAY + i * 20 * S,
+                Transition::State {
+                    state,
+                    sub_state: None,
+                },
+            ));
+        }
+        let html = render(&l, now);
+        let spans = html.matches("<span class=").count();
+        assert!(spans <= 2 * COLUMNS as usize, "{spans} spans");
+        assert!(html.contains("class=\"busy\""), "{html}");
+        assert!(html.contains("title=\"3999 changes, 50.17% up"), "{html}");
     }
 }

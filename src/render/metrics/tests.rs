@@ -1,0 +1,183 @@
+//! What `/metrics` exposes, and that README documents exactly that.
+
+use super::*;
+use crate::ledger::{Event, Ledger, Transition};
+use crate::snapshot::{Events, Stats};
+
+const S: Usec = 1_000_000;
+const T0: Usec = 1_700_000_000 * S;
+
+#[test]
+fn renders_every_family() {
+    let mut l = Ledger::new();
+    l.apply(Event::new(
+        "aitbc-coordinator-api.service",
+        T0,
+        Transition::Seen {
+            state: ActiveState::Active,
+            sub_state: "running".into(),
+            n_restarts: Some(0),
+        },
+    ));
+    l.apply(Event::new(
+        "aitbc-coordinator-api.service",
+        T0 + 2 * S,
+        Transition::RunFailed {
+            result: "exit-code".into(),
+            invocation: None,
+        },
+    ));
+    l.apply(Event::new(
+        "aitbc-coordinator-api.service",
+        T0 + 2 * S,
+        Transition::State {
+            state: ActiveState::Activating,
+            sub_state: Some("auto-restart".into()),
+        },
+    ));
+    l.apply(Event::new(
+        "aitbc-coordinator-api.service",
+        T0 + 3 * S,
+        Transition::NRestarts(1),
+    ));
+    let text = render(
+        &Snapshot {
+            ledger: l,
+            stats: Stats {
+                events: Events {
+                    dbus: 4,
+                    journal: 0,
+                },
+                journal_up: true,
+                dbus_up: true,
+                dbus_reconnects: 2,
+                journal_gaps: 0,
+            },
+        },
+        T0 + 5 * S,
+    );
+    for line in [
+        "# TYPE service_up gauge",
+        r#"service_up{unit="aitbc-coordinator-api.service"} 0"#,
+        "# TYPE service_uptime_seconds counter",
+        "# UNIT service_uptime_seconds seconds",
+        r#"service_uptime_seconds_total{unit="aitbc-coordinator-api.service"} 2.0"#,
+        r#"service_downtime_seconds_total{unit="aitbc-coordinator-api.service"} 3.0"#,
+        r#"service_restart_count_total{unit="aitbc-coordinator-api.service",trigger="auto"} 1"#,
+        r#"service_restart_count_total{unit="aitbc-coordinator-api.service",trigger="manual"} 0"#,
+        r#"service_failures_total{unit="aitbc-coordinator-api.service",result="exit-code"} 1"#,
+        r#"service_state{unit="aitbc-coordinator-api.service",state="activating"} 1"#,
+        r#"service_state{unit="aitbc-coordinator-api.service",state="active"} 0"#,
+        r#"service_state_change_timestamp_seconds{unit="aitbc-coordinator-api.service"} 1700000002.0"#,
+        r#"unitwatch_build_info{version=""#,
+        "unitwatch_units_watched 1",
+        "unitwatch_units_dropped 0",
+        "unitwatch_journal_up 1",
+        "unitwatch_dbus_up 1",
+        "unitwatch_dbus_reconnects_total 2",
+        "unitwatch_journal_gaps_total 0",
+        r#"unitwatch_events_total{source="dbus"} 4"#,
+        "# EOF",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn label_values_are_escaped() {
+    let mut l = Ledger::new();
+    for name in [
+        "systemd-fsck@dev-disk-by\\x2duuid-1234.service",
+        "we\"ird\nname.service",
+        "ünïcødé@ø.service",
+    ] {
+        l.apply(Event::new(
+            name,
+            T0,
+            Transition::Seen {
+                state: ActiveState::Active,
+                sub_state: "running".into(),
+                n_restarts: None,
+            },
+        ));
+    }
+    let text = render(
+        &Snapshot {
+            ledger: l,
+            stats: Stats::default(),
+        },
+        T0 + S,
+    );
+    for line in [
+        r#"service_up{unit="systemd-fsck@dev-disk-by\\x2duuid-1234.service"} 1"#,
+        r#"service_up{unit="we\"ird\nname.service"} 1"#,
+        r#"service_up{unit="ünïcødé@ø.service"} 1"#,
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+}
+
+/// The sample names README's metrics table lists.
+fn readme_families() -> Vec<String> {
+    let readme = include_str!("../../../README.md");
+    let section = readme
+        .split(
+            "
+## Metrics
+",
+        )
+        .nth(1)
+        .expect("README has a Metrics section");
+    section
+        .lines()
+        .skip_while(|l| !l.starts_with("| family"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .filter_map(|l| l.split('`').nth(1))
+        .map(|name| name.split('{').next().unwrap_or(name).to_owned())
+        .collect()
+}
+
+#[test]
+fn readme_lists_every_family_exposed_and_no_other() {
+    let mut l = Ledger::new();
+    l.apply(Event::new(
+        "a.service",
+        T0,
+        Transition::Seen {
+            state: ActiveState::Active,
+            sub_state: "running".into(),
+            n_restarts: Some(0),
+        },
+    ));
+    l.apply(Event::new(
+        "a.service",
+        T0 + S,
+        Transition::RunFailed {
+            result: "signal".into(),
+            invocation: None,
+        },
+    ));
+    let text = render(
+        &Snapshot {
+            ledger: l,
+            stats: Stats::default(),
+        },
+        T0 + 2 * S,
+    );
+    let mut exposed: Vec<String> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(str::to_owned)
+        .collect();
+    exposed.dedup();
+    let mut documented = readme_families();
+    documented.sort();
+    exposed.sort();
+    exposed.dedup();
+    assert_eq!(
+        documented, exposed,
+        "README's metrics table and /metrics differ"
+    );
+}
