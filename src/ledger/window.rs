@@ -77,6 +77,65 @@ pub struct Span {
     pub up_usec: u64,
 }
 
+/// A bar being drawn: the spans so far, where the next begins, the state
+/// then and the up total there.
+struct Bar {
+    spans: Vec<Span>,
+    t: Usec,
+    state: ActiveState,
+    up_t: u64,
+}
+
+impl Bar {
+    fn push(&mut self, span: Span) {
+        match self.spans.last_mut() {
+            Some(last) if last.state.is_none() && span.state.is_none() => {
+                last.to = span.to;
+                last.changes += span.changes;
+                last.up_usec += span.up_usec;
+            }
+            _ => self.spans.push(span),
+        }
+    }
+
+    /// The current state lasts until `to`, where the up total is `up_to`.
+    fn run_to(&mut self, to: Usec, up_to: u64) {
+        if to > self.t {
+            self.push(Span {
+                from: self.t,
+                to,
+                state: Some(self.state),
+                changes: 0,
+                up_usec: up_to - self.up_t,
+            });
+        }
+        self.t = to;
+        self.up_t = up_to;
+    }
+
+    /// `changes` changes until `to`, after which the state is `state`.
+    fn busy_to(&mut self, to: Usec, changes: u32, up_to: u64, state: ActiveState) {
+        self.push(Span {
+            from: self.t,
+            to,
+            state: None,
+            changes,
+            up_usec: up_to - self.up_t,
+        });
+        self.t = to;
+        self.up_t = up_to;
+        self.state = state;
+    }
+}
+
+fn up_for(state: ActiveState, span: u64) -> u64 {
+    if state.is_up() {
+        span
+    } else {
+        0
+    }
+}
+
 impl<'a> History<'a> {
     /// The time reads are made at.
     pub fn now(&self) -> Usec {
@@ -163,71 +222,76 @@ impl<'a> History<'a> {
     /// The timeline from `from` (cut to the history) to now drawn in
     /// `columns` columns: runs of one state at least a column wide are kept,
     /// anything busier is merged into spans of changes. At most about
-    /// 2 × `columns` spans, whatever the number of changes.
+    /// 2 × `columns` spans, whatever the number of changes; the cost is that
+    /// of the fewer of the changes in the window and the columns.
     pub fn bar(&self, from: Usec, columns: u32) -> Vec<Span> {
+        let (lo, hi) = (
+            self.changes.after(self.start(from)),
+            self.changes.before(self.now),
+        );
+        self.bar_by(from, columns, hi.saturating_sub(lo) <= 8 * columns as usize)
+    }
+
+    /// [`History::bar`], walking the changes or querying a column at a time.
+    fn bar_by(&self, from: Usec, columns: u32, walk: bool) -> Vec<Span> {
         let start = self.start(from);
-        let c = self.changes;
         let width = ((self.now - start) / u64::from(columns.max(1))).max(1);
-        let mut spans: Vec<Span> = Vec::new();
-        let mut t = start;
-        let mut i = c.after(start);
-        let (mut state, _) = c.through(i);
-        let mut push = |span: Span| match spans.last_mut() {
-            Some(last) if last.state.is_none() && span.state.is_none() => {
-                last.to = span.to;
-                last.changes += span.changes;
-                last.up_usec += span.up_usec;
-            }
-            _ => spans.push(span),
+        let c = self.changes;
+        let (lo, hi) = (c.after(start), c.before(self.now));
+        let mut bar = Bar {
+            spans: Vec::new(),
+            t: start,
+            state: c.through(lo).0,
+            up_t: c.up_at(start),
         };
-        while t < self.now {
-            let next = c.points.get(i).map(|p| p.at).filter(|at| *at < self.now);
-            match next {
-                Some(at) if at - t < width => {
-                    // Changes closer than a column: merge up to the column's end.
-                    let end = (t + width).min(self.now);
-                    let j = c.before(end).max(i + 1);
-                    let to = c
-                        .points
-                        .get(j - 1)
-                        .map_or(end, |p| p.at.max(end))
-                        .min(self.now);
-                    push(Span {
-                        from: t,
-                        to,
-                        state: None,
-                        changes: (j - i) as u32,
-                        up_usec: c.up_at(to) - c.up_at(t),
-                    });
-                    state = c.through(j).0;
-                    t = to;
-                    i = j;
+        if walk {
+            // Few changes: walk them.
+            let mut points = c
+                .points
+                .skip(lo)
+                .into_iter()
+                .take(hi.saturating_sub(lo))
+                .peekable();
+            while let Some(p) = points.next() {
+                if p.at - bar.t >= width {
+                    bar.run_to(p.at, c.up_at_point(&p));
+                    bar.state = p.state;
+                    continue;
                 }
-                Some(at) => {
-                    push(Span {
-                        from: t,
-                        to: at,
-                        state: Some(state),
-                        changes: 0,
-                        up_usec: c.up_at(at) - c.up_at(t),
-                    });
-                    state = c.through(i + 1).0;
-                    t = at;
+                // Changes closer than a column: merged up to the column's end.
+                let end = (bar.t + width).min(self.now);
+                let mut last = p;
+                let mut changes = 1;
+                while let Some(q) = points.next_if(|q| q.at < end) {
+                    last = q;
+                    changes += 1;
+                }
+                bar.busy_to(
+                    end,
+                    changes,
+                    last.up + up_for(last.state, end - last.at),
+                    last.state,
+                );
+            }
+        } else {
+            // Many: a column at a time, each a few range queries.
+            let mut i = lo;
+            while let Some(p) = c.points.get(i).filter(|_| i < hi) {
+                if p.at - bar.t >= width {
+                    bar.run_to(p.at, p.up);
+                    bar.state = p.state;
                     i += 1;
+                    continue;
                 }
-                None => {
-                    push(Span {
-                        from: t,
-                        to: self.now,
-                        state: Some(state),
-                        changes: 0,
-                        up_usec: c.up_at(self.now) - c.up_at(t),
-                    });
-                    t = self.now;
-                }
+                let end = (bar.t + width).min(self.now);
+                let j = c.before(end).max(i + 1);
+                bar.busy_to(end, (j - i) as u32, c.up_at(end), c.through(j).0);
+                i = j;
             }
         }
-        spans
+        let up_now = c.up_at(self.now);
+        bar.run_to(self.now, up_now);
+        bar.spans
     }
 
     /// Restarts counted from `from` on.
@@ -433,6 +497,29 @@ mod tests {
         assert_eq!(bar.last().map(|s| s.to), Some(now));
         let up: u64 = bar.iter().map(|s| s.up_usec).sum();
         assert_eq!(up, v.history.window(now - 2 * H).up_usec);
+    }
+
+    #[test]
+    fn a_bar_walked_and_a_bar_queried_are_the_same() {
+        let mut l = ledger();
+        // Bursts of changes and quiet stretches, in the last two hours.
+        let base = T0 + 10 * H + 2000 * S;
+        for i in 0..1000u64 {
+            let t = base + (i / 50) * 300 * S + (i % 50) * S;
+            at(&mut l, t, if i % 2 == 0 { Active } else { Failed });
+        }
+        let now = T0 + 12 * H;
+        let v = l.unit("u.service", now).expect("unit");
+        for columns in [10, 100, 1000] {
+            let walked = v.history.bar_by(now - 2 * H, columns, true);
+            let queried = v.history.bar_by(now - 2 * H, columns, false);
+            assert_eq!(walked, queried, "{columns} columns");
+            for pair in walked.windows(2) {
+                assert_eq!(pair[0].to, pair[1].from);
+            }
+            let up: u64 = walked.iter().map(|s| s.up_usec).sum();
+            assert_eq!(up, v.history.window(now - 2 * H).up_usec);
+        }
     }
 
     #[test]

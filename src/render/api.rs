@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ledger::window::Window;
 use crate::ledger::{Ledger, UnitView, Usec};
 
 /// The windows availability, MTBF and MTTR are given for, by name.
@@ -35,8 +36,8 @@ pub struct PerWindow {
 }
 
 impl PerWindow {
-    fn from_fn(mut f: impl FnMut(Usec) -> Option<f64>) -> PerWindow {
-        let [a, b, c, d] = WINDOWS.map(|(_, length)| f(length));
+    fn from_windows(windows: &[Window; 4], f: impl Fn(&Window) -> Option<f64>) -> PerWindow {
+        let [a, b, c, d] = windows.each_ref().map(f);
         PerWindow {
             h1: a,
             h24: b,
@@ -130,6 +131,8 @@ fn unit(v: &UnitView<'_>) -> Unit {
     let now = h.now();
     let since = (v.state_change_seconds * 1e6) as Usec;
     let restarts_24h = h.restarts_since(now.saturating_sub(DAY));
+    // Each window read once, for all three figures.
+    let windows = WINDOWS.map(|(_, length)| h.window(now.saturating_sub(length)));
     Unit {
         unit: v.unit.to_owned(),
         state: v.state.as_str().to_owned(),
@@ -140,9 +143,9 @@ fn unit(v: &UnitView<'_>) -> Unit {
         run_seconds: seconds(now.saturating_sub(since)),
         uptime_seconds: v.uptime_seconds,
         downtime_seconds: v.downtime_seconds,
-        availability: PerWindow::from_fn(|w| h.window(now.saturating_sub(w)).availability()),
-        mtbf_seconds: PerWindow::from_fn(|w| h.window(now.saturating_sub(w)).mtbf_seconds()),
-        mttr_seconds: PerWindow::from_fn(|w| h.window(now.saturating_sub(w)).mttr_seconds()),
+        availability: PerWindow::from_windows(&windows, Window::availability),
+        mtbf_seconds: PerWindow::from_windows(&windows, Window::mtbf_seconds),
+        mttr_seconds: PerWindow::from_windows(&windows, Window::mttr_seconds),
         restarts: Restarts {
             auto: v.restarts_auto,
             manual: v.restarts_manual,
