@@ -249,6 +249,9 @@ impl Owner {
                     live.dirty |= self.follow_clock();
                     if live.dirty {
                         live.dirty = false;
+                        // The whole ledger is written at each save, so the
+                        // ops before it are in it.
+                        self.ops.clear();
                         if let Some(bytes) = self.snapshot() {
                             writes.send_replace(Arc::new(bytes));
                         }

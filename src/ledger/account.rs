@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::chunked::Chunked;
 use super::history::{Changes, Fold, Point};
 use super::restarts::{PendingJob, Recent, RestartCounter, RestartLog, Restarts};
 use super::{
@@ -301,7 +302,7 @@ struct Out<'a> {
     followed: &'a [(Usec, Option<Usec>)],
 }
 
-struct PointsOut<'a>(&'a imbl::Vector<Point>);
+struct PointsOut<'a>(&'a Chunked<Point>);
 
 impl Serialize for PointsOut<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

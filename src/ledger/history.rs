@@ -8,14 +8,12 @@
 //! [`super::MAX_POINTS`]) are dropped, and the fold keeps the totals they
 //! carried, so counters never lose time.
 //!
-//! The points live in a persistent vector (`imbl`): cloning a history for a
-//! published snapshot is O(1), and a change after that copies only the chunk
-//! it touches, so the owner never pays for a reader's copy.
+//! The points live in shared chunks ([`super::chunked`]): cloning a history
+//! for a published snapshot copies a reference per chunk, and a change after
+//! that copies only the chunk it touches, so the owner never pays for a
+//! reader's copy.
 
-use std::cmp::Ordering;
-
-use imbl::Vector;
-
+use super::chunked::Chunked;
 use super::{moved, ActiveState, Usec, MAX_POINTS, RETAIN};
 
 /// A state change, and the totals from the start of accounting up to it.
@@ -43,7 +41,7 @@ pub(super) struct Fold {
 #[derive(Clone, Debug, PartialEq)]
 pub(super) struct Changes {
     pub fold: Fold,
-    pub points: Vector<Point>,
+    pub points: Chunked<Point>,
 }
 
 /// The time `state` adds to the up total over `span`.
@@ -66,7 +64,7 @@ impl Changes {
                 down: 0,
                 downs: 0,
             },
-            points: Vector::new(),
+            points: Chunked::default(),
         }
     }
 
@@ -75,7 +73,7 @@ impl Changes {
     pub fn from_saved(fold: Fold, changes: impl IntoIterator<Item = (Usec, ActiveState)>) -> Self {
         let mut c = Changes {
             fold,
-            points: Vector::new(),
+            points: Chunked::default(),
         };
         for (at, state) in changes {
             if at > c.last_change() {
@@ -130,28 +128,12 @@ impl Changes {
 
     /// How many points are at or before `t`: the index of the first after.
     pub fn after(&self, t: Usec) -> usize {
-        match self.points.binary_search_by(|p| {
-            if p.at <= t {
-                Ordering::Less
-            } else {
-                Ordering::Greater
-            }
-        }) {
-            Ok(i) | Err(i) => i,
-        }
+        self.points.partition_point(|p| p.at <= t)
     }
 
     /// How many points are before `t`: the index of the first at or after.
     pub fn before(&self, t: Usec) -> usize {
-        match self.points.binary_search_by(|p| {
-            if p.at < t {
-                Ordering::Less
-            } else {
-                Ordering::Greater
-            }
-        }) {
-            Ok(i) | Err(i) => i,
-        }
+        self.points.partition_point(|p| p.at < t)
     }
 
     /// Records that the unit entered `state` at `at`. A report at or before
@@ -230,12 +212,13 @@ impl Changes {
 
     /// The up total at `t` (at or after the fold).
     pub fn up_at(&self, t: Usec) -> u64 {
-        match self
-            .after(t)
-            .checked_sub(1)
-            .and_then(|i| self.points.get(i))
-        {
-            Some(p) => p.up + up_for(p.state, t - p.at),
+        self.up_after(self.after(t), t)
+    }
+
+    /// The up total at `t`, where the first `n` points are at or before it.
+    pub fn up_after(&self, n: usize, t: Usec) -> u64 {
+        match n.checked_sub(1).and_then(|i| self.points.get(i)) {
+            Some(p) => p.up + up_for(p.state, t.saturating_sub(p.at)),
             None => self.fold.up + up_for(self.fold.state, t.saturating_sub(self.fold.at)),
         }
     }

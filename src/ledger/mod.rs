@@ -54,6 +54,7 @@ use imbl::{OrdMap, OrdSet};
 use serde::{Deserialize, Serialize};
 
 mod account;
+mod chunked;
 mod event;
 mod history;
 mod restarts;
@@ -200,7 +201,11 @@ impl Ledger {
     /// The D-Bus connection was lost at `at`: no unit is followed from then
     /// until it is seen again.
     pub fn dbus_lost(&mut self, at: Usec) {
-        self.each_mut(|account| account.unfollow(at));
+        // Jobs whose end was not heard can never be matched now.
+        self.each_mut(|account| {
+            account.unfollow(at);
+            account.jobs.clear();
+        });
     }
 
     /// The host went down at `at` (the last journal record of a boot): units

@@ -5,9 +5,9 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use imbl::Vector;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::chunked::Chunked;
 use super::{moved, ActiveState, Trigger, Usec, MAX_POINTS, RETAIN};
 
 /// Restarts by trigger.
@@ -56,25 +56,17 @@ impl<'de> Deserialize<'de> for Restarts {
 /// Saved as one list of `[time, trigger]`, as the first releases did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(super) struct RestartLog {
-    auto: Vector<Usec>,
-    manual: Vector<Usec>,
+    auto: Chunked<Usec>,
+    manual: Chunked<Usec>,
 }
 
 /// The index of the first time in `times` at or after `t`.
-fn first_from(times: &Vector<Usec>, t: Usec) -> usize {
-    match times.binary_search_by(|x| {
-        if *x < t {
-            std::cmp::Ordering::Less
-        } else {
-            std::cmp::Ordering::Greater
-        }
-    }) {
-        Ok(i) | Err(i) => i,
-    }
+fn first_from(times: &Chunked<Usec>, t: Usec) -> usize {
+    times.partition_point(|x| *x < t)
 }
 
 impl RestartLog {
-    fn times(&mut self, trigger: Trigger) -> &mut Vector<Usec> {
+    fn times(&mut self, trigger: Trigger) -> &mut Chunked<Usec> {
         match trigger {
             Trigger::Auto => &mut self.auto,
             Trigger::Manual => &mut self.manual,

@@ -173,8 +173,7 @@ impl<'a> History<'a> {
         let ends = self
             .changes
             .points
-            .skip(first)
-            .into_iter()
+            .iter_from(first)
             .take_while(|p| p.at < self.now)
             .map(|p| (p.at, Some(p.state)))
             .chain(std::iter::once((self.now, None)));
@@ -202,8 +201,8 @@ impl<'a> History<'a> {
     pub fn window(&self, from: Usec) -> Window {
         let start = self.start(from);
         let c = self.changes;
-        let up_usec = c.up_at(self.now) - c.up_at(start);
         let lo = c.after(start);
+        let up_usec = c.up_at(self.now) - c.up_after(lo, start);
         let hi = c.before(self.now).max(lo);
         let (state_lo, downs_lo) = c.through(lo);
         let (state_hi, downs_hi) = c.through(hi);
@@ -248,9 +247,9 @@ impl<'a> History<'a> {
             // Few changes: walk them.
             let mut points = c
                 .points
-                .skip(lo)
-                .into_iter()
+                .iter_from(lo)
                 .take(hi.saturating_sub(lo))
+                .copied()
                 .peekable();
             while let Some(p) = points.next() {
                 if p.at - bar.t >= width {
