@@ -6,14 +6,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::clock;
 use crate::health::Health;
 use crate::ledger::{Event, Ledger, Op, Outcome, Usec};
 use crate::message::{Input, Logged};
 use crate::notify::Notifier;
-use crate::persist::state::{Frame, Saved, StateFile};
+use crate::persist::{Frame, Meta, Writer};
 use crate::snapshot::{Publisher, Snapshot, Stats};
 
 /// How often the state is written when something changed.
@@ -48,7 +48,8 @@ fn in_frame(mut event: Event, frame: Option<i64>) -> Event {
 /// The ledger task's belongings.
 pub struct Owner {
     pub ledger: Ledger,
-    pub state: StateFile,
+    /// Writes the state; the owner only hands it what to save.
+    pub state: Writer,
     pub journal_cursor: Option<String>,
     /// Where journal reading began, kept while there is no cursor yet.
     pub journal_from: Option<Usec>,
@@ -113,30 +114,17 @@ impl Owner {
         true
     }
 
-    /// The state file's contents now; `None` (logged) if it cannot be encoded.
-    fn snapshot(&self) -> Option<Vec<u8>> {
-        let saved = Saved {
+    /// What a save records besides the ledger, as of now.
+    fn meta(&self) -> Meta {
+        Meta {
+            saved_at: clock::now(),
+            boot_id: self.boot_id.clone(),
+            journal_cursor: self.journal_cursor.clone(),
             journal_from: self.journal_from,
             frame: self.kernel_boot.clone().map(|boot_id| Frame {
                 boot_id,
                 offset_usec: clock::frame(),
             }),
-            ..Saved::new(
-                &self.ledger,
-                clock::now(),
-                self.boot_id.clone(),
-                self.journal_cursor.clone(),
-            )
-        };
-        match serde_json::to_vec(&saved) {
-            Ok(mut bytes) => {
-                bytes.shrink_to_fit();
-                Some(bytes)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot encode the state; not saving it");
-                None
-            }
         }
     }
 
@@ -233,8 +221,6 @@ impl Owner {
         watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut save = tokio::time::interval(SAVE_EVERY);
         save.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let (writes, written) = watch::channel(Arc::new(Vec::new()));
-        let writer = tokio::spawn(write_state(self.state.clone(), written));
         loop {
             let input = tokio::select! {
                 input = inputs.recv() => match input {
@@ -247,14 +233,12 @@ impl Owner {
                 }
                 _ = save.tick() => {
                     live.dirty |= self.follow_clock();
-                    if live.dirty {
+                    if live.dirty || !self.ops.is_empty() {
                         live.dirty = false;
-                        // The whole ledger is written at each save, so the
-                        // ops before it are in it.
-                        self.ops.clear();
-                        if let Some(bytes) = self.snapshot() {
-                            writes.send_replace(Arc::new(bytes));
-                        }
+                        // Handed over, never waited for: the writer thread
+                        // does the I/O.
+                        let ops = std::mem::take(&mut self.ops);
+                        self.state.save(ops, self.meta(), Arc::new(self.ledger.clone()));
                     }
                     continue;
                 }
@@ -280,54 +264,18 @@ impl Owner {
             }
         }
         let shutdown_reply = live.shutdown_reply.take();
-        writer.abort();
-        // The last state, written here and now.
-        if let Some(bytes) = self.snapshot() {
-            let state = self.state.clone();
-            let written = tokio::task::spawn_blocking(move || state.write(&bytes)).await;
-            match written {
-                Ok(Ok(())) => tracing::info!(path = %self.state.path().display(), "state saved"),
-                Ok(Err(e)) => tracing::error!(error = %e, "cannot save the state at shutdown"),
-                Err(e) => tracing::error!(error = %e, "cannot save the state at shutdown"),
-            }
+        // The last state, through the writer after any write in progress
+        // (never two writes at once), waited for until it is durable.
+        let path = self.state.path();
+        let ops = std::mem::take(&mut self.ops);
+        let meta = self.meta();
+        let ledger = Arc::new(std::mem::take(&mut self.ledger));
+        match self.state.finish(ops, meta, ledger).await {
+            Ok(()) => tracing::info!(path = %path.display(), "state saved"),
+            Err(e) => tracing::error!(error = %e, "cannot save the state at shutdown"),
         }
         if let Some(reply) = shutdown_reply {
             let _ = reply.send(());
-        }
-    }
-}
-
-/// Writes each new state as it comes. A failed write (disk full,
-/// read-only) is logged and retried every [`SAVE_EVERY`] with the newest
-/// state until it succeeds.
-async fn write_state(state: StateFile, mut written: watch::Receiver<Arc<Vec<u8>>>) {
-    let mut failing = false;
-    loop {
-        if failing {
-            tokio::select! {
-                changed = written.changed() => if changed.is_err() { return },
-                _ = tokio::time::sleep(SAVE_EVERY) => {}
-            }
-        } else if written.changed().await.is_err() {
-            return;
-        }
-        // Shared, not copied: the state can be megabytes.
-        let bytes = Arc::clone(&written.borrow_and_update());
-        let file = state.clone();
-        match tokio::task::spawn_blocking(move || file.write(&bytes)).await {
-            Ok(Ok(())) => {
-                if failing {
-                    failing = false;
-                    tracing::info!(path = %state.path().display(), "state saved again");
-                }
-            }
-            Ok(Err(e)) => {
-                if !failing {
-                    tracing::warn!(error = %e, retry_every_s = SAVE_EVERY.as_secs(), "cannot save the state; keeping it in memory and retrying");
-                }
-                failing = true;
-            }
-            Err(e) => tracing::warn!(error = %e, "state writer failed"),
         }
     }
 }
