@@ -245,6 +245,12 @@ fn encode_self(encoder: &mut DescriptorEncoder, scrape: &Scrape) -> Result<(), s
         None,
         MetricType::Counter,
     )?)?;
+    ConstCounter::new(scrape.stats.dbus_overflows).encode(encoder.encode_descriptor(
+        "unitwatch_dbus_overflows",
+        "Times systemd's signals overflowed unitwatch's queue; every watched unit was read again.",
+        None,
+        MetricType::Counter,
+    )?)?;
 
     let mut family = encoder.encode_descriptor(
         "unitwatch_events",
@@ -310,6 +316,7 @@ mod tests {
                 journal_up: true,
                 dbus_up: true,
                 dbus_reconnects: 2,
+                dbus_overflows: 1,
                 journal_gaps: 0,
             },
         );
@@ -332,6 +339,7 @@ mod tests {
             "unitwatch_journal_up 1",
             "unitwatch_dbus_up 1",
             "unitwatch_dbus_reconnects_total 2",
+            "unitwatch_dbus_overflows_total 1",
             "unitwatch_journal_gaps_total 0",
             r#"unitwatch_events_total{source="dbus"} 4"#,
             "# EOF",
