@@ -9,10 +9,11 @@
 //! Nothing is polled. A dropped connection is retried with backoff and the
 //! snapshot retaken; the timestamps systemd kept account for the gap.
 //!
-//! Signals wait in a bounded queue ([`signal_queue`], which says why); if a
-//! storm overflows it, the source re-reads every watched unit as the
-//! snapshot does. A signal that cannot be read is logged and skipped
-//! ([`signal`]); only the connection failing ends a session.
+//! Signals wait in a bounded queue ([`signal_queue`], which says why), which
+//! takes only those systemd's connection sent; if a storm overflows it, the
+//! source re-reads every watched unit as the snapshot does. A signal that
+//! cannot be read is logged and skipped ([`signal`]); only the connection
+//! failing ends a session.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -20,9 +21,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use zbus::message::Sequence;
-use zbus::message::Type as MessageType;
 use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value as ZValue};
-use zbus::{Connection, MatchRule, Message, MessageStream};
+use zbus::{Connection, Message};
 
 use crate::clock;
 use crate::health::Health;
@@ -32,17 +32,9 @@ use crate::select::Selector;
 use crate::shutdown::Shutdown;
 use crate::source::properties::{UnitProperties, Value};
 use crate::source::signal::{self, Signal, Throttle, MANAGER, PROPERTIES, SERVICE, UNIT};
-use crate::source::signal_queue::{self, Queued};
+use crate::source::signal_queue::{self, Queued, SYSTEMD};
 
-const SYSTEMD: &str = "org.freedesktop.systemd1";
 const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
-
-/// Capacity of zbus's message queues. Signals are drained from them into
-/// our own queue as they come, so they only need to cover a short delay of
-/// that task; zbus allocates them in full (some 120 bytes a slot), so a large
-/// one costs resident memory as a burst walks through it. When full, zbus
-/// stops reading the socket until there is room: nothing is lost.
-const QUEUED: usize = 4096;
 
 /// One entry of `ListUnitsByPatterns`: name, description, load state,
 /// active state, sub state, following, object path, job id, job type, job path.
@@ -173,7 +165,7 @@ impl DbusSource {
             Bus::System => zbus::connection::Builder::system()?,
             Bus::User => zbus::connection::Builder::session()?,
         };
-        builder.max_queued(QUEUED).build().await
+        builder.max_queued(signal_queue::ZBUS_QUEUED).build().await
     }
 
     /// One connection: subscribe, snapshot, follow. Returns when the connection ends.
@@ -185,16 +177,8 @@ impl DbusSource {
         );
         // Receive positions are only comparable within one connection.
         self.read_at.clear();
-        // All of systemd's signals through one stream, so their order is kept.
-        let rule = MatchRule::builder()
-            .msg_type(MessageType::Signal)
-            .sender(SYSTEMD)?
-            .build();
-        let stream = MessageStream::for_match_rule(rule, &conn, Some(QUEUED)).await?;
-        let (drain, mut queue) = signal_queue::spawn(stream, self.queue);
-        let result = self.follow(&conn, &mut queue).await;
-        drain.abort();
-        result
+        let (_drain, mut queue) = signal_queue::open(&conn, self.queue).await?;
+        self.follow(&conn, &mut queue).await
     }
 
     async fn follow(
@@ -394,7 +378,7 @@ impl DbusSource {
             Ok(Some(signal)) => signal,
             Ok(None) => return Ok(()),
             Err(e) => {
-                signal::warn_malformed(&mut self.malformed, msg, &e);
+                signal::warn_ignored(&mut self.malformed, std::time::Instant::now(), msg, &e);
                 return Ok(());
             }
         };

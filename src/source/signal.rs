@@ -158,9 +158,14 @@ impl Throttle {
     }
 }
 
-/// Logs (throttled) that `msg` was skipped because of `error`.
-pub fn warn_malformed(throttle: &mut Throttle, msg: &Message, error: &Malformed) {
-    let Some(skipped) = throttle.check(Instant::now()) else {
+/// Logs (throttled by `throttle`, as of `now`) that `msg` was skipped, and why.
+pub fn warn_ignored(
+    throttle: &mut Throttle,
+    now: Instant,
+    msg: &Message,
+    why: &dyn std::fmt::Display,
+) {
+    let Some(skipped) = throttle.check(now) else {
         return;
     };
     let header = msg.header();
@@ -169,9 +174,9 @@ pub fn warn_malformed(throttle: &mut Throttle, msg: &Message, error: &Malformed)
         path = %header.path().map(|p| p.as_str()).unwrap_or("-"),
         interface = %header.interface().map(|i| i.as_str()).unwrap_or("-"),
         member = %header.member().map(|m| m.as_str()).unwrap_or("-"),
-        error = %error,
+        why = %why,
         not_logged_since_last = skipped,
-        "ignored a signal that cannot be read; following systemd goes on"
+        "ignored a signal; following systemd goes on"
     );
 }
 
