@@ -17,6 +17,9 @@ pub enum Input {
     SnapshotDone { units: usize },
     /// The D-Bus connection was lost at `at`.
     DbusLost { at: Usec },
+    /// systemd's signals overflowed the D-Bus source's queue from `at` on;
+    /// it reads every unit again, as after a reconnect.
+    DbusOverflow { at: Usec },
     /// Whether the journal can be read.
     JournalStatus(Result<(), String>),
     /// What a run of journal records said (maybe nothing), applied together

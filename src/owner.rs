@@ -191,6 +191,12 @@ impl Owner {
                 live.stats.dbus_up = false;
                 self.change(Op::DbusLost { at });
             }
+            // Signals were lost as if the connection had been: the journal
+            // is trusted for that span, until units are seen again.
+            Input::DbusOverflow { at } => {
+                live.stats.dbus_overflows += 1;
+                self.change(Op::DbusLost { at });
+            }
             Input::JournalStatus(status) => {
                 live.stats.journal_up = status.is_ok();
                 self.health.set_journal(status);

@@ -36,6 +36,8 @@ pub struct Stats {
     pub dbus_up: bool,
     /// Times the D-Bus connection came back after it was lost.
     pub dbus_reconnects: u64,
+    /// Times systemd's signals overflowed the D-Bus source's queue.
+    pub dbus_overflows: u64,
     /// Times the journal had lost records unitwatch had not read yet.
     pub journal_gaps: u64,
 }

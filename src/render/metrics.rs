@@ -168,6 +168,12 @@ pub const SELF_FAMILIES: &[SelfFamily] = &[
         samples: |s, emit| emit(&[], Value::Int(s.stats.dbus_reconnects)),
     },
     SelfFamily {
+        name: "unitwatch_dbus_overflows",
+        help: "Times systemd's signals overflowed unitwatch's queue; every watched unit was read again.",
+        kind: MetricType::Counter,
+        samples: |s, emit| emit(&[], Value::Int(s.stats.dbus_overflows)),
+    },
+    SelfFamily {
         name: "unitwatch_events",
         help: "Events applied to the ledger, by source.",
         kind: MetricType::Counter,

@@ -8,6 +8,12 @@
 //! `UnitNew`, `UnitRemoved`, `JobNew`, `JobRemoved` and `Reloading` signals.
 //! Nothing is polled. A dropped connection is retried with backoff and the
 //! snapshot retaken; the timestamps systemd kept account for the gap.
+//!
+//! Signals wait in a bounded queue ([`signal_queue`], which says why), which
+//! takes only those systemd's connection sent; if a storm overflows it, the
+//! source re-reads every watched unit as the snapshot does. A signal that
+//! cannot be read is logged and skipped ([`signal`]); only the connection
+//! failing ends a session.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -15,9 +21,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use zbus::message::Sequence;
-use zbus::message::Type as MessageType;
 use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value as ZValue};
-use zbus::{Connection, MatchRule, Message, MessageStream};
+use zbus::{Connection, Message};
 
 use crate::clock;
 use crate::health::Health;
@@ -26,20 +31,10 @@ use crate::message::Input;
 use crate::select::Selector;
 use crate::shutdown::Shutdown;
 use crate::source::properties::{UnitProperties, Value};
+use crate::source::signal::{self, Signal, Throttle, MANAGER, PROPERTIES, SERVICE, UNIT};
+use crate::source::signal_queue::{self, Queued, SYSTEMD};
 
-const SYSTEMD: &str = "org.freedesktop.systemd1";
 const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
-const MANAGER: &str = "org.freedesktop.systemd1.Manager";
-const UNIT: &str = "org.freedesktop.systemd1.Unit";
-const SERVICE: &str = "org.freedesktop.systemd1.Service";
-const PROPERTIES: &str = "org.freedesktop.DBus.Properties";
-
-/// Capacity of zbus's message queues. Signals are drained from them into
-/// our own queue as they come, so they only need to cover a short delay of
-/// that task; zbus allocates them in full (some 120 bytes a slot), so a large
-/// one costs resident memory as a burst walks through it. When full, zbus
-/// stops reading the socket until there is room: nothing is lost.
-const QUEUED: usize = 4096;
 
 /// One entry of `ListUnitsByPatterns`: name, description, load state,
 /// active state, sub state, following, object path, job id, job type, job path.
@@ -92,6 +87,10 @@ pub struct DbusSource {
     /// wait in our queue while the reply is handed over at once) and are
     /// dropped, so a snapshot is never overwritten by stale news.
     read_at: HashMap<(String, &'static str), Sequence>,
+    /// How many signals wait at most ([`signal_queue`]).
+    queue: usize,
+    /// Warnings about signals that cannot be read.
+    malformed: Throttle,
 }
 
 fn to_value(v: &OwnedValue) -> Option<Value> {
@@ -121,6 +120,8 @@ impl DbusSource {
             units: HashMap::new(),
             paths: HashMap::new(),
             read_at: HashMap::new(),
+            queue: signal_queue::capacity(),
+            malformed: Throttle::new(signal::WARN_EVERY),
         }
     }
 
@@ -164,49 +165,64 @@ impl DbusSource {
             Bus::System => zbus::connection::Builder::system()?,
             Bus::User => zbus::connection::Builder::session()?,
         };
-        builder.max_queued(QUEUED).build().await
+        builder.max_queued(signal_queue::ZBUS_QUEUED).build().await
     }
 
     /// One connection: subscribe, snapshot, follow. Returns when the connection ends.
     async fn session(&mut self) -> Result<(), DbusError> {
         let conn = self.connect().await?;
+        tracing::debug!(
+            "connected to the bus as {}",
+            conn.unique_name().map_or("-", |n| n.as_str())
+        );
         // Receive positions are only comparable within one connection.
         self.read_at.clear();
-        // All of systemd's signals through one stream, so their order is kept.
-        let rule = MatchRule::builder()
-            .msg_type(MessageType::Signal)
-            .sender(SYSTEMD)?
-            .build();
-        let mut stream = MessageStream::for_match_rule(rule, &conn, Some(QUEUED)).await?;
-        // Drain the stream into our own queue so that method calls made while
-        // handling a signal can never be stuck behind a full signal queue.
-        let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
-        let drain = tokio::spawn(async move {
-            while let Some(Ok(msg)) = stream.next().await {
-                if tx.send(msg).is_err() {
-                    break;
-                }
-            }
-        });
-        let result = self.follow(&conn, &mut rx).await;
-        drain.abort();
-        result
+        let (_drain, mut queue) = signal_queue::open(&conn, self.queue).await?;
+        self.follow(&conn, &mut queue).await
     }
 
     async fn follow(
         &mut self,
         conn: &Connection,
-        rx: &mut mpsc::UnboundedReceiver<Message>,
+        queue: &mut mpsc::Receiver<Queued>,
     ) -> Result<(), DbusError> {
         call(conn, MANAGER_PATH, MANAGER, "Subscribe", &()).await?;
         let n = self.snapshot(conn).await?;
         self.health.set_up(n);
         tracing::debug!(units = n, "subscribed to systemd; following unit changes");
         self.snapshot_done(n).await?;
-        while let Some(msg) = rx.recv().await {
-            self.handle(conn, &msg).await?;
+        while let Some(item) = queue.recv().await {
+            match item {
+                Queued::Signal(msg) => self.handle(conn, &msg).await?,
+                Queued::Overflow { since, dropped } => {
+                    self.overflowed(conn, since, dropped).await?
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Signals were dropped from `since` on: the ledger stops trusting D-Bus
+    /// alone from then (the journal fills in, as after a lost connection),
+    /// and every watched unit is read again.
+    async fn overflowed(
+        &mut self,
+        conn: &Connection,
+        since: crate::ledger::Usec,
+        dropped: u64,
+    ) -> Result<(), DbusError> {
+        tracing::warn!(
+            dropped,
+            queue = self.queue,
+            "more of systemd's signals came at once than unitwatch queues; dropped them and re-reading every watched unit"
+        );
+        self.events
+            .send(Input::DbusOverflow { at: since })
+            .await
+            .map_err(|_| DbusError::LedgerGone)?;
+        let n = self.snapshot(conn).await?;
+        self.health.set_up(n);
+        self.snapshot_done(n).await
     }
 
     /// Finds every watched unit and reports its current state.
@@ -355,37 +371,29 @@ impl DbusSource {
         Ok(())
     }
 
+    /// Acts on one of systemd's signals; one that cannot be read is logged
+    /// and skipped.
     async fn handle(&mut self, conn: &Connection, msg: &Message) -> Result<(), DbusError> {
-        let header = msg.header();
-        let (Some(interface), Some(member)) = (header.interface(), header.member()) else {
-            return Ok(());
+        let signal = match signal::decode(msg, |path| self.paths.contains_key(path)) {
+            Ok(Some(signal)) => signal,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                signal::warn_ignored(&mut self.malformed, std::time::Instant::now(), msg, &e);
+                return Ok(());
+            }
         };
-        match (interface.as_str(), member.as_str()) {
-            (PROPERTIES, "PropertiesChanged") => {
-                let Some(path) = header.path() else {
+        match signal {
+            Signal::Properties {
+                path,
+                interface,
+                changed,
+            } => {
+                let Some(name) = self.paths.get(&path).cloned() else {
                     return Ok(());
-                };
-                let Some(name) = self
-                    .paths
-                    .get(&OwnedObjectPath::from(path.to_owned()))
-                    .cloned()
-                else {
-                    return Ok(());
-                };
-                let Ok((iface, changed, _invalidated)) =
-                    msg.body()
-                        .deserialize::<(String, HashMap<String, OwnedValue>, Vec<String>)>()
-                else {
-                    return Ok(());
-                };
-                let iface: &'static str = match iface.as_str() {
-                    UNIT => UNIT,
-                    SERVICE => SERVICE,
-                    _ => return Ok(()),
                 };
                 let stale = self
                     .read_at
-                    .get(&(name.clone(), iface))
+                    .get(&(name.clone(), interface))
                     .is_some_and(|read| msg.recv_position() < *read);
                 if stale {
                     return Ok(());
@@ -401,8 +409,7 @@ impl DbusSource {
                 *before = after;
                 self.send(events, frame).await
             }
-            (MANAGER, "UnitNew") => {
-                let (name, path): (String, OwnedObjectPath) = msg.body().deserialize()?;
+            Signal::UnitNew { name, path } => {
                 if !self.selector.matches(&name) {
                     return Ok(());
                 }
@@ -418,8 +425,7 @@ impl DbusSource {
                 self.health.set_up(self.paths.len());
                 Ok(())
             }
-            (MANAGER, "UnitRemoved") => {
-                let (name, _path): (String, OwnedObjectPath) = msg.body().deserialize()?;
+            Signal::UnitRemoved { name } => {
                 if self.selector.matches(&name) {
                     let (now, frame) = clock::now_in_frame();
                     self.send(vec![Event::new(&name, now, Transition::Removed)], frame)
@@ -427,8 +433,7 @@ impl DbusSource {
                 }
                 Ok(())
             }
-            (MANAGER, "JobNew") => {
-                let (id, _job, unit): (u32, OwnedObjectPath, String) = msg.body().deserialize()?;
+            Signal::JobNew { id, unit } => {
                 if !self.selector.matches(&unit) {
                     return Ok(());
                 }
@@ -451,9 +456,7 @@ impl DbusSource {
                 )
                 .await
             }
-            (MANAGER, "JobRemoved") => {
-                let (id, _job, unit, result): (u32, OwnedObjectPath, String, String) =
-                    msg.body().deserialize()?;
+            Signal::JobRemoved { id, unit, result } => {
                 if self.selector.matches(&unit) {
                     let (now, frame) = clock::now_in_frame();
                     self.send(
@@ -468,8 +471,7 @@ impl DbusSource {
                 }
                 Ok(())
             }
-            (MANAGER, "Reloading") => {
-                let (active,): (bool,) = msg.body().deserialize()?;
+            Signal::Reloading { active } => {
                 if !active {
                     // New unit files may match now, and systemd does not
                     // announce every change a reload makes: look again.
@@ -480,7 +482,6 @@ impl DbusSource {
                 }
                 Ok(())
             }
-            _ => Ok(()),
         }
     }
 }

@@ -4,3 +4,5 @@ pub mod dbus;
 pub mod journal;
 pub mod journal_record;
 pub mod properties;
+pub mod signal;
+pub mod signal_queue;

@@ -1,0 +1,260 @@
+//! systemd's signals as the D-Bus source reads them: [`decode`] turns a bus
+//! message into a [`Signal`], or says why it cannot; [`Throttle`] keeps the
+//! warnings about such messages to a few.
+//!
+//! A message that cannot be decoded is one message, not a broken
+//! connection: the source logs it and goes on. Ending the session for it
+//! would cost a reconnect and a re-read of every unit, and one bad message a
+//! second would keep unitwatch reconnecting for good.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use zbus::zvariant::{OwnedObjectPath, OwnedValue};
+use zbus::Message;
+
+pub const MANAGER: &str = "org.freedesktop.systemd1.Manager";
+pub const UNIT: &str = "org.freedesktop.systemd1.Unit";
+pub const SERVICE: &str = "org.freedesktop.systemd1.Service";
+pub const PROPERTIES: &str = "org.freedesktop.DBus.Properties";
+
+/// A signal of systemd's that unitwatch acts on.
+#[derive(Debug)]
+pub enum Signal {
+    /// `PropertiesChanged` of the `Unit` or `Service` interface of the
+    /// object at `path`.
+    Properties {
+        path: OwnedObjectPath,
+        interface: &'static str,
+        changed: HashMap<String, OwnedValue>,
+    },
+    UnitNew {
+        name: String,
+        path: OwnedObjectPath,
+    },
+    UnitRemoved {
+        name: String,
+    },
+    JobNew {
+        id: u32,
+        unit: String,
+    },
+    JobRemoved {
+        id: u32,
+        unit: String,
+        result: String,
+    },
+    /// `Reloading`: `active` is true as a reload begins, false once it ended.
+    Reloading {
+        active: bool,
+    },
+}
+
+/// Why a message cannot be taken as the signal it claims to be.
+#[derive(Debug, thiserror::Error)]
+pub enum Malformed {
+    #[error("a signal without {0}")]
+    Header(&'static str),
+    #[error("{0}")]
+    Body(#[from] zbus::Error),
+}
+
+/// Decodes `msg`. `Ok(None)`: nothing unitwatch follows — another member
+/// (systemd sends more than it is asked about, such as `UnitFilesChanged`
+/// and `StartupFinished`), another interface, or `PropertiesChanged` of an
+/// object `watched` says no to, whose body is not even read (most units on a
+/// system are not watched).
+pub fn decode(
+    msg: &Message,
+    watched: impl Fn(&OwnedObjectPath) -> bool,
+) -> Result<Option<Signal>, Malformed> {
+    let header = msg.header();
+    let interface = header
+        .interface()
+        .ok_or(Malformed::Header("an interface"))?;
+    let member = header.member().ok_or(Malformed::Header("a member"))?;
+    let body = msg.body();
+    let signal = match (interface.as_str(), member.as_str()) {
+        (PROPERTIES, "PropertiesChanged") => {
+            let path =
+                OwnedObjectPath::from(header.path().ok_or(Malformed::Header("a path"))?.to_owned());
+            if !watched(&path) {
+                return Ok(None);
+            }
+            let (interface, changed, _invalidated): (
+                String,
+                HashMap<String, OwnedValue>,
+                Vec<String>,
+            ) = body.deserialize()?;
+            let interface = match interface.as_str() {
+                UNIT => UNIT,
+                SERVICE => SERVICE,
+                _ => return Ok(None),
+            };
+            Signal::Properties {
+                path,
+                interface,
+                changed,
+            }
+        }
+        (MANAGER, "UnitNew") => {
+            let (name, path): (String, OwnedObjectPath) = body.deserialize()?;
+            Signal::UnitNew { name, path }
+        }
+        (MANAGER, "UnitRemoved") => {
+            let (name, _path): (String, OwnedObjectPath) = body.deserialize()?;
+            Signal::UnitRemoved { name }
+        }
+        (MANAGER, "JobNew") => {
+            let (id, _job, unit): (u32, OwnedObjectPath, String) = body.deserialize()?;
+            Signal::JobNew { id, unit }
+        }
+        (MANAGER, "JobRemoved") => {
+            let (id, _job, unit, result): (u32, OwnedObjectPath, String, String) =
+                body.deserialize()?;
+            Signal::JobRemoved { id, unit, result }
+        }
+        (MANAGER, "Reloading") => {
+            let (active,): (bool,) = body.deserialize()?;
+            Signal::Reloading { active }
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(signal))
+}
+
+/// How often at most a warning of one kind is logged.
+pub const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Lets one warning through per period; counts the others, so the next one
+/// can say how many were not logged.
+#[derive(Debug)]
+pub struct Throttle {
+    every: Duration,
+    last: Option<Instant>,
+    skipped: u64,
+}
+
+impl Throttle {
+    pub fn new(every: Duration) -> Throttle {
+        Throttle {
+            every,
+            last: None,
+            skipped: 0,
+        }
+    }
+
+    /// Whether to log now; if so, how many were not logged since the last one.
+    pub fn check(&mut self, now: Instant) -> Option<u64> {
+        if self
+            .last
+            .is_some_and(|last| now.saturating_duration_since(last) < self.every)
+        {
+            self.skipped += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.skipped))
+    }
+}
+
+/// Logs (throttled by `throttle`, as of `now`) that `msg` was skipped, and why.
+pub fn warn_ignored(
+    throttle: &mut Throttle,
+    now: Instant,
+    msg: &Message,
+    why: &dyn std::fmt::Display,
+) {
+    let Some(skipped) = throttle.check(now) else {
+        return;
+    };
+    let header = msg.header();
+    tracing::warn!(
+        sender = %header.sender().map(|s| s.as_str()).unwrap_or("-"),
+        path = %header.path().map(|p| p.as_str()).unwrap_or("-"),
+        interface = %header.interface().map(|i| i.as_str()).unwrap_or("-"),
+        member = %header.member().map(|m| m.as_str()).unwrap_or("-"),
+        why = %why,
+        not_logged_since_last = skipped,
+        "ignored a signal; following systemd goes on"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signal<B>(path: &str, interface: &str, member: &str, body: &B) -> Message
+    where
+        B: serde::Serialize + zbus::zvariant::DynamicType,
+    {
+        Message::signal(path, interface, member)
+            .and_then(|b| b.sender(":1.0"))
+            .and_then(|b| b.build(body))
+            .expect("a signal")
+    }
+
+    const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
+
+    #[test]
+    fn job_removed_is_decoded() {
+        let msg = signal(
+            MANAGER_PATH,
+            MANAGER,
+            "JobRemoved",
+            &(
+                7u32,
+                OwnedObjectPath::try_from("/org/freedesktop/systemd1/job/7").expect("path"),
+                "a.service",
+                "done",
+            ),
+        );
+        match decode(&msg, |_| true) {
+            Ok(Some(Signal::JobRemoved { id, unit, result })) => {
+                assert_eq!(
+                    (id, unit.as_str(), result.as_str()),
+                    (7, "a.service", "done")
+                )
+            }
+            other => panic!("not a JobRemoved: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_wrong_signature_is_malformed_not_fatal() {
+        let msg = signal(MANAGER_PATH, MANAGER, "JobRemoved", &("bogus",));
+        let error = decode(&msg, |_| true).expect_err("a wrong body is an error");
+        assert!(matches!(error, Malformed::Body(_)), "{error:?}");
+        assert!(error.to_string().contains("ignature"), "{error}");
+    }
+
+    #[test]
+    fn properties_of_an_unwatched_object_are_not_read() {
+        // Malformed, but of an object nobody asked about: not even looked at.
+        let msg = signal(
+            "/org/freedesktop/systemd1/unit/other_2eservice",
+            PROPERTIES,
+            "PropertiesChanged",
+            &(42u32,),
+        );
+        assert!(matches!(decode(&msg, |_| false), Ok(None)));
+        assert!(matches!(decode(&msg, |_| true), Err(Malformed::Body(_))));
+    }
+
+    #[test]
+    fn members_unitwatch_does_not_follow_are_skipped_quietly() {
+        let msg = signal(MANAGER_PATH, MANAGER, "UnitFilesChanged", &());
+        assert!(matches!(decode(&msg, |_| true), Ok(None)));
+    }
+
+    #[test]
+    fn throttle_lets_one_through_per_period_and_counts_the_rest() {
+        let mut t = Throttle::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        assert_eq!(t.check(t0), Some(0));
+        assert_eq!(t.check(t0 + Duration::from_secs(1)), None);
+        assert_eq!(t.check(t0 + Duration::from_secs(9)), None);
+        assert_eq!(t.check(t0 + Duration::from_secs(10)), Some(2));
+        assert_eq!(t.check(t0 + Duration::from_secs(11)), None);
+    }
+}

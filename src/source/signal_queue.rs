@@ -1,0 +1,468 @@
+//! The queue between zbus and the D-Bus source: systemd's signals, taken off
+//! zbus's stream as they come and kept in a bounded queue until the source
+//! handles them; what does not fit is dropped and counted, and the source is
+//! told where, so it can re-read what it missed. Only signals that systemd
+//! sent get in (see "Why check the sender?").
+//!
+//! Why not let zbus's own bounded queue push back? When a stream's queue is
+//! full, zbus's socket reader waits for room before it reads the next
+//! message, and a method call's reply is only handed over once it is read
+//! (zbus 5, `connection/socket_reader.rs`: `broadcast_direct(..).await` for
+//! every matching stream). The source makes method calls while it handles
+//! signals — `GetAll` of a new unit, a whole snapshot after a reload — so if
+//! it read zbus's stream itself, a storm filling that queue while it waited
+//! for a reply would stall the reply behind the very signals it has not
+//! handled yet: a deadlock. So the stream is always drained at once, by a
+//! task of its own that never waits, into this queue.
+//!
+//! Why not an unbounded queue? A storm (thousands of units restarting, a
+//! crash loop of many) then grows unitwatch's memory without limit while the
+//! source works through it. Here the queue holds [`CAPACITY`] signals; when
+//! it is full, arriving signals are dropped and counted until half of it is
+//! free again (so a storm that goes on is one episode, not one per slot),
+//! and then a [`Queued::Overflow`] takes the place of the dropped ones. The
+//! source then re-reads every watched unit the way the snapshot does:
+//! systemd's timestamps and counters carry what the dropped signals said,
+//! and the journal fills in the states between (as after a reconnect).
+//!
+//! Why check the sender? The bus applies a match rule's `sender` only to
+//! broadcast signals: a signal addressed to unitwatch's connection is
+//! delivered whoever sent it (the system bus lets any local user send
+//! signals), and zbus's own check of a rule cannot compare a well-known
+//! sender name with a message's unique one, so it lets every signal through.
+//! Without a check, any local user could make unitwatch count restarts and
+//! failures that never happened (a forged `PropertiesChanged` with
+//! `NRestarts`) or re-read every unit over and over. So the queue takes only
+//! signals whose sender is the current owner of `org.freedesktop.systemd1`
+//! (the bus sets the sender; it cannot be forged), following the bus's
+//! `NameOwnerChanged` for it (systemd reconnects to the bus under a new name
+//! on `daemon-reexec`). The bus sends those on the same socket as systemd's
+//! signals, so an owner change is seen before anything its new owner sends:
+//! zbus hands each message to every matching stream before reading the next,
+//! and the owner stream is looked at first.
+
+use std::time::Instant;
+
+use futures_util::{Stream, StreamExt};
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::sync::oneshot;
+use zbus::message::{Sequence, Type as MessageType};
+use zbus::names::OwnedUniqueName;
+use zbus::{Connection, MatchRule, Message, MessageStream};
+
+use crate::clock;
+use crate::ledger::Usec;
+use crate::source::signal::{self, Throttle};
+
+/// The bus itself, as the sender of its own messages; no connection can
+/// have this name.
+pub const BUS: &str = "org.freedesktop.DBus";
+
+/// The name systemd owns on the bus.
+pub const SYSTEMD: &str = "org.freedesktop.systemd1";
+
+/// Capacity of zbus's message queues. Signals are drained from them into
+/// this queue as they come, so they only need to cover a short delay of
+/// that task; zbus allocates them in full (some 120 bytes a slot), so a large
+/// one costs resident memory as a burst walks through it. When full, zbus
+/// stops reading the socket until there is room: nothing is lost there.
+pub const ZBUS_QUEUED: usize = 4096;
+
+/// How many signals wait at most. A signal is up to some 1.2 KiB (a unit's
+/// `PropertiesChanged` carries all of its change-emitting properties;
+/// measured with systemd 252), so a full queue is some 10 MiB; a burst of
+/// 1000 units restarting at once (some 18 signals each) fills it to about 600.
+pub const CAPACITY: usize = 8192;
+
+/// Overrides [`CAPACITY`], for tests that need a storm larger than the queue.
+pub const CAPACITY_ENV: &str = "UNITWATCH_DBUS_QUEUE";
+
+/// The queue's capacity: [`CAPACITY`], unless [`CAPACITY_ENV`] says otherwise.
+pub fn capacity() -> usize {
+    std::env::var(CAPACITY_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(CAPACITY)
+}
+
+/// What waits in the queue.
+#[derive(Debug)]
+pub enum Queued {
+    Signal(Message),
+    /// `dropped` signals did not fit, the first at `since` (unitwatch's
+    /// clock); they would have been here.
+    Overflow {
+        since: Usec,
+        dropped: u64,
+    },
+}
+
+/// systemd's unique name on the bus as last heard, and where in the
+/// connection's messages it was heard: the latest news wins, whichever way it
+/// came (`GetNameOwner`'s reply or a `NameOwnerChanged`).
+#[derive(Debug, Default)]
+struct Owner {
+    name: Option<OwnedUniqueName>,
+    at: Sequence,
+}
+
+impl Owner {
+    fn heard(&mut self, name: Option<OwnedUniqueName>, at: Sequence) {
+        if at >= self.at {
+            *self = Owner { name, at };
+        }
+    }
+
+    /// Takes in a `NameOwnerChanged` if the bus sent it and it is about systemd.
+    fn changed(&mut self, msg: &Message) {
+        if msg.header().sender().map(|s| s.as_str()) != Some(BUS) {
+            return;
+        }
+        let Ok((name, _old, new)) = msg.body().deserialize::<(String, String, String)>() else {
+            return;
+        };
+        if name == SYSTEMD {
+            tracing::debug!(owner = %new, "systemd's name on the bus changed hands");
+            self.heard(OwnedUniqueName::try_from(new).ok(), msg.recv_position());
+        }
+    }
+
+    /// Whether `msg` was sent by systemd; logs (throttled) a signal sent by
+    /// anyone else but the bus.
+    fn sent(&self, msg: &Message, foreign: &mut Throttle) -> bool {
+        let header = msg.header();
+        let sender = header.sender().map(|s| s.as_str());
+        if sender.is_some() && sender == self.name.as_ref().map(|o| o.as_str()) {
+            return true;
+        }
+        // The bus's own signals (NameOwnerChanged) come here too, as zbus
+        // lets every signal match the rule; they are not news.
+        if sender != Some(BUS) {
+            signal::warn_ignored(
+                foreign,
+                Instant::now(),
+                msg,
+                &format!(
+                    "not sent by systemd (the owner of {SYSTEMD} is {})",
+                    self.name.as_ref().map_or("nobody", |o| o.as_str())
+                ),
+            );
+        }
+        false
+    }
+}
+
+/// What the queue starts from once systemd's name is known.
+pub struct Start<S> {
+    /// systemd's unique name, as `GetNameOwner` for [`SYSTEMD`] said...
+    pub owner: OwnedUniqueName,
+    /// ... in the reply received here.
+    pub at: Sequence,
+    /// systemd's signals (match rule sender [`SYSTEMD`]).
+    pub signals: S,
+}
+
+/// The task draining the queue; stopped when dropped, so no path out of a
+/// session leaves it (and the connection its streams hold) behind.
+pub struct Drain(tokio::task::JoinHandle<()>);
+
+impl Drain {
+    pub fn is_finished(&self) -> bool {
+        self.0.is_finished()
+    }
+}
+
+impl Drop for Drain {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Subscribes to systemd's signals on `conn` and starts draining them into
+/// a queue of `capacity`; the queue ends when the connection does.
+pub async fn open(
+    conn: &Connection,
+    capacity: usize,
+) -> zbus::Result<(Drain, mpsc::Receiver<Queued>)> {
+    // Who systemd is on the bus, and who it becomes: changes subscribed to
+    // before asking, so none is missed, and followed at once.
+    let owners = MatchRule::builder()
+        .msg_type(MessageType::Signal)
+        .sender(BUS)?
+        .interface(BUS)?
+        .member("NameOwnerChanged")?
+        .arg(0, SYSTEMD)?
+        .build();
+    let owners = MessageStream::for_match_rule(owners, conn, None).await?;
+    let (drain, starter, queue) = spawn(owners, capacity);
+    let reply = conn
+        .call_method(
+            Some(BUS),
+            "/org/freedesktop/DBus",
+            Some(BUS),
+            "GetNameOwner",
+            &(SYSTEMD,),
+        )
+        .await?;
+    let owner = reply.body().deserialize()?;
+    // All of systemd's signals through one stream, so their order is kept;
+    // created once their sender is known and handed over at once, so no
+    // storm can fill it before it is drained.
+    let rule = MatchRule::builder()
+        .msg_type(MessageType::Signal)
+        .sender(SYSTEMD)?
+        .build();
+    let signals = MessageStream::for_match_rule(rule, conn, Some(ZBUS_QUEUED)).await?;
+    let start = Start {
+        owner,
+        at: reply.recv_position(),
+        signals,
+    };
+    // Only fails if the task ended, and then so did the connection: the
+    // queue is already closed, which ends the session.
+    let _ = starter.send(start);
+    Ok((drain, queue))
+}
+
+/// Starts following `owners` (the bus's `NameOwnerChanged` for [`SYSTEMD`])
+/// at once, so they never pile up in zbus; once [`Start`] comes, drains its
+/// signals into a queue of `capacity`, letting in those systemd sent. The
+/// task ends when a stream does (the connection closed), or the `Start` or
+/// the receiver is dropped.
+pub fn spawn<S, O>(
+    owners: O,
+    capacity: usize,
+) -> (Drain, oneshot::Sender<Start<S>>, mpsc::Receiver<Queued>)
+where
+    S: Stream<Item = zbus::Result<Message>> + Unpin + Send + 'static,
+    O: Stream<Item = zbus::Result<Message>> + Unpin + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let (start, started) = oneshot::channel();
+    (Drain(tokio::spawn(drain(owners, started, tx))), start, rx)
+}
+
+/// Signals dropped since the queue was last full.
+struct Lost {
+    since: Usec,
+    dropped: u64,
+}
+
+async fn drain<S, O>(
+    mut owners: O,
+    mut started: oneshot::Receiver<Start<S>>,
+    tx: mpsc::Sender<Queued>,
+) where
+    S: Stream<Item = zbus::Result<Message>> + Unpin,
+    O: Stream<Item = zbus::Result<Message>> + Unpin,
+{
+    let mut owner = Owner::default();
+    let mut signals = loop {
+        tokio::select! {
+            change = owners.next() => {
+                let Some(Ok(msg)) = change else { return };
+                owner.changed(&msg);
+            }
+            start = &mut started => {
+                let Ok(Start { owner: name, at, signals }) = start else { return };
+                owner.heard(Some(name), at);
+                break signals;
+            }
+        }
+    };
+    // Half the queue free before taking signals again.
+    let resume = (tx.max_capacity() / 2).max(1);
+    let mut lost: Option<Lost> = None;
+    let mut foreign = Throttle::new(signal::WARN_EVERY);
+    loop {
+        tokio::select! {
+            // Owner changes first: see the module's comment.
+            biased;
+            change = owners.next() => {
+                let Some(Ok(msg)) = change else { return };
+                owner.changed(&msg);
+            }
+            room = tx.reserve_many(resume), if lost.is_some() => {
+                let Ok(mut permits) = room else { return };
+                if let (Some(Lost { since, dropped }), Some(permit)) = (lost.take(), permits.next()) {
+                    permit.send(Queued::Overflow { since, dropped });
+                }
+            }
+            msg = signals.next() => {
+                // An error is the connection's, and the last item.
+                let Some(Ok(msg)) = msg else { return };
+                if !owner.sent(&msg, &mut foreign) {
+                    continue;
+                }
+                if let Some(lost) = &mut lost {
+                    lost.dropped += 1;
+                    continue;
+                }
+                match tx.try_send(Queued::Signal(msg)) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) => {
+                        lost = Some(Lost {
+                            since: clock::now(),
+                            dropped: 1,
+                        })
+                    }
+                    Err(TrySendError::Closed(_)) => return,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Feeder = mpsc::UnboundedSender<zbus::Result<Message>>;
+
+    /// A stream fed by hand, and its feeder.
+    fn feed() -> (
+        Feeder,
+        impl Stream<Item = zbus::Result<Message>> + Unpin + Send + 'static,
+    ) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let stream =
+            futures_util::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|m| (m, rx)) },
+            );
+        (tx, Box::pin(stream))
+    }
+
+    /// A queue of `capacity` whose systemd is `:1.0`: its feeders of
+    /// signals and of owner changes.
+    fn queue(capacity: usize) -> (Feeder, Feeder, Drain, mpsc::Receiver<Queued>) {
+        let (signals, signal_stream) = feed();
+        let (owners, owner_stream) = feed();
+        let (drain, start, rx) = spawn(owner_stream, capacity);
+        let start = start.send(Start {
+            owner: OwnedUniqueName::try_from(":1.0").expect("a name"),
+            at: Sequence::default(),
+            signals: signal_stream,
+        });
+        assert!(start.is_ok(), "the queue takes its start");
+        (signals, owners, drain, rx)
+    }
+
+    fn job_new(sender: &str, id: u32) -> zbus::Result<Message> {
+        Message::signal(
+            "/org/freedesktop/systemd1",
+            "org.freedesktop.systemd1.Manager",
+            "JobNew",
+        )
+        .and_then(|b| b.sender(sender))
+        .and_then(|b| {
+            b.build(&(
+                id,
+                zbus::zvariant::ObjectPath::try_from("/org/freedesktop/systemd1/job/1")
+                    .expect("path"),
+                "a.service",
+            ))
+        })
+    }
+
+    fn owner_changed(sender: &str, old: &str, new: &str) -> zbus::Result<Message> {
+        Message::signal("/org/freedesktop/DBus", BUS, "NameOwnerChanged")
+            .and_then(|b| b.sender(sender))
+            .and_then(|b| b.build(&(SYSTEMD, old, new)))
+    }
+
+    fn id(item: Option<Queued>) -> Option<u32> {
+        match item {
+            Some(Queued::Signal(msg)) => msg
+                .body()
+                .deserialize::<(u32, zbus::zvariant::OwnedObjectPath, String)>()
+                .ok()
+                .map(|b| b.0),
+            _ => None,
+        }
+    }
+
+    /// Lets the drain task take everything fed so far.
+    async fn settle() {
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn signals_that_fit_pass_in_order() {
+        let (feeder, _owners, _drain, mut rx) = queue(4);
+        for n in 1..=3 {
+            feeder.send(job_new(":1.0", n)).expect("feed");
+        }
+        for n in 1..=3 {
+            assert_eq!(id(rx.recv().await), Some(n));
+        }
+    }
+
+    #[tokio::test]
+    async fn overflow_drops_counts_and_marks_the_gap_once_half_is_free() {
+        let (feeder, _owners, _drain, mut rx) = queue(4);
+        for n in 1..=10 {
+            feeder.send(job_new(":1.0", n)).expect("feed");
+        }
+        settle().await;
+        // Room for one: not enough to resume; what comes meanwhile is dropped.
+        assert_eq!(id(rx.recv().await), Some(1));
+        feeder.send(job_new(":1.0", 11)).expect("feed");
+        settle().await;
+        assert_eq!(id(rx.recv().await), Some(2));
+        settle().await;
+        for n in 3..=4 {
+            assert_eq!(id(rx.recv().await), Some(n));
+        }
+        match rx.recv().await {
+            Some(Queued::Overflow { dropped, since }) => {
+                assert_eq!(dropped, 7, "5..=11");
+                assert!(since > 0);
+            }
+            other => panic!("not the overflow: {other:?}"),
+        }
+        // Taking signals again.
+        feeder.send(job_new(":1.0", 12)).expect("feed");
+        assert_eq!(id(rx.recv().await), Some(12));
+    }
+
+    #[tokio::test]
+    async fn only_systemd_gets_in_and_its_new_name_once_the_bus_says_so() {
+        let (feeder, owners, _drain, mut rx) = queue(16);
+        feeder.send(job_new(":1.5", 1)).expect("feed");
+        // Only the bus can say who systemd is.
+        owners
+            .send(owner_changed(":1.5", ":1.0", ":1.5"))
+            .expect("feed");
+        settle().await;
+        feeder.send(job_new(":1.5", 2)).expect("feed");
+        feeder.send(job_new(":1.0", 3)).expect("feed");
+        assert_eq!(id(rx.recv().await), Some(3));
+        // daemon-reexec: systemd comes back as :1.9.
+        owners.send(owner_changed(BUS, ":1.0", "")).expect("feed");
+        owners.send(owner_changed(BUS, "", ":1.9")).expect("feed");
+        feeder.send(job_new(":1.0", 4)).expect("feed");
+        feeder.send(job_new(":1.9", 5)).expect("feed");
+        assert_eq!(id(rx.recv().await), Some(5));
+        settle().await;
+        assert!(rx.try_recv().is_err(), "nothing else got in");
+    }
+
+    #[tokio::test]
+    async fn the_queue_ends_with_the_connection() {
+        let (feeder, _owners, drain, mut rx) = queue(4);
+        feeder.send(job_new(":1.0", 1)).expect("feed");
+        feeder
+            .send(Err(zbus::Error::InputOutput(std::sync::Arc::new(
+                std::io::Error::from(std::io::ErrorKind::BrokenPipe),
+            ))))
+            .expect("feed");
+        assert_eq!(id(rx.recv().await), Some(1));
+        assert!(rx.recv().await.is_none());
+        settle().await;
+        assert!(drain.is_finished());
+    }
+}
