@@ -123,6 +123,31 @@ fn report(file: &std::path::Path, checked: Result<(), String>) -> ExitCode {
     }
 }
 
+/// Binds `listen` and runs the server until SIGTERM or SIGINT.
+async fn serve(
+    config: Config,
+    listen: SocketAddr,
+    web: WebConfig,
+    bus: Bus,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let (trigger, shutdown) = unitwatch::shutdown::channel();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = sigint.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+        trigger.fire();
+    });
+    unitwatch::server::run(config, listener, web, bus, shutdown).await
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Status { address, json }) = &cli.command {
@@ -184,7 +209,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(unitwatch::server::run(config, listen, web, bus)) {
+    match runtime.block_on(serve(config, listen, web, bus)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

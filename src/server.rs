@@ -1,17 +1,16 @@
 //! Wires sources, the ledger task and sinks together and runs them until
-//! SIGTERM or SIGINT.
+//! the shutdown signal it is given fires (`main` fires it on SIGTERM or
+//! SIGINT; tests fire it themselves, running the whole server in-process).
 //!
 //! Startup order matters for exact accounting: the state file is loaded,
 //! the journal is read from the saved position (or the backfill window) up to
 //! now, and only then does the D-Bus source take its snapshot and follow
 //! live, so history is always applied before the present.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::clock;
@@ -24,7 +23,7 @@ use crate::message::Input;
 use crate::notify::Notifier;
 use crate::owner::Owner;
 use crate::persist::{StateFile, Writer};
-use crate::shutdown;
+use crate::shutdown::Shutdown;
 use crate::snapshot::{self, Snapshot, Stats};
 use crate::source::dbus::{Bus, DbusSource};
 use crate::source::journal::{current_boot_id, JournalSource, Start};
@@ -35,19 +34,15 @@ const QUEUE: usize = 8192;
 /// How long shutdown may take, the last save included.
 const STOP_WITHIN: Duration = Duration::from_secs(5);
 
-/// Runs unitwatch with `config`, serving on `listen` as `web` says,
+/// Runs unitwatch with `config`, serving on `listener` as `web` says,
 /// following `bus`.
 pub async fn run(
     config: Config,
-    listen: SocketAddr,
+    listener: TcpListener,
     web: WebConfig,
     bus: Bus,
+    shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener
         .local_addr()
         .context("cannot read the listen address")?;
@@ -109,7 +104,6 @@ pub async fn run(
     ledger.set_max_units(config.max_units);
 
     let (inputs, ledger_inputs) = mpsc::channel(QUEUE);
-    let (trigger, shutdown) = shutdown::channel();
     let health = Health::default();
     let writer = Writer::start(state, loaded.position).context("cannot start the state writer")?;
     let owner = Owner {
@@ -151,10 +145,10 @@ pub async fn run(
     if let Err(e) = journal.spawn(caught_up) {
         tracing::error!(error = %e, "cannot start the journal reader; counting from D-Bus alone");
     }
+    let mut stopping = shutdown.clone();
     let interrupted = tokio::select! {
         _ = history_read => false,
-        _ = sigterm.recv() => true,
-        _ = sigint.recv() => true,
+        _ = stopping.recv() => true,
     };
     tracing::debug!("journal history read; going live on D-Bus");
     let dbus = tokio::spawn(
@@ -162,13 +156,9 @@ pub async fn run(
     );
 
     if !interrupted {
-        tokio::select! {
-            _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
-            _ = sigint.recv() => tracing::info!("SIGINT: shutting down"),
-        }
+        stopping.recv().await;
     }
     Notifier::from_env().stopping();
-    trigger.fire();
     let stopped = async {
         let _ = dbus.await;
         let _ = server.await;

@@ -74,7 +74,7 @@ fn assert_png(path: &Path) {
 
 #[test]
 fn status_page_renders_rows_and_badges_in_chromium() {
-    let sb = Sandbox::start();
+    let sb = sandbox!();
     for unit in [API, NODE] {
         sb.write_unit(unit, "[Service]\nExecStart=/bin/sleep infinity\n");
     }

@@ -102,7 +102,7 @@ fn burst(sb: &Sandbox, uw: &Unitwatch, all: &str, n: usize, round: usize) {
 #[test]
 fn every_unit_restarting_at_once_is_counted_once() {
     let n = units();
-    let sb = Sandbox::start();
+    let sb = sandbox!();
     sb.write_unit(
         "burst@.service",
         "[Service]\nExecStart=/bin/sleep infinity\n",

@@ -83,7 +83,7 @@ fn up(unit: &str) -> String {
 
 #[test]
 fn wall_clock_steps_change_no_duration() {
-    let sb = Sandbox::start();
+    let sb = sandbox!();
     for unit in ["steady.service", "flip.service"] {
         sb.write_unit(unit, "[Service]\nExecStart=/bin/sleep infinity\n");
     }

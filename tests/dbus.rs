@@ -47,7 +47,7 @@ fn ignored(uw: &Unitwatch) -> Vec<String> {
 /// right after is counted.
 #[test]
 fn signals_not_from_systemd_are_ignored_not_a_reconnect() {
-    let sb = Sandbox::start();
+    let sb = sandbox!();
     let unit = "aitbc-stable.service";
     sb.write_unit(unit, STABLE);
     sb.daemon_reload();
@@ -137,7 +137,7 @@ fn systemd_name(sb: &Sandbox) -> String {
 /// used while D-Bus follows the unit, so only D-Bus can show it.)
 #[test]
 fn signals_are_taken_from_systemd_after_daemon_reexec() {
-    let sb = Sandbox::start();
+    let sb = sandbox!();
     let unit = "aitbc-stable.service";
     sb.write_unit(unit, STABLE);
     sb.daemon_reload();
@@ -185,7 +185,7 @@ fn sum(metrics: &str, family: &str, labels: &str) -> f64 {
 fn a_storm_larger_than_the_queue_loses_nothing() {
     const N: usize = 200;
     const ROUNDS: usize = 2;
-    let sb = Sandbox::start();
+    let sb = sandbox!();
     sb.write_unit("storm@.service", STABLE);
     sb.daemon_reload();
     let all = format!("storm@{{1..{N}}}.service");

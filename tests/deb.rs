@@ -11,7 +11,7 @@ use common::Sandbox;
 #[test]
 fn package_installs_a_hardened_service_and_purges_clean() {
     let deb = package();
-    let sb = Sandbox::start();
+    let sb = sandbox!();
     sb.write_unit(
         "aitbc-coordinator-api.service",
         "[Service]\nExecStart=/bin/sleep infinity\n",

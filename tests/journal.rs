@@ -66,7 +66,7 @@ fn record_time(sb: &Sandbox, unit: &str, text: &str) -> f64 {
 /// shows them.
 #[test]
 fn what_happened_while_stopped_is_counted() {
-    let sb = Sandbox::start();
+    let sb = sandbox!();
     let (crash, stable) = ("aitbc-crash.service", "aitbc-stable.service");
     sb.write_unit(crash, &fails_then_runs(3, "300ms"));
     sb.write_unit(stable, STABLE);
@@ -110,7 +110,7 @@ fn what_happened_while_stopped_is_counted() {
 /// NRestarts: D-Bus and the journal reporting the same restarts count once.
 #[test]
 fn kill_9_while_flapping_loses_and_doubles_nothing() {
-    let sb = Sandbox::start();
+    let sb = sandbox!();
     let unit = "aitbc-flap.service";
     let n = 30;
     sb.write_unit(unit, &fails_then_runs(n, "150ms"));
@@ -143,7 +143,7 @@ fn kill_9_while_flapping_loses_and_doubles_nothing() {
 /// was ever installed; with `backfill = "0"` they are not counted.
 #[test]
 fn backfill_reaches_before_the_first_start() {
-    let sb = Sandbox::start();
+    let sb = sandbox!();
     let unit = "aitbc-old.service";
     sb.write_unit(unit, &fails_then_runs(4, "100ms"));
     sb.daemon_reload();
@@ -164,7 +164,7 @@ fn backfill_reaches_before_the_first_start() {
 /// rebuilt from the journal.
 #[test]
 fn corrupt_state_is_kept_aside_and_rebuilt_from_the_journal() {
-    let sb = Sandbox::start();
+    let sb = sandbox!();
     let unit = "aitbc-crash.service";
     sb.write_unit(unit, &fails_then_runs(2, "100ms"));
     sb.daemon_reload();
@@ -195,7 +195,7 @@ fn corrupt_state_is_kept_aside_and_rebuilt_from_the_journal() {
 /// accounting continues and still matches systemd.
 #[test]
 fn rotation_and_vacuum_while_live() {
-    let sb = Sandbox::start();
+    let sb = sandbox!();
     let unit = "aitbc-flap.service";
     let n = 12;
     sb.write_unit(unit, &fails_then_runs(n, "300ms"));
@@ -218,7 +218,7 @@ fn rotation_and_vacuum_while_live() {
 /// `unitwatch_journal_up`, and D-Bus accounting goes on.
 #[test]
 fn unreadable_journal_degrades_to_dbus_alone() {
-    let sb = Sandbox::start();
+    let sb = sandbox!();
     sb.write_unit("aitbc-stable.service", STABLE);
     sb.daemon_reload();
     sb.systemctl(&["start", "aitbc-stable.service"]);
@@ -252,7 +252,7 @@ fn unreadable_journal_degrades_to_dbus_alone() {
 /// again once it can.
 #[test]
 fn full_state_directory_is_survived() {
-    let sb = Sandbox::start();
+    let sb = sandbox!();
     let unit = "aitbc-stable.service";
     sb.write_unit(unit, STABLE);
     sb.daemon_reload();
@@ -334,7 +334,10 @@ fn full_state_directory_is_survived() {
         || (uw.log().matches("state saved again").count() == 2).then_some(()),
     );
     let saved = std::fs::read_to_string(inside.join("state.json")).expect("state");
-    assert!(saved.contains("\"restarts\":[0,2]"), "{saved}");
+    assert!(
+        saved.contains(r#""restarts":{"auto":0,"manual":2}"#),
+        "{saved}"
+    );
 }
 
 /// `kill -9` twenty times at varying moments while a unit flaps: after each
@@ -342,7 +345,7 @@ fn full_state_directory_is_survived() {
 /// systemd's NRestarts and the journal.
 #[test]
 fn kill_9_twenty_times() {
-    let sb = Sandbox::start();
+    let sb = sandbox!();
     let unit = "aitbc-flap.service";
     let n = 40;
     sb.write_unit(unit, &fails_then_runs(n, "100ms"));
@@ -383,7 +386,7 @@ fn kill_9_twenty_times() {
 /// and counts it in `unitwatch_journal_gaps_total`.
 #[test]
 fn vacuumed_position_is_a_counted_gap() {
-    let sb = Sandbox::start();
+    let sb = sandbox!();
     let unit = "aitbc-stable.service";
     sb.write_unit(unit, STABLE);
     sb.daemon_reload();

@@ -43,7 +43,7 @@ fn query(sb: &Sandbox, path: &str, q: Option<&str>) -> serde_json::Value {
 #[test]
 fn real_prometheus_scrapes_alerts_and_answers_the_dashboard() {
     let deb = package();
-    let sb = Sandbox::start();
+    let sb = sandbox!();
     sb.write_unit(
         "aitbc-coordinator-api.service",
         "[Service]\nExecStart=/bin/sleep infinity\n",

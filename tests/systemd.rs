@@ -38,12 +38,15 @@ fn n_restarts(sb: &Sandbox, unit: &str) -> f64 {
 /// as manual; a stop is seen within 1 s and downtime grows from then on.
 #[test]
 fn stable_unit_up_restart_and_stop() {
-    let sb = Sandbox::start();
+    let sb = sandbox!();
     let unit = "aitbc-stable.service";
+    // Another watched unit, whose changes mark a point in systemd's signals.
+    let stable = "aitbc-marker.service";
     sb.write_unit(unit, STABLE);
+    sb.write_unit(stable, STABLE);
     sb.write_unit("unmatched.service", STABLE);
     sb.daemon_reload();
-    sb.systemctl(&["start", unit, "unmatched.service"]);
+    sb.systemctl(&["start", unit, stable, "unmatched.service"]);
 
     let uw = Unitwatch::start(&sb, "units = [\"aitbc-*.service\"]");
     uw.wait_value(&up(unit), WAIT, |v| v == 1.0);
@@ -78,11 +81,15 @@ fn stable_unit_up_restart_and_stop() {
         |v| v > before,
     );
     uw.wait_value(&up(unit), WAIT, |v| v == 1.0);
-    // a later, unrelated job on the unit flushes anything still in flight
-    sb.systemctl(&["reload-or-restart", "unmatched.service"]);
-    sb.systemctl(&["start", unit]);
+    // Anything still in flight about the restart is applied before a later
+    // change of another watched unit (systemd's signals are ordered on the
+    // connection): wait for one, then the restart must still count once.
+    sb.systemctl(&["stop", stable]);
+    uw.wait_value(&up(stable), WAIT, |v| v == 0.0);
     assert_eq!(uw.value(&restarts(unit, "manual")), Some(1.0));
     assert_eq!(uw.value(&restarts(unit, "auto")), Some(0.0));
+    sb.systemctl(&["start", stable]);
+    uw.wait_value(&up(stable), WAIT, |v| v == 1.0);
 
     // 2. systemctl stop: service_up 0 within 1 s, then downtime grows
     sb.systemctl(&["stop", unit]);
@@ -106,7 +113,7 @@ fn stable_unit_up_restart_and_stop() {
 /// and the journal.
 #[test]
 fn crashing_unit_restarts_match_nrestarts() {
-    let sb = Sandbox::start();
+    let sb = sandbox!();
     let unit = "aitbc-crash.service";
     sb.write_unit(
         unit,
@@ -138,7 +145,7 @@ fn crashing_unit_restarts_match_nrestarts() {
 /// A unit that flaps many times between two scrapes shows all its restarts.
 #[test]
 fn flapping_between_two_scrapes_counts_every_restart() {
-    let sb = Sandbox::start();
+    let sb = sandbox!();
     let unit = "aitbc-flap.service";
     sb.write_unit(
         unit,
@@ -170,7 +177,7 @@ fn flapping_between_two_scrapes_counts_every_restart() {
 /// appear once systemd announces them; excluded and unmatched units never do.
 #[test]
 fn units_appearing_later_are_picked_up() {
-    let sb = Sandbox::start();
+    let sb = sandbox!();
     sb.write_unit("aitbc-excluded.service", STABLE);
     sb.write_unit("other.service", STABLE);
     sb.daemon_reload();
@@ -213,7 +220,7 @@ fn units_appearing_later_are_picked_up() {
 /// restarted by the watchdog.
 #[test]
 fn notify_readiness_status_and_watchdog() {
-    let sb = Sandbox::start();
+    let sb = sandbox!();
     sb.write_unit("aitbc-stable.service", STABLE);
     sb.daemon_reload();
     sb.systemctl(&["start", "aitbc-stable.service"]);
@@ -255,7 +262,7 @@ fn notify_readiness_status_and_watchdog() {
 /// restart and failure of the gap is counted once.
 #[test]
 fn survives_the_bus_going_away() {
-    let sb = Sandbox::start();
+    let sb = sandbox!();
     let unit = "aitbc-crash.service";
     sb.write_unit(
         unit,
@@ -300,7 +307,7 @@ fn survives_the_bus_going_away() {
 /// counted twice.
 #[test]
 fn reexec_and_reload_storm_lose_nothing() {
-    let sb = Sandbox::start();
+    let sb = sandbox!();
     let (crash, stable) = ("aitbc-crash.service", "aitbc-stable.service");
     sb.write_unit(
         crash,
@@ -334,7 +341,7 @@ fn reexec_and_reload_storm_lose_nothing() {
 /// counted, and the warning is logged once.
 #[test]
 fn max_units_caps_what_is_exported() {
-    let sb = Sandbox::start();
+    let sb = sandbox!();
     for i in 1..=4 {
         sb.write_unit(&format!("aitbc-w{i}.service"), STABLE);
     }
@@ -348,7 +355,11 @@ fn max_units_caps_what_is_exported() {
     let uw = Unitwatch::start(&sb, "units = [\"aitbc-*.service\"]\nmax_units = 2");
     uw.wait_value("unitwatch_units_dropped", WAIT, |v| v == 2.0);
     sb.systemctl(&["start", "aitbc-w4.service"]);
-    uw.wait_value("unitwatch_units_dropped", WAIT, |v| v == 2.0);
+    // The start of a dropped unit is applied before a later change of an
+    // exported one (systemd's signals are ordered): wait for that change.
+    sb.systemctl(&["stop", "aitbc-w1.service"]);
+    uw.wait_value(&up("aitbc-w1.service"), WAIT, |v| v == 0.0);
+    assert_eq!(uw.value("unitwatch_units_dropped"), Some(2.0));
     assert_eq!(uw.value("unitwatch_units_watched"), Some(2.0));
     let exported = uw.metrics().matches("service_up{").count();
     assert_eq!(exported, 2);
@@ -366,7 +377,7 @@ fn max_units_caps_what_is_exported() {
 /// promtool parses the exposition.
 #[test]
 fn escaped_instance_long_and_unicode_names_are_exported_intact() {
-    let sb = Sandbox::start();
+    let sb = sandbox!();
     // 255 characters: systemd's limit (UNIT_NAME_MAX - 1).
     let long = format!("aitbc-{}.service", "l".repeat(255 - "aitbc-.service".len()));
     sb.write_unit(&long, STABLE);

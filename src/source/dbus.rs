@@ -52,12 +52,15 @@ type ListedUnit = (
 );
 
 /// Which service manager to follow.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Bus {
     /// The system manager on the system bus (`DBUS_SYSTEM_BUS_ADDRESS` is honoured).
     System,
     /// The calling user's manager on the session bus.
     User,
+    /// The system manager on the bus at this D-Bus address (a manager in a
+    /// container, or tests).
+    Address(String),
 }
 
 /// Why a session with the bus ended.
@@ -161,9 +164,10 @@ impl DbusSource {
     }
 
     async fn connect(&self) -> zbus::Result<Connection> {
-        let builder = match self.bus {
+        let builder = match &self.bus {
             Bus::System => zbus::connection::Builder::system()?,
             Bus::User => zbus::connection::Builder::session()?,
+            Bus::Address(address) => zbus::connection::Builder::address(address.as_str())?,
         };
         builder.max_queued(signal_queue::ZBUS_QUEUED).build().await
     }

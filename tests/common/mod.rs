@@ -20,7 +20,40 @@ pub struct Sandbox {
     pid: u32,
 }
 
+/// Boots a [`Sandbox`] for the calling test, or skips the test (returns
+/// from it, printing why) when not run as root, which booting systemd in
+/// namespaces needs. With `UNITWATCH_NO_SKIP` set (CI sets it), a test that
+/// would be skipped fails instead.
+#[macro_export]
+macro_rules! sandbox {
+    () => {
+        match $crate::common::Sandbox::boot_or_skip(module_path!()) {
+            Some(sb) => sb,
+            None => return,
+        }
+    };
+}
+
+/// Whether this process may boot a sandbox.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
 impl Sandbox {
+    /// A sandbox, or `None` (printed, unless `UNITWATCH_NO_SKIP` forbids
+    /// skipping: then a panic) when not root.
+    pub fn boot_or_skip(test: &str) -> Option<Sandbox> {
+        if is_root() {
+            return Some(Sandbox::start());
+        }
+        if std::env::var_os("UNITWATCH_NO_SKIP").is_some() {
+            panic!("{test} needs root to boot systemd in namespaces, and UNITWATCH_NO_SKIP forbids skipping it");
+        }
+        eprintln!("skipped {test}: needs root to boot systemd in namespaces (run as root, or see README)");
+        None
+    }
+
     /// Boots a sandbox; panics with the reason if it does not come up.
     pub fn start() -> Sandbox {
         let out = Command::new(script())
