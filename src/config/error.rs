@@ -94,7 +94,7 @@ impl Error {
         let mut position = (1, 1);
         for depth in (1..=keys.len()).rev() {
             if let Some(p) = yaml_key_position(text, &keys[..depth]) {
-                position = p;
+                position = yaml_clamp(text, p);
                 break;
             }
         }
@@ -133,7 +133,12 @@ pub(crate) fn parse_yaml<T: DeserializeOwned>(path: &Path, text: &str) -> Result
         let key = dotted(e.path());
         let e = e.into_inner();
         let position = e.location().map_or((1, 1), |l| (l.line(), l.column()));
-        Error::invalid(path, position, &key, &yaml_message(&e, &segments))
+        Error::invalid(
+            path,
+            yaml_clamp(text, position),
+            &key,
+            &yaml_message(&e, &segments),
+        )
     })
 }
 
@@ -193,6 +198,38 @@ fn yaml_path(segments: &[Segment]) -> String {
         }
     }
     out
+}
+
+/// A YAML position, moved inside `text`: libyaml puts the end of a text that
+/// does not end with a line break at the start of a line after it (found by
+/// fuzzing: `{` gave line 2 of a one-line file). Lines end as YAML ends them:
+/// at `\r\n`, `\r`, `\n`, NEL, LS and PS.
+fn yaml_clamp(text: &str, (line, column): (usize, usize)) -> (usize, usize) {
+    let mut lengths = vec![0usize];
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => {
+                if chars.peek() == Some(&'\n') {
+                    chars.next();
+                }
+                lengths.push(0);
+            }
+            '\n' | '\u{85}' | '\u{2028}' | '\u{2029}' => lengths.push(0),
+            _ => {
+                if let Some(last) = lengths.last_mut() {
+                    *last += 1;
+                }
+            }
+        }
+    }
+    let last = lengths.len();
+    if line > last {
+        // Past the end: at the end of the last line.
+        return (last, lengths[last - 1] + 1);
+    }
+    let line = line.max(1);
+    (line, column.clamp(1, lengths[line - 1] + 1))
 }
 
 /// `text` with control characters and line separators escaped (`\n`,
@@ -388,6 +425,18 @@ mod tests {
             "missing",
         );
         assert_eq!(e.to_string(), "/w.yml:2:1: t.b: missing");
+    }
+
+    #[test]
+    fn yaml_positions_stay_inside_the_text() {
+        assert_eq!(yaml_clamp("{", (2, 1)), (1, 2));
+        assert_eq!(yaml_clamp("a\r\nbc\u{2028}d", (2, 9)), (2, 3));
+        assert_eq!(yaml_clamp("a\n", (2, 1)), (2, 1));
+        let e = parse_yaml::<serde_yaml_ng::Value>(Path::new("/w.yml"), "{").expect_err("bad");
+        assert!(
+            e.to_string().starts_with("/w.yml:1:2: (top level): "),
+            "{e}"
+        );
     }
 
     #[test]
