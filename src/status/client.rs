@@ -464,6 +464,13 @@ fn tls_error(target: &Target, trust: &Trust, e: &(dyn StdError + 'static)) -> St
             "not valid for {} (ask with --address NAME:PORT, a name the certificate holds)",
             target.addr
         )),
+        // webpki's errors come through as `Other`, written as their names.
+        (R::InvalidCertificate(CertificateError::Other(o)), Trust::Ca { .. }) => {
+            untrusted(match o.0.to_string().as_str() {
+                "CaUsedAsEndEntity" => "it is a CA certificate itself (self-signed?), which no CA vouches for; without --ca, status trusts exactly the certificate of the web configuration".to_owned(),
+                other => other.to_owned(),
+            })
+        }
         (R::InvalidCertificate(c), Trust::Ca { .. }) => untrusted(c.to_string()),
         (R::InvalidMessage(_), _) => StatusError::NotTls { addr },
         (R::AlertReceived(AlertDescription::CertificateRequired), _) => StatusError::Tls {
