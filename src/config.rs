@@ -1,17 +1,23 @@
 //! The configuration file: its schema, defaults and validation.
 //!
 //! Every error names the file, the line and column, and the key it is about,
-//! in one line: `FILE:LINE:COLUMN: KEY: what is wrong`.
+//! in one line: `FILE:LINE:COLUMN: KEY: what is wrong` ([`Error`], shared
+//! with the web configuration). Values are checked by the types they are read
+//! into ([`value`]), so the TOML parser itself says where a bad one is.
+
+pub mod error;
+pub mod value;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use toml::Spanned;
 
-use crate::select::Selector;
-
+pub use self::error::Error;
+pub use self::value::parse_duration;
+use self::value::{HumanDuration, ListenAddress, NonEmptyPath, UnitCount, Units};
+use crate::select::{Glob, Selector};
 /// Where the configuration is read from unless `--config` says otherwise.
 pub const DEFAULT_PATH: &str = "/etc/unitwatch/config.toml";
 /// The port registered for unitwatch's default listen address.
@@ -45,31 +51,12 @@ pub struct Config {
 /// The default of `journal.backfill`.
 pub const DEFAULT_BACKFILL: &str = "7d";
 
-/// Why a configuration could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{path}: cannot read: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}:{line}:{column}: {key}: {message}")]
-    Invalid {
-        path: String,
-        line: usize,
-        column: usize,
-        key: String,
-        message: String,
-    },
-}
-
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct Raw {
     #[serde(default)]
     server: RawServer,
-    watch: Option<Spanned<RawWatch>>,
+    watch: Option<RawWatch>,
     #[serde(default)]
     state: RawState,
     #[serde(default)]
@@ -79,265 +66,82 @@ struct Raw {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawJournal {
-    backfill: Option<Spanned<String>>,
-    directory: Option<Spanned<String>>,
+    backfill: Option<HumanDuration>,
+    directory: Option<NonEmptyPath>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawServer {
-    listen: Option<Spanned<String>>,
-    web_config: Option<Spanned<String>>,
+    listen: Option<ListenAddress>,
+    web_config: Option<NonEmptyPath>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawWatch {
-    units: Spanned<Vec<Spanned<String>>>,
+    units: Units,
     #[serde(default)]
-    exclude: Vec<Spanned<String>>,
-    max_units: Option<Spanned<i64>>,
+    exclude: Vec<Glob>,
+    max_units: Option<UnitCount>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawState {
-    dir: Option<Spanned<String>>,
+    dir: Option<NonEmptyPath>,
 }
 
 impl Config {
     /// Reads and validates the file at `path`.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+    pub fn load(path: &Path) -> Result<Config, Error> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::read(path, e))?;
         Config::parse(path, &text)
     }
 
     /// Validates `text` as if read from `path`.
-    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let invalid = |offset: usize, key: Option<&str>, message: String| {
-            let (line, column) = line_column(text, offset);
-            ConfigError::Invalid {
-                path: path.display().to_string(),
-                line,
-                column,
-                key: one_line(&key.map_or_else(|| key_at(text, offset), str::to_owned)),
-                message: one_line(&message),
-            }
-        };
-        let raw: Raw = toml::from_str(text).map_err(|e| {
-            let offset = e.span().map_or(0, |s| s.start);
-            let message: Vec<&str> = e
-                .message()
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .collect();
-            invalid(offset, None, message.join("; "))
-        })?;
-
-        let listen = match raw.server.listen {
-            None => DEFAULT_LISTEN
-                .parse()
-                .map_err(|_| invalid(0, Some("server.listen"), "bad built-in default".into()))?,
-            Some(s) => s.get_ref().parse().map_err(|_| {
-                invalid(
-                    s.span().start,
-                    Some("server.listen"),
-                    format!("`{}` is not an address of the form IP:PORT", s.get_ref()),
-                )
-            })?,
-        };
-
+    pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
+        let raw: Raw = error::parse_toml(path, text)?;
+        // The one thing serde cannot check: a [watch] table that is not
+        // there at all. Said at the end of the file, where it would go.
         let Some(watch) = raw.watch else {
-            return Err(invalid(
+            return Err(Error::at_offset(
+                path,
+                text,
                 text.len(),
-                Some("watch.units"),
-                "missing: a [watch] table with `units = [...]` is required".into(),
+                "watch.units",
+                "missing: a [watch] table with `units = [...]` is required",
             ));
         };
-        let watch_span = watch.span();
-        let watch = watch.into_inner();
-        if watch.units.get_ref().is_empty() {
-            return Err(invalid(
-                watch.units.span().start.max(watch_span.start),
-                Some("watch.units"),
-                "empty: list at least one unit name or glob pattern".into(),
-            ));
-        }
-        let mut selector = Selector::default();
-        for (list, key) in [
-            (watch.units.get_ref(), "watch.units"),
-            (&watch.exclude, "watch.exclude"),
-        ] {
-            for pattern in list {
-                let added = if key == "watch.units" {
-                    selector.include(pattern.get_ref())
-                } else {
-                    selector.exclude(pattern.get_ref())
-                };
-                added.map_err(|why| {
-                    invalid(
-                        pattern.span().start,
-                        Some(key),
-                        format!("bad glob `{}`: {why}", pattern.get_ref()),
-                    )
-                })?;
-            }
-        }
-
-        let max_units = match watch.max_units {
-            None => crate::ledger::DEFAULT_MAX_UNITS,
-            Some(n) => usize::try_from(*n.get_ref())
-                .ok()
-                .filter(|n| *n >= 1)
-                .ok_or_else(|| {
-                    invalid(
-                        n.span().start,
-                        Some("watch.max_units"),
-                        format!("{} is not a number of units (1 or more)", n.get_ref()),
-                    )
-                })?,
+        let listen = match raw.server.listen {
+            Some(l) => l.0,
+            None => default_listen(),
         };
-
-        let path_value = |s: Spanned<String>, key: &str| {
-            if s.get_ref().is_empty() {
-                Err(invalid(s.span().start, Some(key), "empty path".into()))
-            } else {
-                Ok(PathBuf::from(s.into_inner()))
-            }
-        };
-        let state_dir = match raw.state.dir {
-            None => PathBuf::from(DEFAULT_STATE_DIR),
-            Some(s) => path_value(s, "state.dir")?,
-        };
-
         let backfill = match raw.journal.backfill {
+            Some(d) => d.0,
             None => parse_duration(DEFAULT_BACKFILL).unwrap_or_default(),
-            Some(s) => parse_duration(s.get_ref()).ok_or_else(|| {
-                invalid(
-                    s.span().start,
-                    Some("journal.backfill"),
-                    format!(
-                        "`{}` is not a duration such as \"0\", \"90s\", \"15m\", \"12h\", \"7d\" or \"2w\"",
-                        s.get_ref()
-                    ),
-                )
-            })?,
         };
-        let journal_directory = raw
-            .journal
-            .directory
-            .map(|s| path_value(s, "journal.directory"))
-            .transpose()?;
-        let web_config = raw
-            .server
-            .web_config
-            .map(|s| path_value(s, "server.web_config"))
-            .transpose()?;
-
         Ok(Config {
             path: path.to_owned(),
             listen,
-            watch: selector,
-            max_units,
-            state_dir,
+            watch: Selector::new(watch.units.0, watch.exclude),
+            max_units: watch
+                .max_units
+                .map_or(crate::ledger::DEFAULT_MAX_UNITS, |n| n.0),
+            state_dir: raw
+                .state
+                .dir
+                .map_or_else(|| PathBuf::from(DEFAULT_STATE_DIR), |p| p.0),
             backfill,
-            journal_directory,
-            web_config,
+            journal_directory: raw.journal.directory.map(|p| p.0),
+            web_config: raw.server.web_config.map(|p| p.0),
         })
     }
 }
 
-/// `"0"` or a whole number with a unit: `s`, `m`, `h`, `d`, `w`.
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    if text == "0" {
-        return Some(Duration::ZERO);
-    }
-    let split = text.find(|c: char| !c.is_ascii_digit())?;
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().ok()?;
-    let seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "w" => 604_800,
-        _ => return None,
-    };
-    n.checked_mul(seconds).map(Duration::from_secs)
-}
-
-/// `text` with control characters and line separators escaped (`\n`,
-/// `\u{2028}`), so that an error quoting a value stays on one line.
-fn one_line(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// 1-based line and column of a byte offset.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = &text[..floor_char_boundary(text, offset)];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
-}
-
-fn floor_char_boundary(text: &str, mut i: usize) -> usize {
-    while i > 0 && !text.is_char_boundary(i) {
-        i -= 1;
-    }
-    i
-}
-
-/// The dotted key a byte offset belongs to: the `key = ` of its line under the
-/// nearest `[table]` header above it, or that header itself.
-fn key_at(text: &str, offset: usize) -> String {
-    let offset = floor_char_boundary(text, offset.min(text.len()));
-    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
-    let line = text[line_start..].lines().next().unwrap_or("").trim();
-    // The name of a `[table]` or `[[array]]` header; empty for `[]` or `[`.
-    let header = |l: &str| -> Option<String> {
-        let l = l.trim();
-        l.strip_prefix('[')
-            .and_then(|r| r.trim_start_matches('[').split(']').next())
-            .map(|h| h.trim().to_owned())
-    };
-    if let Some(h) = header(line) {
-        return if h.is_empty() {
-            "(top level)".into()
-        } else {
-            h
-        };
-    }
-    let table = text[..line_start]
-        .lines()
-        .rev()
-        .find_map(header)
-        .filter(|t| !t.is_empty());
-    let key = line
-        .split('=')
-        .next()
-        .map(str::trim)
-        .filter(|k| !k.is_empty() && !k.starts_with('#') && !k.starts_with(['"', '\'']))
-        .map(str::to_owned);
-    match (table, key) {
-        (Some(t), Some(k)) => format!("{t}.{k}"),
-        (None, Some(k)) => k,
-        (Some(t), None) => t,
-        (None, None) => "(top level)".into(),
-    }
+/// [`DEFAULT_LISTEN`] as an address.
+pub fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 9567))
 }
 
 #[cfg(test)]
@@ -366,40 +170,14 @@ mod tests {
     }
 
     #[test]
-    fn durations() {
-        for (text, secs) in [
-            ("0", 0),
-            ("90s", 90),
-            ("15m", 900),
-            ("12h", 43_200),
-            ("7d", 604_800),
-            ("2w", 1_209_600),
-        ] {
-            assert_eq!(
-                parse_duration(text),
-                Some(Duration::from_secs(secs)),
-                "{text}"
-            );
-        }
-        for bad in [
-            "",
-            "7",
-            "d",
-            "-1d",
-            "1.5h",
-            "7 days",
-            "99999999999999999999w",
-        ] {
-            assert_eq!(parse_duration(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
     fn defaults() {
         let c = Config::parse(Path::new("c.toml"), "[watch]\nunits = [\"a.service\"]\n")
             .expect("minimal config");
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(default_listen().to_string(), DEFAULT_LISTEN);
         assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+        assert_eq!(c.max_units, crate::ledger::DEFAULT_MAX_UNITS);
+        assert_eq!(c.backfill, Duration::from_secs(7 * 86_400));
     }
 
     #[test]
@@ -433,9 +211,10 @@ mod tests {
                 "[server]\nlisten = \"0.0.0.0:9567\"\n",
                 "/etc/unitwatch/config.toml:3:1: watch.units: missing",
             ),
+            // TOML syntax: about no key (serde never saw the document).
             (
                 "[watch\nunits = 1\n",
-                "/etc/unitwatch/config.toml:1:7: watch:",
+                "/etc/unitwatch/config.toml:1:7: (top level): invalid table header",
             ),
             (
                 "[watch]\nunits = [\"a\"]\n[journal]\nbackfill = \"a week\"\n",
@@ -444,6 +223,14 @@ mod tests {
             (
                 "[watch]\nunits = [\"a\"]\nmax_units = 0\n",
                 "/etc/unitwatch/config.toml:3:13: watch.max_units: 0 is not a number of units",
+            ),
+            (
+                "[watch]\nexclude = [\"a\"]\n",
+                "/etc/unitwatch/config.toml:1:1: watch: missing field `units`",
+            ),
+            (
+                "[watch]\nunits = [\"a\"]\n[state]\ndir = \"\"\n",
+                "/etc/unitwatch/config.toml:4:7: state.dir: empty path",
             ),
             (
                 "[sever]\nlisten = \"0.0.0.0:1\"\n",
@@ -483,16 +270,17 @@ mod tests {
             ),
             (
                 "[watch]\nunits = [\"a\"]\n\"x\\ry\" = 1\n",
-                "/etc/unitwatch/config.toml:3:1: watch: unknown field `x\\ry`",
+                "/etc/unitwatch/config.toml:3:1: watch.x\\ry: unknown field `x\\ry`",
             ),
         ];
+        let mut wrong = Vec::new();
         for (text, want) in cases {
             let got = err(text);
-            assert!(
-                got.starts_with(want),
-                "for\n{text}\ngot:  {got}\nwant: {want}..."
-            );
+            if !got.starts_with(want) {
+                wrong.push(format!("for\n{text}\ngot:  {got}\nwant: {want}..."));
+            }
             assert!(!got.chars().any(char::is_control), "not one line: {got:?}");
         }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
     }
 }

@@ -1,35 +1,63 @@
-//! The `unitwatch` command: parses arguments, sets up logging and hands over
-//! to [`unitwatch::server::run`].
+//! The `unitwatch` command: parses arguments, runs the subcommand asked for
+//! or the daemon ([`unitwatch::server::run`]), and is the one place that
+//! reports an error: `unitwatch: <error chain>` on stderr, exit status 1.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::OnceLock;
 
-use clap::{Parser, Subcommand};
+use anyhow::Context;
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::EnvFilter;
-use unitwatch::config::{Config, DEFAULT_PATH};
-use unitwatch::http::web_config::WebConfig;
+use unitwatch::config::{self, Config, DEFAULT_PATH};
+use unitwatch::http::web_config::{WebConfig, WebConfigFile};
 use unitwatch::source::dbus::Bus;
+use unitwatch::status::{Credentials, Target};
 
 /// Exports per-unit uptime, downtime, restarts and failures of systemd units as Prometheus metrics.
 #[derive(Parser, Debug)]
 #[command(name = "unitwatch", version, about)]
 struct Cli {
-    /// Configuration file.
-    #[arg(long, value_name = "FILE", default_value = DEFAULT_PATH)]
-    config: PathBuf,
-    /// Address to serve /metrics on (overrides server.listen).
-    #[arg(long = "web.listen-address", value_name = "ADDR")]
-    listen: Option<SocketAddr>,
-    /// Web configuration file (exporter-toolkit format): TLS and basic auth.
-    #[arg(long = "web.config.file", value_name = "FILE")]
-    web_config: Option<PathBuf>,
+    #[command(flatten)]
+    daemon: DaemonArgs,
     /// Watch the calling user's service manager on the session bus.
     #[arg(long)]
     user: bool,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// Where the daemon reads its configuration and serves; `unitwatch status`
+/// takes the same options (before or after `status`) to find it.
+#[derive(Args, Debug, Default, Clone)]
+struct DaemonArgs {
+    /// Configuration file [default: /etc/unitwatch/config.toml].
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address unitwatch serves HTTP on (overrides server.listen).
+    #[arg(long = "web.listen-address", value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Web configuration file (exporter-toolkit format): TLS and basic auth
+    /// (overrides server.web_config).
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    web_config: Option<PathBuf>,
+}
+
+impl DaemonArgs {
+    /// These, with any left unset taken from `outer`.
+    fn or(self, outer: &DaemonArgs) -> DaemonArgs {
+        DaemonArgs {
+            config: self.config.or_else(|| outer.config.clone()),
+            listen: self.listen.or(outer.listen),
+            web_config: self.web_config.or_else(|| outer.web_config.clone()),
+        }
+    }
+
+    fn any(&self) -> bool {
+        self.config.is_some() || self.listen.is_some() || self.web_config.is_some()
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -46,34 +74,44 @@ enum Command {
     },
     /// Show the watched units of the running unitwatch: state, since,
     /// availability over 24 h and 30 d, restarts in 24 h.
-    Status {
-        /// Where unitwatch serves HTTP (default: `server.listen` of the
-        /// configuration, on loopback if it listens on all addresses).
-        #[arg(long, value_name = "HOST:PORT")]
-        address: Option<String>,
-        /// Print the daemon's JSON (`/api/v1/units`) instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
+    Status(StatusArgs),
 }
 
-/// Where `unitwatch status` asks: `--address`, else the configuration's
-/// listen address; without a configuration file, the default one.
-fn status_address(cli: &Cli, address: &Option<String>) -> Result<String, String> {
-    if let Some(a) = address {
-        return Ok(a.clone());
-    }
-    let listen = match Config::load(&cli.config) {
-        Ok(c) => c.listen,
-        Err(_) if !cli.config.exists() && cli.config == std::path::Path::new(DEFAULT_PATH) => {
-            unitwatch::config::DEFAULT_LISTEN
-                .parse()
-                .map_err(|e| format!("{e}"))?
-        }
-        Err(e) => return Err(e.to_string()),
-    };
-    Ok(unitwatch::status::local(listen).to_string())
+#[derive(Args, Debug)]
+struct StatusArgs {
+    /// The daemon's configuration: where it listens, and its web
+    /// configuration, which says whether to use TLS and which certificate to
+    /// trust.
+    #[command(flatten)]
+    daemon: DaemonArgs,
+    /// Where unitwatch serves HTTP (default: --web.listen-address or
+    /// `server.listen`, on loopback if it listens on all addresses).
+    #[arg(long, value_name = "HOST:PORT")]
+    address: Option<String>,
+    /// Use TLS and trust certificates signed by the CAs in FILE (PEM) for
+    /// the host asked, instead of exactly the web configuration's cert_file.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Basic auth user name.
+    #[arg(long, value_name = "NAME", requires = "password_file")]
+    user: Option<String>,
+    /// File whose first line is the basic auth password (never on the
+    /// command line, where other users can read it).
+    #[arg(long, value_name = "FILE", requires = "user")]
+    password_file: Option<PathBuf>,
+    /// Print the daemon's JSON (`/api/v1/units`) instead of a table.
+    #[arg(long)]
+    json: bool,
 }
+
+/// Whether logging is set up, and where to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Logging {
+    Journal,
+    Stderr,
+}
+
+static LOGGING: OnceLock<Logging> = OnceLock::new();
 
 /// One malloc arena for the whole process. glibc gives each thread that
 /// allocates an arena of its own and keeps what is freed there; unitwatch's
@@ -100,6 +138,7 @@ fn init_logging() {
                 .with(filter)
                 .with(journald)
                 .init();
+            let _ = LOGGING.set(Logging::Journal);
             return;
         }
     }
@@ -107,29 +146,21 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    let _ = LOGGING.set(Logging::Stderr);
 }
 
-/// The outcome of checking `file`: "FILE: ok" and 0, or the error and 1.
-fn report(file: &std::path::Path, checked: Result<(), String>) -> ExitCode {
-    match checked {
-        Ok(()) => {
-            println!("{}: ok", file.display());
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            ExitCode::FAILURE
-        }
+/// The one report of an error: `unitwatch: <error: cause: cause>` on
+/// stderr, and, when logging goes to the journal, an error entry there too
+/// (logging to stderr would only print the same line twice).
+fn report(e: &anyhow::Error) {
+    if LOGGING.get() == Some(&Logging::Journal) {
+        tracing::error!("{e:#}");
     }
+    eprintln!("unitwatch: {e:#}");
 }
 
 /// Binds `listen` and runs the server until SIGTERM or SIGINT.
-async fn serve(
-    config: Config,
-    listen: SocketAddr,
-    web: WebConfig,
-    bus: Bus,
-) -> anyhow::Result<()> {
+async fn serve(config: Config, listen: SocketAddr, web: WebConfig, bus: Bus) -> anyhow::Result<()> {
     use anyhow::Context;
     use tokio::signal::unix::{signal, SignalKind};
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
@@ -150,71 +181,121 @@ async fn serve(
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Status { address, json }) = &cli.command {
-        let result = status_address(&cli, address)
-            .and_then(|addr| unitwatch::status::run(&addr, *json).map_err(|e| e.to_string()));
-        return match result {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("unitwatch status: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    if let Some(Command::CheckConfig { file }) = &cli.command {
-        let checked =
-            Config::load(file)
-                .map_err(|e| e.to_string())
-                .and_then(|c| match &c.web_config {
-                    Some(web) => WebConfig::load(web).map(|_| ()).map_err(|e| e.to_string()),
-                    None => Ok(()),
-                });
-        return report(file, checked);
-    }
-    if let Some(Command::CheckWebConfig { file }) = &cli.command {
-        return report(
-            file,
-            WebConfig::load(file).map(|_| ()).map_err(|e| e.to_string()),
-        );
-    }
-    let config = match Config::load(&cli.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("unitwatch: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let web = match cli.web_config.as_ref().or(config.web_config.as_ref()) {
-        Some(file) => match WebConfig::load(file) {
-            Ok(w) => w,
-            Err(e) => {
-                eprintln!("unitwatch: {e}");
-                return ExitCode::FAILURE;
-            }
-        },
-        None => WebConfig::default(),
-    };
-    init_logging();
-    let listen = cli.listen.unwrap_or(config.listen);
-    let bus = if cli.user { Bus::User } else { Bus::System };
-    limit_malloc_arenas();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("unitwatch: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(serve(config, listen, web, bus)) {
+    usage_check(&cli);
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("unitwatch: {e:#}");
+            report(&e);
             ExitCode::FAILURE
         }
     }
+}
+
+/// Options given before a subcommand they do not apply to are usage errors
+/// (exit status 2, as clap's own), not silently ignored.
+fn usage_check(cli: &Cli) {
+    let wrong = match &cli.command {
+        Some(Command::CheckConfig { .. } | Command::CheckWebConfig { .. })
+            if cli.daemon.any() || cli.user =>
+        {
+            "--config, --web.listen-address, --web.config.file and --user apply to running unitwatch and to `status`; check-config and check-web-config check the FILE they are given"
+        }
+        Some(Command::Status(_)) if cli.user => {
+            "--user before `status` means watching the session bus, which status does not do; for basic auth credentials: unitwatch status --user NAME --password-file FILE"
+        }
+        _ => return,
+    };
+    Cli::command()
+        .error(clap::error::ErrorKind::ArgumentConflict, wrong)
+        .exit();
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Some(Command::CheckConfig { file }) => {
+            let config = Config::load(&file)?;
+            if let Some(web) = &config.web_config {
+                WebConfig::load(web)?;
+            }
+            println!("{}: ok", file.display());
+            Ok(())
+        }
+        Some(Command::CheckWebConfig { file }) => {
+            WebConfig::load(&file)?;
+            println!("{}: ok", file.display());
+            Ok(())
+        }
+        Some(Command::Status(args)) => status(&cli.daemon, args),
+        None => daemon(cli.daemon, cli.user),
+    }
+}
+
+/// The configuration at `path`, or at the default path; None if no path was
+/// given and the default file does not exist (status then asks the default
+/// address).
+fn config_for_status(path: Option<&Path>) -> anyhow::Result<Option<Config>> {
+    match path {
+        Some(path) => Ok(Some(Config::load(path)?)),
+        None => match Config::load(Path::new(DEFAULT_PATH)) {
+            Ok(c) => Ok(Some(c)),
+            Err(config::Error::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        },
+    }
+}
+
+fn status(outer: &DaemonArgs, args: StatusArgs) -> anyhow::Result<()> {
+    let daemon = args.daemon.or(outer);
+    let config = config_for_status(daemon.config.as_deref())?;
+    let listen = daemon
+        .listen
+        .or(config.as_ref().map(|c| c.listen))
+        .unwrap_or_else(config::default_listen);
+    let addr = args
+        .address
+        .unwrap_or_else(|| unitwatch::status::local(listen).to_string());
+    // With --ca the web configuration is not needed: TLS is asked for, and
+    // the CA says what to trust.
+    let web = match (&args.ca, daemon.web_config.or(config.and_then(|c| c.web_config))) {
+        (None, Some(file)) => Some(WebConfigFile::read(&file).map_err(|e| match &e {
+            config::Error::Read { source, .. }
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                anyhow::Error::new(e).context(
+                    "status reads the web configuration to know whether unitwatch serves TLS (run it as a user who can read it, or give --ca FILE)",
+                )
+            }
+            _ => e.into(),
+        })?),
+        _ => None,
+    };
+    let credentials = match (&args.user, &args.password_file) {
+        (Some(user), Some(file)) => Some(Credentials::from_file(user, file)?),
+        _ => None,
+    };
+    let target = Target::new(addr, web.as_ref(), args.ca.as_deref(), credentials)?;
+    unitwatch::status::run(&target, args.json)?;
+    Ok(())
+}
+
+fn daemon(args: DaemonArgs, user: bool) -> anyhow::Result<()> {
+    let config = Config::load(args.config.as_deref().unwrap_or(Path::new(DEFAULT_PATH)))?;
+    let web = match args.web_config.as_ref().or(config.web_config.as_ref()) {
+        Some(file) => WebConfig::load(file)?,
+        None => WebConfig::default(),
+    };
+    init_logging();
+    let listen = args.listen.unwrap_or(config.listen);
+    let bus = if user { Bus::User } else { Bus::System };
+    limit_malloc_arenas();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(serve(config, listen, web, bus))
 }

@@ -2,6 +2,32 @@
 //! names, with excludes winning over includes.
 
 use glob::Pattern;
+use serde::{Deserialize, Deserializer};
+
+/// A glob pattern over unit names, checked when made (or read from the
+/// configuration: a bad one is an error at its place in the file).
+#[derive(Debug, Clone)]
+pub struct Glob(Pattern);
+
+impl Glob {
+    /// The pattern `text`; the error says what is wrong with it.
+    pub fn new(text: &str) -> Result<Glob, String> {
+        if text.is_empty() {
+            return Err("empty pattern".into());
+        }
+        Pattern::new(text)
+            .map(Glob)
+            .map_err(|e| format!("{} at character {}", e.msg, e.pos + 1))
+    }
+}
+
+impl<'de> Deserialize<'de> for Glob {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        crate::config::value::from_str(d, "a unit name or glob pattern", |s| {
+            Glob::new(s).map_err(|why| format!("bad glob `{s}`: {why}"))
+        })
+    }
+}
 
 /// The include and exclude patterns of `[watch]`.
 #[derive(Debug, Clone, Default)]
@@ -11,15 +37,23 @@ pub struct Selector {
 }
 
 impl Selector {
+    /// Units matching any of `include` and none of `exclude`.
+    pub fn new(include: Vec<Glob>, exclude: Vec<Glob>) -> Selector {
+        Selector {
+            include: include.into_iter().map(|g| g.0).collect(),
+            exclude: exclude.into_iter().map(|g| g.0).collect(),
+        }
+    }
+
     /// Adds an include pattern; the error says what is wrong with it.
     pub fn include(&mut self, pattern: &str) -> Result<(), String> {
-        self.include.push(compile(pattern)?);
+        self.include.push(Glob::new(pattern)?.0);
         Ok(())
     }
 
     /// Adds an exclude pattern; the error says what is wrong with it.
     pub fn exclude(&mut self, pattern: &str) -> Result<(), String> {
-        self.exclude.push(compile(pattern)?);
+        self.exclude.push(Glob::new(pattern)?.0);
         Ok(())
     }
 
@@ -34,13 +68,6 @@ impl Selector {
     pub fn include_patterns(&self) -> Vec<String> {
         self.include.iter().map(|p| p.as_str().to_owned()).collect()
     }
-}
-
-fn compile(pattern: &str) -> Result<Pattern, String> {
-    if pattern.is_empty() {
-        return Err("empty pattern".into());
-    }
-    Pattern::new(pattern).map_err(|e| format!("{} at character {}", e.msg, e.pos + 1))
 }
 
 #[cfg(test)]

@@ -1,44 +1,18 @@
-//! `unitwatch status`: asks a running unitwatch for `/api/v1/units` and
-//! prints a `systemctl`-like table (unit, state, since, availability over
-//! 24 h and 30 d, restarts in 24 h); coloured on a terminal, plain when
-//! piped or with `NO_COLOR`, the daemon's JSON as is with `--json`.
+//! `unitwatch status`: asks a running unitwatch for `/api/v1/units` (with
+//! [`client`]: HTTP or HTTPS, basic auth) and prints a `systemctl`-like
+//! table (unit, state, since, availability over 24 h and 30 d, restarts in
+//! 24 h); coloured on a terminal, plain when piped or with `NO_COLOR`, the
+//! daemon's JSON as is with `--json`.
 
-use std::io::{IsTerminal, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::time::Duration;
+pub mod client;
 
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+
+pub use self::client::{get, Credentials, StatusError, Target, Trust};
 use crate::render::api::Units;
 use crate::render::human;
 use crate::render::page::class;
-
-/// How long to wait for the daemon to connect and to answer.
-const TIMEOUT: Duration = Duration::from_secs(5);
-
-#[derive(Debug, thiserror::Error)]
-pub enum StatusError {
-    #[error(
-        "no unitwatch answers at {addr}: {source} (is it running? `systemctl status unitwatch`)"
-    )]
-    Connect {
-        addr: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("reading from unitwatch at {addr}: {source}")]
-    Read {
-        addr: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("unitwatch at {addr} answered {status}: {body}")]
-    Status {
-        addr: String,
-        status: String,
-        body: String,
-    },
-    #[error("unitwatch at {addr} sent something that is not its unit list: {reason}")]
-    Body { addr: String, reason: String },
-}
 
 /// The address to ask: a listen address of `0.0.0.0` or `::` is asked on loopback.
 pub fn local(listen: SocketAddr) -> SocketAddr {
@@ -50,44 +24,6 @@ pub fn local(listen: SocketAddr) -> SocketAddr {
         });
     }
     addr
-}
-
-/// `GET path` over HTTP/1.0 from `addr` (`host:port`); the body of a 200.
-pub fn get(addr: &str, path: &str) -> Result<String, StatusError> {
-    let connect = |source| StatusError::Connect {
-        addr: addr.to_owned(),
-        source,
-    };
-    let read = |source| StatusError::Read {
-        addr: addr.to_owned(),
-        source,
-    };
-    let target = addr
-        .to_socket_addrs()
-        .map_err(connect)?
-        .next()
-        .ok_or_else(|| connect(std::io::Error::other("no address")))?;
-    let mut stream = TcpStream::connect_timeout(&target, TIMEOUT).map_err(connect)?;
-    stream.set_read_timeout(Some(TIMEOUT)).map_err(read)?;
-    stream.set_write_timeout(Some(TIMEOUT)).map_err(read)?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: application/json\r\n\r\n"
-    )
-    .map_err(read)?;
-    let mut reply = Vec::new();
-    stream.read_to_end(&mut reply).map_err(read)?;
-    let reply = String::from_utf8_lossy(&reply);
-    let (head, body) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));
-    let status = head.lines().next().unwrap_or_default();
-    if status.split_whitespace().nth(1) != Some("200") {
-        return Err(StatusError::Status {
-            addr: addr.to_owned(),
-            status: status.to_owned(),
-            body: body.trim().chars().take(200).collect(),
-        });
-    }
-    Ok(body.to_owned())
 }
 
 /// The table `unitwatch status` prints.
@@ -159,17 +95,16 @@ pub fn table(units: &Units, colour: bool) -> String {
     out
 }
 
-/// Asks the daemon at `addr` and prints its answer; `json`: as the daemon
-/// sent it.
-pub fn run(addr: &str, json: bool) -> Result<(), StatusError> {
-    let body = get(addr, "/api/v1/units")?;
+/// Asks the daemon and prints its answer; `json`: as the daemon sent it.
+pub fn run(target: &Target, json: bool) -> Result<(), StatusError> {
+    let body = get(target, "/api/v1/units")?;
     let mut stdout = std::io::stdout().lock();
     if json {
         let _ = writeln!(stdout, "{}", body.trim_end());
         return Ok(());
     }
     let units: Units = serde_json::from_str(&body).map_err(|e| StatusError::Body {
-        addr: addr.to_owned(),
+        addr: target.addr.clone(),
         reason: e.to_string(),
     })?;
     let colour = stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none();
@@ -248,11 +183,17 @@ mod tests {
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("port");
-        let e = get(&format!("127.0.0.1:{port}"), "/api/v1/units").expect_err("refused");
-        assert!(
-            e.to_string()
-                .starts_with("no unitwatch answers at 127.0.0.1:"),
-            "{e}"
+        let target = Target {
+            addr: format!("127.0.0.1:{port}"),
+            tls: None,
+            credentials: None,
+        };
+        let e = get(&target, "/api/v1/units").expect_err("refused");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "no unitwatch answers at 127.0.0.1:{port}: connection refused (is it running? `systemctl status unitwatch`)"
+            )
         );
     }
 }

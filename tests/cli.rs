@@ -1,5 +1,6 @@
-//! The command line: check-config, bad configuration, a busy address, and a
-//! clean exit on SIGTERM. None of these need systemd.
+//! The command line: check-config, bad configuration, options before or
+//! after the subcommand, the one error format (`unitwatch: ...`, exit status
+//! 1), a busy address, and a clean exit on SIGTERM. None of these need systemd.
 
 mod common;
 
@@ -62,7 +63,10 @@ fn bad_config_is_one_line_naming_file_line_and_key() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
         assert!(
-            err.contains(&format!("{}:5:10: server.listen:", file.display())),
+            err.starts_with(&format!(
+                "unitwatch: {}:5:10: server.listen: `nowhere` is not an address",
+                file.display()
+            )),
             "{args:?}: {err}"
         );
     }
@@ -77,9 +81,76 @@ fn unreadable_config_names_the_file() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("/nonexistent/unitwatch.toml: cannot read"),
+        err.starts_with("unitwatch: /nonexistent/unitwatch.toml: cannot read: "),
         "{err}"
     );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+/// `status` finds the daemon through --config given after the subcommand as
+/// well as before it: the address it asks is the config's server.listen.
+#[test]
+fn status_options_go_before_or_after_the_subcommand() {
+    let dir = temp_dir("cli-status");
+    let file = dir.join("config.toml");
+    let port = free_port();
+    std::fs::write(
+        &file,
+        format!("[server]\nlisten = \"0.0.0.0:{port}\"\n[watch]\nunits = [\"a.service\"]\n"),
+    )
+    .expect("write config");
+    let file = file.display().to_string();
+    let want = format!("unitwatch: no unitwatch answers at 127.0.0.1:{port}: connection refused");
+    for args in [["status", "--config", &file], ["--config", &file, "status"]] {
+        let out = unitwatch().args(args).output().expect("run unitwatch");
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.starts_with(&want), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    }
+    // --web.listen-address after `status` wins over the config's.
+    let other = free_port();
+    let out = unitwatch()
+        .args(["--config", &file, "status"])
+        .args(["--web.listen-address", &format!("127.0.0.1:{other}")])
+        .output()
+        .expect("run unitwatch");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with(&format!(
+            "unitwatch: no unitwatch answers at 127.0.0.1:{other}:"
+        )),
+        "{err}"
+    );
+}
+
+/// Options that do not apply to a subcommand are usage errors (exit 2),
+/// wherever they are written.
+#[test]
+fn options_a_subcommand_does_not_take_are_refused() {
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml");
+    for args in [
+        &["--config", shipped, "check-config", shipped][..],
+        &["check-config", "--config", shipped, shipped][..],
+        &[
+            "--web.config.file",
+            "/dev/null",
+            "check-web-config",
+            "/dev/null",
+        ][..],
+        &["--user", "status"][..],
+        &["status", "--user", "alice"][..],
+        &["status", "--password", "x"][..],
+    ] {
+        let out = unitwatch().args(args).output().expect("run unitwatch");
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
 }
 
 #[test]

@@ -1,13 +1,18 @@
 //! The JSON API and `unitwatch status` against unitwatch following a real
 //! systemd: a stable unit and one that crashes three times and then runs.
+//! Then `unitwatch status` over TLS with basic auth, and the errors it gives
+//! (no daemon, wrong credentials, untrusted certificate, TLS mismatch),
+//! against unitwatch without systemd (its HTTP side works regardless).
 
 mod common;
 
-use std::process::Command;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use common::unitwatch::{free_port, http_get, Unitwatch};
-use common::{wait_for, Sandbox};
+use common::unitwatch::{free_port, http_get, temp_dir, Unitwatch};
+use common::{try_wait_for, wait_for, Sandbox};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -169,9 +174,351 @@ fn status_without_a_daemon_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.starts_with(&format!("unitwatch status: no unitwatch answers at {addr}")),
+        err.starts_with(&format!(
+            "unitwatch: no unitwatch answers at {addr}: connection refused (is it running?"
+        )),
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(out.stdout.is_empty());
+}
+
+/// unitwatch without systemd, serving on a port of its own with the web
+/// config `web` (if any) written to `dir/web.yml`; SIGTERM when dropped.
+struct Daemon {
+    child: Child,
+    config: PathBuf,
+    addr: String,
+}
+
+impl Daemon {
+    fn start(dir: &Path, web: Option<&str>) -> Daemon {
+        let config = dir.join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[watch]\nunits = [\"aitbc-*.service\"]\n[state]\ndir = \"{}\"\n[journal]\nbackfill = \"0\"\n",
+                dir.join("state").display()
+            ),
+        )
+        .expect("write config");
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut command = Command::new(env!("CARGO_BIN_EXE_unitwatch"));
+        command
+            .arg("--config")
+            .arg(&config)
+            .args(["--web.listen-address", &addr]);
+        if let Some(web) = web {
+            std::fs::write(dir.join("web.yml"), web).expect("write web config");
+            command.arg("--web.config.file").arg(dir.join("web.yml"));
+        }
+        let child = command
+            .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn unitwatch");
+        let daemon = Daemon {
+            child,
+            config,
+            addr,
+        };
+        wait_for(
+            &format!("unitwatch to listen on {}", daemon.addr),
+            Duration::from_secs(10),
+            || TcpStream::connect(&daemon.addr).ok(),
+        );
+        daemon
+    }
+
+    /// `unitwatch status ARGS` (options after the subcommand), with the
+    /// daemon's config.
+    fn status(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_unitwatch"))
+            .arg("status")
+            .arg("--config")
+            .arg(&self.config)
+            .args(["--web.listen-address", &self.addr])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run unitwatch status")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        if try_wait_for(Duration::from_secs(5), || {
+            self.child.try_wait().ok().flatten()
+        })
+        .is_none()
+        {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `sh -c script` in `dir`; panics with its output if it fails.
+fn sh(dir: &Path, script: &str) {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .expect("run sh");
+    assert!(
+        out.status.success(),
+        "`{script}` failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// In `dir`, made by openssl: a CA (ca.crt), a server certificate it signed
+/// for localhost and 127.0.0.1 (server.crt, server.key), and a self-signed
+/// certificate of another name (other.crt); a web config with TLS and user
+/// alice (password s3cret, bcrypt cost 4); the password in `password`, a
+/// wrong one in `wrong`.
+fn tls_dir(tag: &str) -> PathBuf {
+    let dir = temp_dir(tag);
+    sh(
+        &dir,
+        "set -e
+         openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+           -keyout ca.key -out ca.crt -days 2 -subj /CN=unitwatch-test-ca 2>/dev/null
+         printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\nextendedKeyUsage=serverAuth\\n' > server.ext
+         openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+           -keyout server.key -out server.csr -subj /CN=server 2>/dev/null
+         openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+           -out server.crt -days 2 -extfile server.ext 2>/dev/null
+         openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+           -keyout other.key -out other.crt -days 2 -subj /CN=other 2>/dev/null
+         printf 's3cret\\n' > password
+         printf 'wrong\\n' > wrong",
+    );
+    dir
+}
+
+fn tls_web_config() -> String {
+    let hash = bcrypt::hash("s3cret", 4).expect("bcrypt hash");
+    format!(
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\nbasic_auth_users:\n  alice: '{hash}'\n"
+    )
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Fails with exit status 1 and one line on stderr starting with `want`.
+fn assert_fails(out: &Output, want: &str) {
+    let (stdout, stderr) = text(out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with(want), "got:  {stderr}want: {want}...");
+    assert!(stdout.is_empty(), "{stdout}");
+}
+
+fn path(dir: &Path, name: &str) -> String {
+    dir.join(name).display().to_string()
+}
+
+/// With the daemon's own web config and the right credentials: over TLS,
+/// trusting exactly the daemon's certificate, the table.
+#[test]
+fn status_over_tls_with_basic_auth() {
+    let dir = tls_dir("status-tls");
+    let daemon = Daemon::start(&dir, Some(&tls_web_config()));
+    let web = path(&dir, "web.yml");
+    let password = path(&dir, "password");
+    let out = daemon.status(&[
+        "--web.config.file",
+        &web,
+        "--user",
+        "alice",
+        "--password-file",
+        &password,
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.starts_with("UNIT "), "{stdout}");
+    assert!(stdout.contains("0 of 0 units up"), "{stdout}");
+
+    // --json, and the options before the subcommand instead.
+    let out = Command::new(env!("CARGO_BIN_EXE_unitwatch"))
+        .arg("--config")
+        .arg(&daemon.config)
+        .args(["--web.listen-address", &daemon.addr])
+        .args(["--web.config.file", &web])
+        .args([
+            "status",
+            "--json",
+            "--user",
+            "alice",
+            "--password-file",
+            &password,
+        ])
+        .output()
+        .expect("run unitwatch status");
+    let json: Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+    assert_eq!(json["units"].as_array().map(Vec::len), Some(0));
+}
+
+/// `server.web_config` of --config is the web config status reads when no
+/// --web.config.file is given.
+#[test]
+fn status_reads_the_web_config_its_config_names() {
+    let dir = tls_dir("status-tls-config");
+    let daemon = Daemon::start(&dir, Some(&tls_web_config()));
+    let config = dir.join("with-web.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"{}\"\nweb_config = \"{}\"\n[watch]\nunits = [\"a.service\"]\n",
+            daemon.addr,
+            path(&dir, "web.yml")
+        ),
+    )
+    .expect("write config");
+    let out = Command::new(env!("CARGO_BIN_EXE_unitwatch"))
+        .args(["status", "--config", &config.display().to_string()])
+        .args([
+            "--user",
+            "alice",
+            "--password-file",
+            &path(&dir, "password"),
+        ])
+        .output()
+        .expect("run unitwatch status");
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("0 of 0 units up"), "{stdout}");
+}
+
+/// With --ca: any certificate the CA signed for the host asked.
+#[test]
+fn status_trusts_a_ca_for_the_host_asked() {
+    let dir = tls_dir("status-ca");
+    let daemon = Daemon::start(&dir, Some(&tls_web_config()));
+    let port = daemon.addr.rsplit_once(':').map(|(_, p)| p).expect("port");
+    let password = path(&dir, "password");
+    for address in [daemon.addr.clone(), format!("localhost:{port}")] {
+        let out = daemon.status(&[
+            "--ca",
+            &path(&dir, "ca.crt"),
+            "--address",
+            &address,
+            "--user",
+            "alice",
+            "--password-file",
+            &password,
+        ]);
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{address}: {stdout}{stderr}");
+    }
+    // A CA that did not sign it.
+    let out = daemon.status(&[
+        "--ca",
+        &path(&dir, "other.crt"),
+        "--user",
+        "alice",
+        "--password-file",
+        &password,
+    ]);
+    assert_fails(
+        &out,
+        &format!(
+            "unitwatch: unitwatch at {}: untrusted certificate: not signed by a CA in {}",
+            daemon.addr,
+            path(&dir, "other.crt")
+        ),
+    );
+}
+
+#[test]
+fn status_with_wrong_or_no_credentials_says_so() {
+    let dir = tls_dir("status-401");
+    let daemon = Daemon::start(&dir, Some(&tls_web_config()));
+    let web = path(&dir, "web.yml");
+    let out = daemon.status(&[
+        "--web.config.file",
+        &web,
+        "--user",
+        "alice",
+        "--password-file",
+        &path(&dir, "wrong"),
+    ]);
+    assert_fails(
+        &out,
+        &format!(
+            "unitwatch: unitwatch at {} refused the credentials of user `alice` (401): wrong user name or password",
+            daemon.addr
+        ),
+    );
+    let out = daemon.status(&["--web.config.file", &web]);
+    assert_fails(
+        &out,
+        &format!(
+            "unitwatch: unitwatch at {} asks for credentials (401): give --user NAME --password-file FILE",
+            daemon.addr
+        ),
+    );
+}
+
+/// A web config whose certificate is not the one the daemon serves: the
+/// daemon is not trusted.
+#[test]
+fn status_refuses_a_certificate_other_than_the_configured_one() {
+    let dir = tls_dir("status-pin");
+    let daemon = Daemon::start(&dir, Some(&tls_web_config()));
+    let other = dir.join("other-web.yml");
+    std::fs::write(
+        &other,
+        "tls_server_config:\n  cert_file: other.crt\n  key_file: other.key\n",
+    )
+    .expect("write web config");
+    let out = daemon.status(&["--web.config.file", &other.display().to_string()]);
+    assert_fails(
+        &out,
+        &format!(
+            "unitwatch: unitwatch at {}: untrusted certificate: it is not the certificate in {}",
+            daemon.addr,
+            path(&dir, "other.crt")
+        ),
+    );
+}
+
+/// Plain HTTP to a TLS port, and TLS to a plain HTTP port.
+#[test]
+fn status_says_when_tls_is_wrong_either_way() {
+    let dir = tls_dir("status-mismatch");
+    let tls = Daemon::start(&dir, Some(&tls_web_config()));
+    let out = tls.status(&[]);
+    assert_fails(
+        &out,
+        &format!(
+            "unitwatch: unitwatch at {} speaks only HTTPS: name its web configuration",
+            tls.addr
+        ),
+    );
+    let plain_dir = temp_dir("status-plain");
+    let plain = Daemon::start(&plain_dir, None);
+    let out = plain.status(&["--ca", &path(&dir, "ca.crt")]);
+    assert_fails(
+        &out,
+        &format!("unitwatch: unitwatch at {} does not speak TLS", plain.addr),
+    );
+    // And plain HTTP to it works, as it always did.
+    let out = plain.status(&[]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("0 of 0 units up"), "{stdout}");
 }

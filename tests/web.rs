@@ -607,8 +607,8 @@ fn bad_web_config_is_one_line_and_nothing_starts() {
             "4:3: tls_server_config.cert_fil: unknown field",
         ),
         (
-            "basic_auth_users:\n  alice: x\n   bob: y\n",
-            "3:7: YAML syntax: mapping values are not allowed",
+            "tls_server_config:\n  cert_file: server.crt\n   key_file: y\n",
+            "3:12: tls_server_config: mapping values are not allowed",
         ),
         (
             "# TLS\ntls_server_config:\n  cert_file: missing.crt\n  key_file: server.key\n",
@@ -616,7 +616,7 @@ fn bad_web_config_is_one_line_and_nothing_starts() {
         ),
         (
             &format!("basic_auth_users:\n  alice: '{good_hash}'\n  bob: hunter2\n"),
-            "3:3: basic_auth_users.bob: not a bcrypt hash",
+            "3:8: basic_auth_users.bob: not a bcrypt hash",
         ),
         (
             "tls_server_config:\n  cert_file: server.crt\n  key_file: client.key\n",
@@ -653,7 +653,10 @@ fn bad_web_config_is_one_line_and_nothing_starts() {
         );
         let check_err = String::from_utf8_lossy(&check.stderr);
         assert_eq!(check.status.code(), Some(1), "{check_err}");
-        assert!(check_err.starts_with(&want), "{check_err}");
+        assert!(
+            check_err.starts_with(&format!("unitwatch: {want}")),
+            "{check_err}"
+        );
     }
     // Named by `server.web_config` in config.toml instead: checked by
     // check-config and at start alike.
@@ -668,7 +671,7 @@ fn bad_web_config_is_one_line_and_nothing_starts() {
     )
     .expect("write config");
     let want = format!(
-        "{}:3:3: basic_auth_users.bob:",
+        "{}:3:8: basic_auth_users.bob:",
         dir.join("web-3.yml").display()
     );
     for args in [
@@ -706,7 +709,8 @@ fn bad_web_config_is_one_line_and_nothing_starts() {
         &["check-web-config", "/nonexistent/web.yml"],
     );
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).starts_with("/nonexistent/web.yml: cannot read"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .starts_with("unitwatch: /nonexistent/web.yml: cannot read: "));
     // And a good one passes.
     std::fs::write(dir.join("good.yml"), tls_config(&dir, "")).expect("write");
     let out = run(

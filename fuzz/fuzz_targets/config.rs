@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use unitwatch::config::{Config, ConfigError};
+use unitwatch::config::{Config, Error};
 
 const PATH: &str = "/etc/unitwatch/config.toml";
 
@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
         "error not on one line: {shown:?}"
     );
     match e {
-        ConfigError::Invalid {
+        Error::Invalid {
             path,
             line,
             column,
@@ -48,6 +48,6 @@ fuzz_target!(|data: &[u8]| {
             );
             assert!(shown.starts_with(&format!("{PATH}:{line}:{column}: {key}: ")));
         }
-        ConfigError::Read { .. } => panic!("parse cannot fail to read: {shown}"),
+        Error::Read { .. } => panic!("parse cannot fail to read: {shown}"),
     }
 });

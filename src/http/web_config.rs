@@ -4,13 +4,21 @@
 //! headers (`http_server_config.headers`). It owns parsing and validating
 //! that file and turning it into what the server needs.
 //!
-//! Every error names the file, the line and column, and the key it is about,
-//! in one line: `FILE:LINE:COLUMN: KEY: what is wrong`. Relative paths in the
-//! file are relative to the file's own directory, as in exporter-toolkit.
+//! Reading happens in two steps: [`WebConfigFile`] is the file parsed and
+//! checked (values by the newtypes they are read into, so the YAML parser says
+//! where a bad one is; then one key against another), without reading the
+//! files it names, which is all `unitwatch status` needs and all that fuzzing
+//! touches; [`WebConfigFile::load`] then reads the certificate and key.
+//!
+//! Every error is a [`config::Error`](crate::config::Error): the file, the
+//! line and column, and the key it is about, in one line. Relative paths in
+//! the file are relative to the file's own directory, as in exporter-toolkit.
+
+mod value;
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Arc;
 
 use axum::http::{HeaderName, HeaderValue};
@@ -19,6 +27,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig, SupportedProtocolVersion};
 use serde::Deserialize;
+
+use self::value::{BcryptHash, ClientAuth, Headers, TlsVersion, Unsupported, UserName};
+use crate::config::error::{parse_yaml, Error};
 
 /// What the web configuration asks of the server. The default serves plain
 /// HTTP to everyone.
@@ -34,8 +45,8 @@ pub struct WebConfig {
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
-impl std::fmt::Debug for WebConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Debug for WebConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WebConfig")
             .field("path", &self.path)
             .field("tls", &self.tls.is_some())
@@ -45,102 +56,17 @@ impl std::fmt::Debug for WebConfig {
     }
 }
 
-/// Why a web configuration could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum WebConfigError {
-    #[error("{path}: cannot read: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}:{line}:{column}: {key}: {message}")]
-    Invalid {
-        path: String,
-        line: usize,
-        column: usize,
-        key: String,
-        message: String,
-    },
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct Raw {
-    tls_server_config: Option<RawTls>,
-    http_server_config: Option<RawHttp>,
-    basic_auth_users: Option<BTreeMap<String, String>>,
-}
-
-/// exporter-toolkit keys unitwatch knows but does not implement are
-/// accepted by the parser and rejected with a message saying so.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawTls {
-    cert_file: Option<String>,
-    key_file: Option<String>,
-    client_auth_type: Option<String>,
-    client_ca_file: Option<String>,
-    min_version: Option<String>,
-    max_version: Option<String>,
-    cert: Option<serde_yaml_ng::Value>,
-    key: Option<serde_yaml_ng::Value>,
-    client_ca: Option<serde_yaml_ng::Value>,
-    cipher_suites: Option<serde_yaml_ng::Value>,
-    curve_preferences: Option<serde_yaml_ng::Value>,
-    prefer_server_cipher_suites: Option<serde_yaml_ng::Value>,
-    client_allowed_sans: Option<serde_yaml_ng::Value>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawHttp {
-    /// Accepted for compatibility; unitwatch speaks HTTP/1.1 only.
-    #[allow(dead_code)]
-    http2: Option<bool>,
-    headers: Option<BTreeMap<String, String>>,
-}
-
-/// An error about the key at `keys` (a path from the top of the file).
-struct Bad {
-    keys: Vec<String>,
-    message: String,
-}
-
-fn bad(keys: &[&str], message: impl Into<String>) -> Bad {
-    Bad {
-        keys: keys.iter().map(|k| (*k).to_owned()).collect(),
-        message: message.into(),
-    }
-}
-
 impl WebConfig {
     /// Reads and validates the file at `path`, loading the certificate and
     /// key it names.
-    pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| WebConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        WebConfig::parse(path, &text)
+    pub fn load(path: &Path) -> Result<WebConfig, Error> {
+        WebConfigFile::read(path)?.load()
     }
 
-    /// Validates `text` as if read from `path`.
-    pub fn parse(path: &Path, text: &str) -> Result<WebConfig, WebConfigError> {
-        let raw: Option<Raw> = serde_yaml_ng::from_str(text).map_err(|e| yaml_error(path, &e))?;
-        let raw = raw.unwrap_or_default();
-        let base = path.parent().unwrap_or(Path::new("."));
-        build(raw, base, path).map_err(|b| {
-            let keys: Vec<&str> = b.keys.iter().map(String::as_str).collect();
-            let (line, column) = locate(text, &keys);
-            WebConfigError::Invalid {
-                path: path.display().to_string(),
-                line,
-                column,
-                key: b.keys.join("."),
-                message: b.message,
-            }
-        })
+    /// Validates `text` as if read from `path`, loading the certificate and
+    /// key it names.
+    pub fn parse(path: &Path, text: &str) -> Result<WebConfig, Error> {
+        WebConfigFile::parse(path, text)?.load()
     }
 
     /// Whether anything beyond plain, open HTTP is configured.
@@ -149,80 +75,157 @@ impl WebConfig {
     }
 }
 
-fn build(raw: Raw, base: &Path, path: &Path) -> Result<WebConfig, Bad> {
-    let mut users = BTreeMap::new();
-    for (user, hash) in raw.basic_auth_users.unwrap_or_default() {
-        if user.contains(':') {
-            return Err(bad(
-                &["basic_auth_users", &user],
-                "a user name cannot contain `:`",
-            ));
-        }
-        if hash.len() != 60 || bcrypt::HashParts::from_str(&hash).is_err() {
-            return Err(bad(
-                &["basic_auth_users", &user],
-                "not a bcrypt hash (expected `$2y$...`, e.g. from `htpasswd -nbBC 10 USER PASSWORD`)",
-            ));
-        }
-        users.insert(user, hash);
-    }
-
-    let mut headers = Vec::new();
-    if let Some(http) = raw.http_server_config {
-        for (name, value) in http.headers.unwrap_or_default() {
-            let keys = ["http_server_config", "headers", name.as_str()];
-            let header = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| bad(&keys, "not a valid header name"))?;
-            if RESERVED_HEADERS.contains(&header.as_str()) {
-                return Err(bad(&keys, "this header is set by unitwatch itself"));
-            }
-            let value = HeaderValue::from_str(&value)
-                .map_err(|_| bad(&keys, "not a valid header value"))?;
-            headers.push((header, value));
-        }
-    }
-
-    let tls = match raw.tls_server_config {
-        Some(t) => tls(t, base)?,
-        None => None,
-    };
-    Ok(WebConfig {
-        path: Some(path.to_owned()),
-        tls,
-        users,
-        headers,
-    })
+/// A web configuration file parsed and checked, the certificate, key and CA
+/// files it names not read yet.
+#[derive(Debug)]
+pub struct WebConfigFile {
+    path: PathBuf,
+    /// The text, to place errors found while loading.
+    text: String,
+    users: BTreeMap<String, String>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    tls: Option<TlsFiles>,
 }
 
-/// Headers a web config may not override, as in exporter-toolkit.
-const RESERVED_HEADERS: &[&str] = &[
-    "authorization",
-    "content-type",
-    "content-length",
-    "www-authenticate",
-    "connection",
-    "transfer-encoding",
-];
+/// `tls_server_config` when it turns TLS on; paths resolved.
+#[derive(Debug)]
+struct TlsFiles {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    /// With the CA file client certificates are verified against.
+    client_auth: Option<(ClientAuth, PathBuf)>,
+    versions: Vec<&'static SupportedProtocolVersion>,
+}
 
-fn tls(t: RawTls, base: &Path) -> Result<Option<Arc<ServerConfig>>, Bad> {
-    let unsupported = [
-        ("cert", t.cert.is_some()),
-        ("key", t.key.is_some()),
-        ("client_ca", t.client_ca.is_some()),
-        ("cipher_suites", t.cipher_suites.is_some()),
-        ("curve_preferences", t.curve_preferences.is_some()),
-        (
-            "prefer_server_cipher_suites",
-            t.prefer_server_cipher_suites.is_some(),
-        ),
-        ("client_allowed_sans", t.client_allowed_sans.is_some()),
-    ];
-    if let Some((key, _)) = unsupported.iter().find(|(_, set)| *set) {
-        return Err(bad(
-            &["tls_server_config", key],
-            "not supported by unitwatch (use cert_file, key_file, client_ca_file, client_auth_type, min_version, max_version)",
-        ));
+impl WebConfigFile {
+    /// Reads the file at `path` and checks it.
+    pub fn read(path: &Path) -> Result<WebConfigFile, Error> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::read(path, e))?;
+        WebConfigFile::parse(path, &text)
     }
+
+    /// Checks `text` as if read from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<WebConfigFile, Error> {
+        let raw: Option<Raw> = parse_yaml(path, text)?;
+        let raw = raw.unwrap_or_default();
+        let base = path.parent().unwrap_or(Path::new("."));
+        let tls = match raw.tls_server_config {
+            Some(t) => tls_files(t, base).map_err(|b| b.at(path, text))?,
+            None => None,
+        };
+        Ok(WebConfigFile {
+            path: path.to_owned(),
+            text: text.to_owned(),
+            users: raw
+                .basic_auth_users
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(user, hash)| (user.0, hash.0))
+                .collect(),
+            headers: raw
+                .http_server_config
+                .and_then(|h| h.headers)
+                .map_or_else(Vec::new, |h| h.0),
+            tls,
+        })
+    }
+
+    /// The file it was read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The server's certificate (PEM, the chain after it), if TLS is on.
+    pub fn cert_file(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|t| t.cert_file.as_path())
+    }
+
+    /// Whether basic auth is on.
+    pub fn has_users(&self) -> bool {
+        !self.users.is_empty()
+    }
+
+    /// Reads the certificate, key and client CA the file names.
+    pub fn load(self) -> Result<WebConfig, Error> {
+        let tls = match &self.tls {
+            Some(t) => Some(server_config(t).map_err(|b| b.at(&self.path, &self.text))?),
+            None => None,
+        };
+        Ok(WebConfig {
+            path: Some(self.path),
+            tls,
+            users: self.users,
+            headers: self.headers,
+        })
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    tls_server_config: Option<RawTls>,
+    http_server_config: Option<RawHttp>,
+    basic_auth_users: Option<BTreeMap<UserName, BcryptHash>>,
+}
+
+/// exporter-toolkit keys unitwatch knows but does not implement are
+/// accepted by the parser as [`Unsupported`], which rejects them by name.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert_file: Option<String>,
+    key_file: Option<String>,
+    client_auth_type: Option<ClientAuth>,
+    client_ca_file: Option<String>,
+    min_version: Option<TlsVersion>,
+    max_version: Option<TlsVersion>,
+    #[allow(dead_code)] // read only to be rejected
+    cert: Option<Unsupported>,
+    #[allow(dead_code)] // read only to be rejected
+    key: Option<Unsupported>,
+    #[allow(dead_code)] // read only to be rejected
+    client_ca: Option<Unsupported>,
+    #[allow(dead_code)] // read only to be rejected
+    cipher_suites: Option<Unsupported>,
+    #[allow(dead_code)] // read only to be rejected
+    curve_preferences: Option<Unsupported>,
+    #[allow(dead_code)] // read only to be rejected
+    prefer_server_cipher_suites: Option<Unsupported>,
+    #[allow(dead_code)] // read only to be rejected
+    client_allowed_sans: Option<Unsupported>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    /// Accepted for compatibility; unitwatch speaks HTTP/1.1 only.
+    #[allow(dead_code)]
+    http2: Option<bool>,
+    headers: Option<Headers>,
+}
+
+/// An error found after parsing, about the key at `keys`.
+struct Bad {
+    keys: &'static [&'static str],
+    message: String,
+}
+
+fn bad(keys: &'static [&'static str], message: impl Into<String>) -> Bad {
+    Bad {
+        keys,
+        message: message.into(),
+    }
+}
+
+impl Bad {
+    /// Placed where its key is written in `text`.
+    fn at(self, path: &Path, text: &str) -> Error {
+        Error::at_yaml_key(path, text, self.keys, &self.message)
+    }
+}
+
+/// Whether `t` turns TLS on, and with what; checks one key against another.
+fn tls_files(t: RawTls, base: &Path) -> Result<Option<TlsFiles>, Bad> {
     let cert_file = t.cert_file.filter(|f| !f.is_empty());
     let key_file = t.key_file.filter(|f| !f.is_empty());
     let (cert_file, key_file) = match (cert_file, key_file) {
@@ -249,69 +252,76 @@ fn tls(t: RawTls, base: &Path) -> Result<Option<Arc<ServerConfig>>, Bad> {
         }
         (Some(c), Some(k)) => (base.join(c), base.join(k)),
     };
-
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let versions = versions(t.min_version.as_deref(), t.max_version.as_deref())?;
-    let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&versions)
-        .map_err(|e| bad(&["tls_server_config", "min_version"], e.to_string()))?;
-
-    let auth_type = t.client_auth_type.as_deref().unwrap_or("NoClientCert");
-    let builder = match auth_type {
-        "NoClientCert" => {
-            if t.client_ca_file.is_some() {
-                return Err(bad(
-                    &["tls_server_config", "client_ca_file"],
-                    "set, but client_auth_type is NoClientCert",
-                ));
-            }
-            builder.with_no_client_auth()
+    let client_auth = match (
+        t.client_auth_type.unwrap_or(ClientAuth::NoClientCert),
+        t.client_ca_file,
+    ) {
+        (ClientAuth::NoClientCert, None) => None,
+        (ClientAuth::NoClientCert, Some(_)) => {
+            return Err(bad(
+                &["tls_server_config", "client_ca_file"],
+                "set, but client_auth_type is NoClientCert",
+            ))
         }
-        "RequireAndVerifyClientCert" | "VerifyClientCertIfGiven" => {
-            let keys = ["tls_server_config", "client_ca_file"];
-            let Some(ca_file) = t.client_ca_file else {
-                return Err(bad(
-                    &["tls_server_config", "client_auth_type"],
-                    format!("{auth_type} needs client_ca_file"),
-                ));
-            };
-            let ca_file = base.join(ca_file);
+        (auth, None) => {
+            return Err(bad(
+                &["tls_server_config", "client_auth_type"],
+                format!("{auth:?} needs client_ca_file"),
+            ))
+        }
+        (auth, Some(ca)) => Some((auth, base.join(ca))),
+    };
+    let lo = t.min_version.unwrap_or(TlsVersion(TlsVersion::ALL[0]));
+    let hi = t.max_version.unwrap_or(TlsVersion(TlsVersion::ALL[1]));
+    if lo.rank() > hi.rank() {
+        return Err(bad(
+            &["tls_server_config", "max_version"],
+            "lower than min_version",
+        ));
+    }
+    Ok(Some(TlsFiles {
+        cert_file,
+        key_file,
+        client_auth,
+        versions: TlsVersion::ALL[lo.rank()..=hi.rank()].to_vec(),
+    }))
+}
+
+/// The server's TLS configuration: reads the certificate, key and client CA.
+fn server_config(t: &TlsFiles) -> Result<Arc<ServerConfig>, Bad> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&t.versions)
+        .map_err(|e| bad(&["tls_server_config", "min_version"], e.to_string()))?;
+    let builder = match &t.client_auth {
+        None => builder.with_no_client_auth(),
+        Some((auth, ca_file)) => {
+            const KEYS: &[&str] = &["tls_server_config", "client_ca_file"];
             let mut roots = RootCertStore::empty();
-            for cert in read_certs(&ca_file).map_err(|m| bad(&keys, m))? {
+            for cert in read_certs(ca_file).map_err(|m| bad(KEYS, m))? {
                 roots
                     .add(cert)
-                    .map_err(|e| bad(&keys, format!("{}: {e}", ca_file.display())))?;
+                    .map_err(|e| bad(KEYS, format!("{}: {e}", ca_file.display())))?;
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
-            let verifier = if auth_type == "VerifyClientCertIfGiven" {
+            let verifier = if *auth == ClientAuth::VerifyClientCertIfGiven {
                 verifier.allow_unauthenticated()
             } else {
                 verifier
             };
             let verifier = verifier
                 .build()
-                .map_err(|e| bad(&keys, format!("{}: {e}", ca_file.display())))?;
+                .map_err(|e| bad(KEYS, format!("{}: {e}", ca_file.display())))?;
             builder.with_client_cert_verifier(verifier)
-        }
-        "RequestClientCert" | "RequireAnyClientCert" => {
-            return Err(bad(
-                &["tls_server_config", "client_auth_type"],
-                format!("{auth_type} is not supported by unitwatch (unverified client certificates); use RequireAndVerifyClientCert or VerifyClientCertIfGiven"),
-            ))
-        }
-        other => {
-            return Err(bad(
-                &["tls_server_config", "client_auth_type"],
-                format!("unknown client_auth_type `{other}`, expected one of NoClientCert, RequireAndVerifyClientCert, VerifyClientCertIfGiven"),
-            ))
         }
     };
 
-    let certs = read_certs(&cert_file).map_err(|m| bad(&["tls_server_config", "cert_file"], m))?;
-    let key = PrivateKeyDer::from_pem_file(&key_file).map_err(|e| {
+    let certs =
+        read_certs(&t.cert_file).map_err(|m| bad(&["tls_server_config", "cert_file"], m))?;
+    let key = PrivateKeyDer::from_pem_file(&t.key_file).map_err(|e| {
         bad(
             &["tls_server_config", "key_file"],
-            format!("{}: no usable private key: {e}", key_file.display()),
+            format!("{}: no usable private key: {e}", t.key_file.display()),
         )
     })?;
     let mut config = builder.with_single_cert(certs, key).map_err(|e| {
@@ -319,17 +329,17 @@ fn tls(t: RawTls, base: &Path) -> Result<Option<Arc<ServerConfig>>, Bad> {
             &["tls_server_config", "key_file"],
             format!(
                 "{} does not go with {}: {e}",
-                key_file.display(),
-                cert_file.display()
+                t.key_file.display(),
+                t.cert_file.display()
             ),
         )
     })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec(), b"http/1.0".to_vec()];
-    Ok(Some(Arc::new(config)))
+    Ok(Arc::new(config))
 }
 
 /// The certificates in the PEM file at `path`; at least one.
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let name = path.display();
     let iter = CertificateDer::pem_file_iter(path).map_err(|e| format!("{name}: {e}"))?;
     let certs = iter
@@ -339,126 +349,6 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
         return Err(format!("{name}: no PEM certificate in it"));
     }
     Ok(certs)
-}
-
-fn version(key: &str, name: &str) -> Result<&'static SupportedProtocolVersion, Bad> {
-    match name {
-        "TLS12" => Ok(&rustls::version::TLS12),
-        "TLS13" => Ok(&rustls::version::TLS13),
-        "TLS10" | "TLS11" => Err(bad(
-            &["tls_server_config", key],
-            format!("{name} is not supported (it is insecure); use TLS12 or TLS13"),
-        )),
-        other => Err(bad(
-            &["tls_server_config", key],
-            format!("unknown TLS version `{other}`, expected TLS12 or TLS13"),
-        )),
-    }
-}
-
-/// The protocol versions between `min` (default TLS 1.2) and `max`
-/// (default TLS 1.3).
-fn versions(
-    min: Option<&str>,
-    max: Option<&str>,
-) -> Result<Vec<&'static SupportedProtocolVersion>, Bad> {
-    let all = [&rustls::version::TLS12, &rustls::version::TLS13];
-    let lo = match min {
-        Some(v) => version("min_version", v)?,
-        None => all[0],
-    };
-    let hi = match max {
-        Some(v) => version("max_version", v)?,
-        None => all[1],
-    };
-    let rank = |v: &SupportedProtocolVersion| all.iter().position(|a| a.version == v.version);
-    let (Some(lo), Some(hi)) = (rank(lo), rank(hi)) else {
-        return Err(bad(&["tls_server_config"], "unknown TLS version"));
-    };
-    if lo > hi {
-        return Err(bad(
-            &["tls_server_config", "max_version"],
-            "lower than min_version",
-        ));
-    }
-    Ok(all[lo..=hi].to_vec())
-}
-
-/// One line from a YAML parse error: `FILE:LINE:COLUMN: KEY: message`.
-fn yaml_error(path: &Path, e: &serde_yaml_ng::Error) -> WebConfigError {
-    let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
-    let mut text = e.to_string();
-    if let Some(at) = text.rfind(" at line ") {
-        text.truncate(at);
-    }
-    // serde_yaml_ng prefixes the key path ("a.b: message") unless at the top.
-    let (mut key, message) = match text.split_once(": ") {
-        Some((k, m)) if !k.is_empty() && !k.contains(' ') => (k.to_owned(), m.to_owned()),
-        _ => (String::new(), text.clone()),
-    };
-    if let Some(field) = message
-        .strip_prefix("unknown field `")
-        .and_then(|rest| rest.split_once('`'))
-        .map(|(f, _)| f)
-    {
-        key = if key.is_empty() {
-            field.to_owned()
-        } else {
-            format!("{key}.{field}")
-        };
-    }
-    if key.is_empty() {
-        key = "YAML syntax".to_owned();
-    }
-    WebConfigError::Invalid {
-        path: path.display().to_string(),
-        line,
-        column,
-        key,
-        message,
-    }
-}
-
-/// Where the key at `keys` is written in block-style YAML `text`: the line
-/// and column of the deepest key found (1, 1 if not even the first is).
-fn locate(text: &str, keys: &[&str]) -> (usize, usize) {
-    let lines: Vec<&str> = text.lines().collect();
-    let mut found = (1, 1);
-    let mut start = 0;
-    let mut parent_indent: Option<usize> = None;
-    for key in keys {
-        let mut hit = None;
-        for (i, line) in lines.iter().enumerate().skip(start) {
-            let trimmed = line.trim_start();
-            if trimmed.is_empty() || trimmed.starts_with('#') {
-                continue;
-            }
-            let indent = line.len() - trimmed.len();
-            if parent_indent.is_some_and(|p| indent <= p) {
-                break; // left the parent's block
-            }
-            let is_key = [
-                format!("{key}:"),
-                format!("\"{key}\":"),
-                format!("'{key}':"),
-            ]
-            .iter()
-            .any(|k| trimmed.starts_with(k.as_str()));
-            if is_key {
-                hit = Some((i, indent));
-                break;
-            }
-        }
-        match hit {
-            Some((i, indent)) => {
-                found = (i + 1, indent + 1);
-                start = i + 1;
-                parent_indent = Some(indent);
-            }
-            None => break,
-        }
-    }
-    found
 }
 
 #[cfg(test)]
@@ -514,15 +404,18 @@ mod tests {
 
     #[test]
     fn bad_yaml_names_the_line() {
-        let e = err("basic_auth_users:\n  alice: x\n   bob: y\n");
-        assert!(e.starts_with("/etc/web.yml:3:7: "), "{e}");
+        let e = err("tls_server_config:\n  cert_file: a\n   key_file: y\n");
+        assert!(
+            e.starts_with("/etc/web.yml:3:12: tls_server_config: mapping values are not allowed"),
+            "{e}"
+        );
     }
 
     #[test]
     fn bad_hash_names_the_user() {
         let e = err("# users\nbasic_auth_users:\n  bob: '$2y$04$abc'\n");
         assert!(
-            e.starts_with("/etc/web.yml:3:3: basic_auth_users.bob: not a bcrypt hash"),
+            e.starts_with("/etc/web.yml:3:8: basic_auth_users.bob: not a bcrypt hash"),
             "{e}"
         );
     }
@@ -546,13 +439,13 @@ mod tests {
         let e = err("tls_server_config:\n  cert_file: a\n  key_file: b\n  min_version: TLS10\n");
         assert!(
             e.starts_with(
-                "/etc/web.yml:4:3: tls_server_config.min_version: TLS10 is not supported"
+                "/etc/web.yml:4:16: tls_server_config.min_version: TLS10 is not supported"
             ),
             "{e}"
         );
         let e = err("tls_server_config:\n  cert_file: a\n  key_file: b\n  cipher_suites: [x]\n");
         assert!(
-            e.starts_with("/etc/web.yml:4:3: tls_server_config.cipher_suites: not supported"),
+            e.starts_with("/etc/web.yml:4:18: tls_server_config.cipher_suites: not supported"),
             "{e}"
         );
         let e = err("tls_server_config:\n  cert_file: a\n  key_file: b\n  min_version: TLS13\n  max_version: TLS12\n");
@@ -572,9 +465,72 @@ mod tests {
     }
 
     #[test]
-    fn locate_stays_inside_the_parent() {
-        let text = "a:\n  x: 1\nb:\n  x: 2\n";
-        assert_eq!(locate(text, &["b", "x"]), (4, 3));
-        assert_eq!(locate(text, &["a", "y"]), (1, 1));
+    fn user_names_cannot_hold_a_colon() {
+        let hash = bcrypt::hash("x", 4).expect("hash");
+        let e = err(&format!(
+            "basic_auth_users:\n  alice: '{hash}'\n  'bob:x': '{hash}'\n"
+        ));
+        assert!(
+            e.starts_with(
+                "/etc/web.yml:3:3: basic_auth_users.bob:x: a user name cannot contain `:`"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_header_value_names_the_header() {
+        let e = err("http_server_config:\n  headers:\n    X-A: \"a\\nb\"\n");
+        assert!(
+            e.starts_with(
+                "/etc/web.yml:3:10: http_server_config.headers.X-A: not a valid header value"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn client_auth_needs_a_ca_and_only_verified_kinds() {
+        let tls = "tls_server_config:\n  cert_file: a\n  key_file: b\n";
+        let e = err(&format!(
+            "{tls}  client_auth_type: RequireAndVerifyClientCert\n"
+        ));
+        assert!(
+            e.starts_with("/etc/web.yml:4:3: tls_server_config.client_auth_type: RequireAndVerifyClientCert needs client_ca_file"),
+            "{e}"
+        );
+        let e = err(&format!("{tls}  client_auth_type: RequestClientCert\n"));
+        assert!(
+            e.starts_with("/etc/web.yml:4:21: tls_server_config.client_auth_type: RequestClientCert is not supported"),
+            "{e}"
+        );
+        let e = err(&format!("{tls}  client_ca_file: ca.crt\n"));
+        assert!(
+            e.starts_with("/etc/web.yml:4:3: tls_server_config.client_ca_file: set, but client_auth_type is NoClientCert"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn flow_style_errors_are_placed_too() {
+        let e = err("{tls_server_config: {cert_file: a}}\n");
+        assert!(
+            e.starts_with("/etc/web.yml:1:22: tls_server_config.cert_file: key_file is missing"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn checking_reads_no_files() {
+        let text = "tls_server_config:\n  cert_file: nope.crt\n  key_file: /nope.key\n";
+        let file = WebConfigFile::parse(Path::new("/etc/web.yml"), text).expect("checked");
+        assert_eq!(file.cert_file(), Some(Path::new("/etc/nope.crt")));
+        assert!(!file.has_users());
+        let e = file.load().expect_err("no such certificate");
+        assert!(
+            e.to_string()
+                .starts_with("/etc/web.yml:2:3: tls_server_config.cert_file: /etc/nope.crt: "),
+            "{e}"
+        );
     }
 }

@@ -50,7 +50,9 @@ impl Sandbox {
         if std::env::var_os("UNITWATCH_NO_SKIP").is_some() {
             panic!("{test} needs root to boot systemd in namespaces, and UNITWATCH_NO_SKIP forbids skipping it");
         }
-        eprintln!("skipped {test}: needs root to boot systemd in namespaces (run as root, or see README)");
+        eprintln!(
+            "skipped {test}: needs root to boot systemd in namespaces (run as root, or see README)"
+        );
         None
     }
 
