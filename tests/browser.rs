@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::shipped::root;
 use common::unitwatch::{http_get, temp_dir, Unitwatch};
-use common::{wait_for, Sandbox};
+use common::wait_for;
 
 const WAIT: Duration = Duration::from_secs(30);
 const API: &str = "aitbc-coordinator-api.service";

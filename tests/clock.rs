@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::unitwatch::{temp_dir, Unitwatch};
-use common::{wait_for, Sandbox};
+use common::wait_for;
 
 const HOUR: f64 = 3600.0;
 

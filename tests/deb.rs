@@ -6,7 +6,6 @@
 mod common;
 
 use common::shipped::package;
-use common::Sandbox;
 
 #[test]
 fn package_installs_a_hardened_service_and_purges_clean() {

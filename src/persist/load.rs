@@ -293,10 +293,13 @@ mod tests {
         assert!(d.join(log::FILE).exists(), "the log stays");
     }
 
-    /// What is logged while `f` runs.
+    /// What is logged while `f` runs, by any thread. One subscriber for
+    /// the whole test binary: a thread-local one misses events whose
+    /// callsite another test thread registered first without a subscriber.
     fn logged<T>(f: impl FnOnce() -> T) -> (T, String) {
+        use std::sync::{Arc, Mutex, OnceLock};
         #[derive(Clone, Default)]
-        struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        struct Buf(Arc<Mutex<Vec<u8>>>);
         impl std::io::Write for Buf {
             fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
                 self.0.lock().expect("log buffer").extend_from_slice(b);
@@ -306,14 +309,21 @@ mod tests {
                 Ok(())
             }
         }
-        let buf = Buf::default();
-        let out = buf.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || out.clone())
-            .with_ansi(false)
-            .finish();
-        let t = tracing::subscriber::with_default(subscriber, f);
-        let text = String::from_utf8_lossy(&buf.0.lock().expect("log buffer")).into_owned();
+        static BUF: OnceLock<Buf> = OnceLock::new();
+        let buf = BUF.get_or_init(|| {
+            let buf = Buf::default();
+            let out = buf.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || out.clone())
+                .with_ansi(false)
+                .finish();
+            let _ = tracing::subscriber::set_global_default(subscriber);
+            buf
+        });
+        let from = buf.0.lock().expect("log buffer").len();
+        let t = f();
+        let all = buf.0.lock().expect("log buffer");
+        let text = String::from_utf8_lossy(&all[from.min(all.len())..]).into_owned();
         (t, text)
     }
 
