@@ -2,7 +2,6 @@
 //! names, with excludes winning over includes.
 
 use glob::Pattern;
-use serde::{Deserialize, Deserializer};
 
 /// A glob pattern over unit names, checked when made (or read from the
 /// configuration: a bad one is an error at its place in the file).
@@ -18,14 +17,6 @@ impl Glob {
         Pattern::new(text)
             .map(Glob)
             .map_err(|e| format!("{} at character {}", e.msg, e.pos + 1))
-    }
-}
-
-impl<'de> Deserialize<'de> for Glob {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        crate::config::value::from_str(d, "a unit name or glob pattern", |s| {
-            Glob::new(s).map_err(|why| format!("bad glob `{s}`: {why}"))
-        })
     }
 }
 

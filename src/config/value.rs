@@ -2,7 +2,8 @@
 //! read: each newtype's `Deserialize` fails inside the parser's own handling
 //! of the value, so the parser reports the value's position and serde its key.
 //! The web configuration's newtypes (bcrypt hashes, headers, TLS versions)
-//! live in [`crate::http::web_config`]; [`crate::select::Glob`] in `select`.
+//! live in [`crate::http::web_config`]; the glob of [`crate::select::Glob`]
+//! is read here, since `select` knows nothing of configuration files.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -13,6 +14,16 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use crate::select::Glob;
+
+/// A glob as `[watch]` gives it (here rather than in `select`, which
+/// knows nothing of configuration files).
+impl<'de> Deserialize<'de> for Glob {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_str(d, "a unit name or glob pattern", |s| {
+            Glob::new(s).map_err(|why| format!("bad glob `{s}`: {why}"))
+        })
+    }
+}
 
 /// Reads a string and turns it into a `T` with `parse`, whose error becomes
 /// the parser's error at the string (`expecting` names what is wanted when
