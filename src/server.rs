@@ -25,6 +25,7 @@ use crate::owner::Owner;
 use crate::persist::{StateFile, Writer};
 use crate::shutdown::Shutdown;
 use crate::snapshot::{self, Snapshot, Stats};
+use crate::source;
 use crate::source::dbus::{Bus, DbusSource};
 use crate::source::journal::{current_boot_id, JournalSource, Start};
 
@@ -151,8 +152,15 @@ pub async fn run(
         _ = stopping.recv() => true,
     };
     tracing::debug!("journal history read; going live on D-Bus");
-    let dbus = tokio::spawn(
-        DbusSource::new(bus, config.watch.clone(), inputs.clone(), health).run(shutdown.clone()),
+    // The live sources.
+    let dbus = source::spawn(
+        Box::new(DbusSource::new(
+            bus,
+            config.watch.clone(),
+            inputs.clone(),
+            health,
+        )),
+        shutdown.clone(),
     );
 
     if !interrupted {

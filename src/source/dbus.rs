@@ -113,6 +113,16 @@ fn to_value(v: &OwnedValue) -> Option<Value> {
     }
 }
 
+impl super::Source for DbusSource {
+    fn name(&self) -> &'static str {
+        "dbus"
+    }
+
+    fn run(self: Box<Self>, shutdown: Shutdown) -> super::Run {
+        Box::pin((*self).run(shutdown))
+    }
+}
+
 impl DbusSource {
     pub fn new(bus: Bus, selector: Selector, events: mpsc::Sender<Input>, health: Health) -> Self {
         DbusSource {
