@@ -21,7 +21,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use zbus::message::Sequence;
-use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value as ZValue};
+use zbus::zvariant::{OwnedObjectPath, OwnedValue};
 use zbus::{Connection, Message};
 
 use crate::clock;
@@ -31,7 +31,7 @@ use crate::message::Input;
 use crate::select::Selector;
 use crate::shutdown::Shutdown;
 use crate::source::properties::{UnitProperties, Value};
-use crate::source::signal::{self, Signal, Throttle, MANAGER, PROPERTIES, SERVICE, UNIT};
+use crate::source::signal::{self, to_value, Signal, Throttle, MANAGER, PROPERTIES, SERVICE, UNIT};
 use crate::source::signal_queue::{self, Queued, SYSTEMD};
 
 const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
@@ -94,23 +94,6 @@ pub struct DbusSource {
     queue: usize,
     /// Warnings about signals that cannot be read.
     malformed: Throttle,
-}
-
-fn to_value(v: &OwnedValue) -> Option<Value> {
-    match &**v {
-        ZValue::Str(s) => Some(Value::Str(s.as_str().to_owned())),
-        ZValue::U64(t) => Some(Value::U64(*t)),
-        ZValue::U32(n) => Some(Value::U32(*n)),
-        ZValue::Array(a) => a
-            .iter()
-            .map(|b| match b {
-                ZValue::U8(b) => Some(*b),
-                _ => None,
-            })
-            .collect::<Option<Vec<u8>>>()
-            .map(Value::Bytes),
-        _ => None,
-    }
 }
 
 impl super::Source for DbusSource {

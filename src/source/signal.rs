@@ -10,7 +10,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use zbus::zvariant::{OwnedObjectPath, OwnedValue};
+use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value as ZValue};
+
+use super::properties::Value;
 use zbus::Message;
 
 pub const MANAGER: &str = "org.freedesktop.systemd1.Manager";
@@ -178,6 +180,24 @@ pub fn warn_ignored(
         not_logged_since_last = skipped,
         "ignored a signal; following systemd goes on"
     );
+}
+
+/// A property value as the mapper reads it; `None` for a type it does not use.
+pub(crate) fn to_value(v: &OwnedValue) -> Option<Value> {
+    match &**v {
+        ZValue::Str(s) => Some(Value::Str(s.as_str().to_owned())),
+        ZValue::U64(t) => Some(Value::U64(*t)),
+        ZValue::U32(n) => Some(Value::U32(*n)),
+        ZValue::Array(a) => a
+            .iter()
+            .map(|b| match b {
+                ZValue::U8(b) => Some(*b),
+                _ => None,
+            })
+            .collect::<Option<Vec<u8>>>()
+            .map(Value::Bytes),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
