@@ -17,6 +17,7 @@ use serde::Deserialize;
 pub use self::error::Error;
 pub use self::value::parse_duration;
 use self::value::{HumanDuration, ListenAddress, NonEmptyPath, UnitCount, Units};
+use crate::render::metrics::Families;
 use crate::select::{Glob, Selector};
 /// Where the configuration is read from unless `--config` says otherwise.
 pub const DEFAULT_PATH: &str = "/etc/unitwatch/config.toml";
@@ -46,6 +47,8 @@ pub struct Config {
     /// `server.web_config`: the web configuration file (TLS, basic auth),
     /// unless `--web.config.file` names one.
     pub web_config: Option<PathBuf>,
+    /// `[metrics]`: the optional families turned on or off.
+    pub families: Families,
 }
 
 /// The default of `journal.backfill`.
@@ -61,6 +64,36 @@ struct Raw {
     state: RawState,
     #[serde(default)]
     journal: RawJournal,
+    #[serde(default)]
+    metrics: RawMetrics,
+}
+
+/// `[metrics]`: `family = true|false` for each optional family, checked
+/// against the families there are as it is read.
+#[derive(Default)]
+struct RawMetrics(Families);
+
+impl<'de> Deserialize<'de> for RawMetrics {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Table;
+        impl<'de> serde::de::Visitor<'de> for Table {
+            type Value = RawMetrics;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a table of family = true or false")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RawMetrics, A::Error> {
+                let mut families = Families::default();
+                while let Some((key, on)) = map.next_entry::<String, bool>()? {
+                    families.set(&key, on).map_err(serde::de::Error::custom)?;
+                }
+                Ok(RawMetrics(families))
+            }
+        }
+        d.deserialize_map(Table)
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -135,6 +168,7 @@ impl Config {
             backfill,
             journal_directory: raw.journal.directory.map(|p| p.0),
             web_config: raw.server.web_config.map(|p| p.0),
+            families: raw.metrics.0,
         })
     }
 }
@@ -206,6 +240,14 @@ mod tests {
             (
                 "[watch]\nunits = []\n",
                 "/etc/unitwatch/config.toml:2:9: watch.units: empty",
+            ),
+            (
+                "[watch]\nunits = [\"a\"]\n[metrics]\nstate = false\nup = false\n",
+                "/etc/unitwatch/config.toml:3:1: metrics: no optional family `up`; the optional families are state, state_change_timestamp",
+            ),
+            (
+                "[watch]\nunits = [\"a\"]\n[metrics]\nstate = \"no\"\n",
+                "/etc/unitwatch/config.toml:4:9: metrics.state: invalid type: string",
             ),
             (
                 "[server]\nlisten = \"0.0.0.0:9567\"\n",

@@ -127,7 +127,7 @@ pub async fn run(
 
     let server = tokio::spawn(serve::serve(
         listener,
-        routes::router(snapshots, health.clone()),
+        routes::router(snapshots, health.clone(), config.families.clone()),
         web,
         shutdown.clone(),
     ));

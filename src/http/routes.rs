@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -13,7 +13,8 @@ use tokio::sync::Semaphore;
 use crate::clock;
 use crate::health::Health;
 use crate::ledger::Usec;
-use crate::render::metrics::{self, CONTENT_TYPE};
+use crate::render::exposition::Format;
+use crate::render::metrics::{self, Families};
 use crate::render::{api, page};
 use crate::snapshot::{Snapshot, Snapshots};
 
@@ -26,11 +27,13 @@ struct AppState {
     /// owner task of a core nor queues scrapes behind it.
     scrapes: Arc<Semaphore>,
     pages: Arc<Semaphore>,
+    /// The optional families `[metrics]` leaves on.
+    families: Arc<Families>,
 }
 
 /// The routes, reading the latest snapshot from `snapshots` and health from
 /// `health`.
-pub fn router(snapshots: Snapshots, health: Health) -> Router {
+pub fn router(snapshots: Snapshots, health: Health, families: Families) -> Router {
     Router::new()
         .route("/", get(status_page))
         .route("/metrics", get(scrape))
@@ -42,6 +45,7 @@ pub fn router(snapshots: Snapshots, health: Health) -> Router {
             health,
             scrapes: Arc::new(Semaphore::new(1)),
             pages: Arc::new(Semaphore::new(1)),
+            families: Arc::new(families),
         })
 }
 
@@ -63,9 +67,73 @@ fn unavailable() -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
 }
 
-async fn scrape(State(app): State<AppState>) -> Response {
-    match render(&app, &app.scrapes, metrics::render).await {
-        Some(body) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response(),
+/// Whether the client takes gzip (`Accept-Encoding`, not refused by `q=0`).
+fn takes_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            let name = parts.next().unwrap_or("");
+            let refused = parts.any(|p| p.replace(' ', "") == "q=0");
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
+        })
+}
+
+/// gzip's level for scrapes (see BENCHMARKS.md for what each costs).
+const GZIP_LEVEL: u32 = 3;
+
+/// `body` gzipped; `None` (logged) if compression failed.
+fn gzip(body: &[u8]) -> Option<Vec<u8>> {
+    use std::io::Write;
+    // A low level: metric text is repetitive enough that it compresses
+    // over ten times even so, and the scrape's CPU is what we save on.
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 8),
+        flate2::Compression::new(GZIP_LEVEL),
+    );
+    match encoder.write_all(body).and_then(|()| encoder.finish()) {
+        Ok(compressed) => Some(compressed),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot gzip a scrape; sending it plain");
+            None
+        }
+    }
+}
+
+async fn scrape(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let gzipped = takes_gzip(&headers);
+    let families = Arc::clone(&app.families);
+    let rendered = render(&app, &app.scrapes, move |s, now| {
+        let body = metrics::render(s, now, format, &families).into_bytes();
+        // Compressed on the blocking pool too, not on the async workers.
+        match gzipped.then(|| gzip(&body)).flatten() {
+            Some(compressed) => (compressed, true),
+            None => (body, false),
+        }
+    })
+    .await;
+    match rendered {
+        Some((body, true)) => (
+            [
+                (header::CONTENT_TYPE, format.content_type()),
+                (header::CONTENT_ENCODING, "gzip"),
+                (header::VARY, "Accept, Accept-Encoding"),
+            ],
+            body,
+        )
+            .into_response(),
+        Some((body, false)) => (
+            [
+                (header::CONTENT_TYPE, format.content_type()),
+                (header::VARY, "Accept, Accept-Encoding"),
+            ],
+            body,
+        )
+            .into_response(),
         None => unavailable(),
     }
 }

@@ -3,6 +3,7 @@
 //! never see the live ledger, so no read can hold up events.
 
 pub mod api;
+pub mod exposition;
 pub mod human;
 pub mod metrics;
 pub mod page;

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::ledger::{Event, Ledger, Transition};
+use crate::render::exposition::Format;
 use crate::snapshot::{Events, Stats};
 
 const S: Usec = 1_000_000;
@@ -56,6 +57,8 @@ fn renders_every_family() {
             },
         },
         T0 + 5 * S,
+        Format::OpenMetrics,
+        &Families::default(),
     );
     for line in [
         "# TYPE service_up gauge",
@@ -109,6 +112,8 @@ fn label_values_are_escaped() {
             stats: Stats::default(),
         },
         T0 + S,
+        Format::OpenMetrics,
+        &Families::default(),
     );
     for line in [
         r#"service_up{unit="systemd-fsck@dev-disk-by\\x2duuid-1234.service"} 1"#,
@@ -166,6 +171,8 @@ fn readme_lists_every_family_exposed_and_no_other() {
             stats: Stats::default(),
         },
         T0 + 2 * S,
+        Format::OpenMetrics,
+        &Families::default(),
     );
     let mut exposed: Vec<String> = text
         .lines()
@@ -182,4 +189,69 @@ fn readme_lists_every_family_exposed_and_no_other() {
         documented, exposed,
         "README's metrics table and /metrics differ"
     );
+}
+
+fn one_unit() -> Snapshot {
+    let mut l = Ledger::new();
+    l.apply(Event::new(
+        "a.service",
+        T0,
+        Transition::Seen {
+            state: ActiveState::Active,
+            sub_state: "running".into(),
+            n_restarts: Some(0),
+        },
+    ));
+    Snapshot {
+        ledger: l,
+        stats: Stats::default(),
+    }
+}
+
+/// The samples of `text` whose series names the unit `a.service`.
+fn unit_series(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| l.contains("unit=\"a.service\""))
+        .collect()
+}
+
+#[test]
+fn the_text_format_has_the_same_samples_without_openmetrics_framing() {
+    let s = one_unit();
+    let om = render(&s, T0 + S, Format::OpenMetrics, &Families::default());
+    let text = render(&s, T0 + S, Format::Text, &Families::default());
+    assert_eq!(unit_series(&om), unit_series(&text));
+    assert!(
+        !text.contains("# EOF") && !text.contains("# UNIT"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE service_uptime_seconds_total counter"),
+        "{text}"
+    );
+    assert!(text.contains("# TYPE unitwatch_build_info gauge"), "{text}");
+}
+
+#[test]
+fn optional_families_can_be_turned_off_and_nothing_else() {
+    let mut families = Families::default();
+    families.set("state", false).expect("state is optional");
+    families
+        .set("state_change_timestamp", false)
+        .expect("optional");
+    let text = render(&one_unit(), T0 + S, Format::Text, &families);
+    assert!(!text.contains("service_state"), "{text}");
+    // up, uptime, downtime and two restart counters remain.
+    assert_eq!(unit_series(&text).len(), 5, "{text}");
+    assert!(
+        families.set("up", false).is_err(),
+        "service_up is not optional"
+    );
+    assert!(families.set("nonsense", false).is_err());
+}
+
+#[test]
+fn the_default_exposes_twelve_series_per_unit() {
+    let text = render(&one_unit(), T0 + S, Format::Text, &Families::default());
+    assert_eq!(unit_series(&text).len(), 12, "{text}");
 }

@@ -1,0 +1,232 @@
+//! The two text formats Prometheus scrapers speak, written from one
+//! description of each family: OpenMetrics 1.0 (what Prometheus asks for
+//! first) and the Prometheus text format 0.0.4 (what `vmagent`, older
+//! scrapers and a plain `curl` get), chosen from the request's `Accept`
+//! header the way client_golang's `expfmt.Negotiate` does.
+//!
+//! The two differ only in naming and framing: OpenMetrics names a counter
+//! family without `_total` and its samples with it, has an `info` type and
+//! a `# UNIT` line, and ends with `# EOF`; 0.0.4 uses the sample name
+//! throughout, shows an info family as a gauge, and has neither.
+
+use std::fmt::Write;
+
+/// A scrape's text format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    OpenMetrics,
+    Text,
+}
+
+impl Format {
+    /// OpenMetrics if `accept` asks for it, else the 0.0.4 text format.
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        let wants_openmetrics = accept.is_some_and(|a| {
+            a.split(',').any(|range| {
+                let mut parts = range.split(';').map(str::trim);
+                let media = parts.next().unwrap_or("");
+                let refused = parts.any(|p| p.replace(' ', "") == "q=0");
+                media.eq_ignore_ascii_case("application/openmetrics-text") && !refused
+            })
+        });
+        if wants_openmetrics {
+            Format::OpenMetrics
+        } else {
+            Format::Text
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Text => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+}
+
+/// What a family's samples mean.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Gauge,
+    Counter,
+    /// One sample of value 1 whose labels are the information.
+    Info,
+}
+
+/// A sample's value.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Value {
+    Int(u64),
+    Float(f64),
+}
+
+/// Writes families and their samples in one format.
+pub struct Writer<'a> {
+    out: &'a mut String,
+    format: Format,
+    /// The current family's sample name.
+    sample: String,
+}
+
+/// `help` with backslashes and line breaks escaped, as both formats want.
+fn escape_help(help: &str) -> String {
+    help.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+/// A label value as both formats want it: backslash, double quote and line
+/// break escaped (unit names carry systemd's `\x2d` escapes).
+pub fn escape_label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+impl<'a> Writer<'a> {
+    pub fn new(out: &'a mut String, format: Format) -> Writer<'a> {
+        Writer {
+            out,
+            format,
+            sample: String::new(),
+        }
+    }
+
+    /// Begins the family `name` (with `unit`, e.g. `seconds`, appended).
+    pub fn family(&mut self, name: &str, help: &str, kind: Kind, unit: Option<&str>) {
+        let family = match unit {
+            Some(u) => format!("{name}_{u}"),
+            None => name.to_owned(),
+        };
+        self.sample = match kind {
+            Kind::Counter => format!("{family}_total"),
+            Kind::Info => format!("{family}_info"),
+            Kind::Gauge => family.clone(),
+        };
+        let (described, kind_name) = match (self.format, kind) {
+            (Format::OpenMetrics, Kind::Gauge) => (family.as_str(), "gauge"),
+            (Format::OpenMetrics, Kind::Counter) => (family.as_str(), "counter"),
+            (Format::OpenMetrics, Kind::Info) => (family.as_str(), "info"),
+            (Format::Text, Kind::Counter) => (self.sample.as_str(), "counter"),
+            (Format::Text, _) => (self.sample.as_str(), "gauge"),
+        };
+        let _ = writeln!(self.out, "# HELP {described} {}", escape_help(help));
+        let _ = writeln!(self.out, "# TYPE {described} {kind_name}");
+        if let (Format::OpenMetrics, Some(u)) = (self.format, unit) {
+            let _ = writeln!(self.out, "# UNIT {family} {u}");
+        }
+    }
+
+    /// One sample of the current family; label values already escaped.
+    pub fn sample(&mut self, labels: &[(&str, &str)], value: Value) {
+        self.out.push_str(&self.sample);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{k}=\"{v}\"");
+            }
+            self.out.push('}');
+        }
+        self.out.push(' ');
+        match value {
+            Value::Int(n) => {
+                let _ = write!(self.out, "{n}");
+            }
+            Value::Float(x) if x.is_nan() => self.out.push_str("NaN"),
+            Value::Float(x) if x.is_infinite() => {
+                self.out.push_str(if x > 0.0 { "+Inf" } else { "-Inf" })
+            }
+            Value::Float(x) if x.fract() == 0.0 && x.abs() < 1e15 => {
+                let _ = write!(self.out, "{x:.1}");
+            }
+            Value::Float(x) => {
+                let _ = write!(self.out, "{x}");
+            }
+        }
+        self.out.push('\n');
+    }
+
+    /// Ends the exposition.
+    pub fn finish(self) {
+        if self.format == Format::OpenMetrics {
+            self.out.push_str("# EOF\n");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(format: Format, kind: Kind, unit: Option<&str>) -> String {
+        let mut out = String::new();
+        let mut w = Writer::new(&mut out, format);
+        w.family("x_up", "Help with a \\ and\na break.", kind, unit);
+        w.sample(&[("unit", "a\\x2db.service")], Value::Float(2.0));
+        w.finish();
+        out
+    }
+
+    #[test]
+    fn prometheus_asks_for_openmetrics_and_gets_it() {
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(Format::negotiate(Some(prometheus)), Format::OpenMetrics);
+    }
+
+    #[test]
+    fn anything_else_gets_the_text_format() {
+        for accept in [
+            None,
+            Some("text/plain"),
+            Some("*/*"),
+            Some("application/openmetrics-text;q=0"),
+        ] {
+            assert_eq!(Format::negotiate(accept), Format::Text, "{accept:?}");
+        }
+    }
+
+    #[test]
+    fn a_counter_is_named_by_format() {
+        assert_eq!(
+            one(Format::OpenMetrics, Kind::Counter, Some("seconds")),
+            "# HELP x_up_seconds Help with a \\\\ and\\na break.\n# TYPE x_up_seconds counter\n# UNIT x_up_seconds seconds\nx_up_seconds_total{unit=\"a\\x2db.service\"} 2.0\n# EOF\n"
+        );
+        assert_eq!(
+            one(Format::Text, Kind::Counter, Some("seconds")),
+            "# HELP x_up_seconds_total Help with a \\\\ and\\na break.\n# TYPE x_up_seconds_total counter\nx_up_seconds_total{unit=\"a\\x2db.service\"} 2.0\n"
+        );
+    }
+
+    #[test]
+    fn an_info_family_is_a_gauge_in_the_text_format() {
+        assert!(one(Format::OpenMetrics, Kind::Info, None).contains("# TYPE x_up info\nx_up_info{"));
+        assert!(one(Format::Text, Kind::Info, None).contains("# TYPE x_up_info gauge\nx_up_info{"));
+    }
+
+    #[test]
+    fn values_keep_their_kind() {
+        let mut out = String::new();
+        let mut w = Writer::new(&mut out, Format::Text);
+        w.family("v", "v", Kind::Gauge, None);
+        for v in [
+            Value::Int(3),
+            Value::Float(0.25),
+            Value::Float(1.7e9),
+            Value::Float(f64::INFINITY),
+        ] {
+            w.sample(&[], v);
+        }
+        assert_eq!(
+            out.lines().skip(2).collect::<Vec<_>>(),
+            ["v 3", "v 0.25", "v 1700000000.0", "v +Inf"]
+        );
+    }
+}
