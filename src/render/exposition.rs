@@ -4,7 +4,9 @@
 //! scrapers and a plain `curl` get), chosen from the request's `Accept`
 //! header the way client_golang's `expfmt.Negotiate` does.
 //!
-//! The two differ only in naming and framing: OpenMetrics names a counter
+//! Written here rather than with prometheus-client, which writes
+//! OpenMetrics only and label values unescaped. The two differ only in
+//! naming and framing: OpenMetrics names a counter
 //! family without `_total` and its samples with it, has an `info` type and
 //! a `# UNIT` line, and ends with `# EOF`; 0.0.4 uses the sample name
 //! throughout, shows an info family as a gauge, and has neither.
