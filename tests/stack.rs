@@ -14,7 +14,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::shipped::root;
+use common::shipped::{dashboard_queries, root};
 use common::{wait_for, Sandbox};
 use serde_json::Value;
 
@@ -186,11 +186,104 @@ impl Stack {
     }
 }
 
+/// The plan's dashboards: (file, title, the panels the plan lists).
+const DASHBOARDS: [(&str, &str, &[&str]); 3] = [
+    (
+        "aitbc-system-overview.json",
+        "AITBC System Overview",
+        &[
+            "Service Uptime",
+            "Request Rate",
+            "Error Rate",
+            "Response Time",
+            "Queue Length",
+            "Blockchain Height",
+            "Block Processing Time",
+            "Job Processing Time",
+        ],
+    ),
+    (
+        "aitbc-blockchain-performance.json",
+        "Blockchain Performance",
+        &[
+            "Block Processing Time (p95)",
+            "Block Validation Time (p95)",
+            "Block Propagation Time (p95)",
+            "Block Height",
+            "Transactions per Block",
+            "Network Peer Count",
+        ],
+    ),
+    (
+        "aitbc-job-processing-performance.json",
+        "Job Processing Performance",
+        &[
+            "Job Submission Rate",
+            "Job Processing Time (p95)",
+            "Job Queue Duration (p95)",
+            "Job Execution Time (p95)",
+            "Jobs in Queue",
+            "Job Success Rate",
+        ],
+    ),
+];
+
+fn plan_dashboard(file: &str) -> Value {
+    let path = root()
+        .join("infra/monitoring/grafana/dashboards")
+        .join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: not JSON: {e}", path.display()))
+}
+
+#[test]
+fn the_plans_dashboards_have_every_panel_it_lists() {
+    let mut uids = Vec::new();
+    for (file, title, panels) in DASHBOARDS {
+        let d = plan_dashboard(file);
+        assert_eq!(d["title"], title, "{file}");
+        uids.push(d["uid"].as_str().expect("a uid").to_owned());
+        assert!(
+            d["schemaVersion"].as_u64().is_some(),
+            "{file}: no schemaVersion"
+        );
+        let list = d["panels"].as_array().expect("panels");
+        let titles: Vec<&str> = list.iter().filter_map(|p| p["title"].as_str()).collect();
+        assert_eq!(titles, panels, "{file}");
+        let mut ids: Vec<u64> = list.iter().filter_map(|p| p["id"].as_u64()).collect();
+        ids.dedup();
+        assert_eq!(
+            ids.len(),
+            list.len(),
+            "{file}: panel ids missing or repeated"
+        );
+        for p in list {
+            assert_eq!(
+                p["datasource"]["uid"], "${datasource}",
+                "{file}: {}",
+                p["title"]
+            );
+            for k in ["x", "y", "w", "h"] {
+                assert!(
+                    p["gridPos"][k].as_u64().is_some(),
+                    "{file}: {} gridPos.{k}",
+                    p["title"]
+                );
+            }
+            let targets = p["targets"].as_array().expect("targets");
+            assert!(!targets.is_empty(), "{file}: {} has no query", p["title"]);
+        }
+    }
+    uids.sort();
+    uids.dedup();
+    assert_eq!(uids.len(), 3, "dashboard uids must differ");
+}
+
 const NODE: &str = "aitbc-blockchain-node.service";
 const API: &str = "aitbc-coordinator-api.service";
 
 #[test]
-fn the_stack_boots_with_every_target_up_and_every_rule_loaded() {
+fn the_stack_boots_with_every_target_up_every_rule_loaded_and_dashboards_answered() {
     let stack = Stack::start(sandbox!(), &[]);
     let targets = stack.wait_all_up();
     let mut jobs: Vec<String> = targets
@@ -259,6 +352,14 @@ fn the_stack_boots_with_every_target_up_and_every_rule_loaded() {
     for g in rules["data"]["groups"].as_array().expect("rule groups") {
         for r in g["rules"].as_array().expect("rules") {
             assert_eq!(r["health"], "ok", "{r}");
+        }
+    }
+    // Every query of the plan's dashboards returns data.
+    for (file, _, _) in DASHBOARDS {
+        for expr in dashboard_queries(&plan_dashboard(file)) {
+            wait_for(&format!("{file}: data for `{expr}`"), WAIT, || {
+                (!stack.query(&expr).is_empty()).then_some(())
+            });
         }
     }
 }
