@@ -118,9 +118,9 @@ impl Stack {
             .env("STACK_ENV_coordinator_api", "AITBC_HANG_EVERY=0");
         for (svc, line) in env {
             let var = format!("STACK_ENV_{svc}");
-            let line = match svc {
-                &"coordinator_api" => format!("AITBC_HANG_EVERY=0 {line}"),
-                &"marketplace" => format!("AITBC_CRASH_EVERY=0 {line}"),
+            let line = match *svc {
+                "coordinator_api" => format!("AITBC_HANG_EVERY=0 {line}"),
+                "marketplace" => format!("AITBC_CRASH_EVERY=0 {line}"),
                 _ => (*line).to_owned(),
             };
             cmd.env(var, line);
