@@ -1,27 +1,22 @@
-//! The command line: check-config, bad configuration, options before or
-//! after the subcommand, the one error format (`unitwatch: ...`, exit status
-//! 1), a busy address, and a clean exit on SIGTERM. None of these need systemd.
+//! The command line: check-config and check-web-config, bad configuration
+//! and web configuration, options before or after the subcommand, the one
+//! error format (`unitwatch: ...`, exit status 1), a busy address, and a
+//! clean exit on SIGTERM. None of these need systemd or root.
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::path::Path;
 
-use common::unitwatch::{free_port, http_get, temp_dir, STOP_DEADLINE};
-use common::wait_for;
+use common::tls::{cert_dir, web_config};
+use common::unitwatch::{assert_error, cli, cli_run, free_port, http_get, temp_dir, Unitwatch};
 
-fn unitwatch() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_unitwatch"))
-}
-
-/// A config of its own, with state in a temporary directory.
-fn config(tag: &str) -> String {
-    let dir = temp_dir(tag);
+/// A config.toml in `dir` with state under `dir/state` and no backfill.
+fn write_config(dir: &Path) -> String {
     let file = dir.join("config.toml");
     std::fs::write(
         &file,
         format!(
-            "[watch]\nunits = [\"aitbc-*.service\"]\n[state]\ndir = \"{}\"\n",
+            "[watch]\nunits = [\"aitbc-*.service\"]\n[state]\ndir = \"{}\"\n[journal]\nbackfill = \"0\"\n",
             dir.join("state").display()
         ),
     )
@@ -31,7 +26,7 @@ fn config(tag: &str) -> String {
 
 #[test]
 fn check_config_accepts_the_shipped_config() {
-    let out = unitwatch()
+    let out = cli()
         .args([
             "check-config",
             concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"),
@@ -54,37 +49,21 @@ fn bad_config_is_one_line_naming_file_line_and_key() {
         "[watch]\nunits = [\"a.service\"]\n\n[server]\nlisten = \"nowhere\"\n",
     )
     .expect("write config");
-    for args in [
-        vec!["check-config".to_owned(), file.display().to_string()],
-        vec!["--config".to_owned(), file.display().to_string()],
-    ] {
-        let out = unitwatch().args(&args).output().expect("run unitwatch");
-        assert_eq!(out.status.code(), Some(1), "{args:?}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
-        assert!(
-            err.starts_with(&format!(
-                "unitwatch: {}:5:10: server.listen: `nowhere` is not an address",
-                file.display()
-            )),
-            "{args:?}: {err}"
+    let file = file.display().to_string();
+    for args in [["check-config", &file], ["--config", &file]] {
+        assert_error(
+            &cli_run(&args),
+            &format!("unitwatch: {file}:5:10: server.listen: `nowhere` is not an address"),
         );
     }
 }
 
 #[test]
 fn unreadable_config_names_the_file() {
-    let out = unitwatch()
-        .args(["--config", "/nonexistent/unitwatch.toml"])
-        .output()
-        .expect("run unitwatch");
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.starts_with("unitwatch: /nonexistent/unitwatch.toml: cannot read: "),
-        "{err}"
+    assert_error(
+        &cli_run(&["--config", "/nonexistent/unitwatch.toml"]),
+        "unitwatch: /nonexistent/unitwatch.toml: cannot read: ",
     );
-    assert_eq!(err.lines().count(), 1, "{err}");
 }
 
 /// `status` finds the daemon through --config given after the subcommand as
@@ -102,15 +81,11 @@ fn status_options_go_before_or_after_the_subcommand() {
     let file = file.display().to_string();
     let want = format!("unitwatch: no unitwatch answers at 127.0.0.1:{port}: connection refused");
     for args in [["status", "--config", &file], ["--config", &file, "status"]] {
-        let out = unitwatch().args(args).output().expect("run unitwatch");
-        assert_eq!(out.status.code(), Some(1), "{args:?}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.starts_with(&want), "{args:?}: {err}");
-        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert_error(&cli_run(&args), &want);
     }
     // --web.listen-address after `status` wins over the config's.
     let other = free_port();
-    let out = unitwatch()
+    let out = cli()
         .args(["--config", &file, "status"])
         .args(["--web.listen-address", &format!("127.0.0.1:{other}")])
         .output()
@@ -142,7 +117,7 @@ fn options_a_subcommand_does_not_take_are_refused() {
         &["status", "--user", "alice"][..],
         &["status", "--password", "x"][..],
     ] {
-        let out = unitwatch().args(args).output().expect("run unitwatch");
+        let out = cli_run(args);
         assert_eq!(
             out.status.code(),
             Some(2),
@@ -157,10 +132,9 @@ fn options_a_subcommand_does_not_take_are_refused() {
 fn busy_listen_address_fails_before_starting() {
     let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = busy.local_addr().expect("addr").to_string();
-    let out = unitwatch()
-        .args(["--config", &config("busy")])
+    let out = cli()
+        .args(["--config", &write_config(&temp_dir("busy"))])
         .args(["--web.listen-address", &addr])
-        .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus")
         .output()
         .expect("run unitwatch");
     assert_eq!(out.status.code(), Some(1));
@@ -172,43 +146,151 @@ fn busy_listen_address_fails_before_starting() {
 /// within the deadline.
 #[test]
 fn sigterm_exits_zero_and_healthz_reports_no_bus() {
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut child = unitwatch()
-        .args(["--config", &config("sigterm")])
-        .args(["--web.listen-address", &addr])
-        .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus")
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let (status, body) = wait_for("/healthz to answer", Duration::from_secs(10), || {
-        http_get(&addr, "/healthz").ok()
-    });
+    let mut uw = Unitwatch::setup(&temp_dir("sigterm")).start();
+    let (status, body) = http_get(&uw.addr, "/healthz").expect("GET /healthz");
     assert_eq!(status, 503, "{body}");
     assert!(body.starts_with("unavailable:"), "{body}");
-    let (status, body) = http_get(&addr, "/").expect("GET /");
-    assert_eq!(status, 200);
-    assert!(body.contains("href=\"metrics\""), "{body}");
-    let (status, _) = http_get(&addr, "/nope").expect("GET /nope");
-    assert_eq!(status, 404);
-    // Only GET and HEAD.
-    for (method, want) in [("POST", 405), ("DELETE", 405), ("HEAD", 200)] {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(&addr).expect("connect");
-        write!(s, "{method} /metrics HTTP/1.0\r\nContent-Length: 0\r\n\r\n").expect("send");
-        let mut reply = String::new();
-        let _ = s.read_to_string(&mut reply);
-        assert!(
-            reply.starts_with(&format!("HTTP/1.0 {want}")),
-            "{method}: {reply}"
-        );
-    }
+    let exit = uw.stop().expect("unitwatch exits within the deadline");
+    assert_eq!(exit.code(), Some(0), "log:\n{}", uw.log());
+}
 
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    let exit = wait_for("unitwatch to exit", STOP_DEADLINE, || {
-        child.try_wait().ok().flatten()
-    });
-    assert_eq!(exit.code(), Some(0));
+/// Bad web configurations: one line naming file, line, column and key,
+/// exit status 1, nothing started (no state directory), at start and from
+/// check-web-config alike.
+#[test]
+fn bad_web_config_is_one_line_and_nothing_starts() {
+    let dir = cert_dir("web-bad");
+    let config = write_config(&dir);
+    let good_hash = bcrypt::hash("x", 4).expect("bcrypt hash");
+    let cases = [
+        (
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  cert_fil: x\n"
+                .to_owned(),
+            "4:3: tls_server_config.cert_fil: unknown field",
+        ),
+        (
+            "tls_server_config:\n  cert_file: server.crt\n   key_file: y\n".to_owned(),
+            "3:12: tls_server_config: mapping values are not allowed",
+        ),
+        (
+            "# TLS\ntls_server_config:\n  cert_file: missing.crt\n  key_file: server.key\n"
+                .to_owned(),
+            "3:3: tls_server_config.cert_file: ",
+        ),
+        (
+            format!("basic_auth_users:\n  alice: '{good_hash}'\n  bob: hunter2\n"),
+            "3:8: basic_auth_users.bob: not a bcrypt hash",
+        ),
+        (
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: client.key\n".to_owned(),
+            "3:3: tls_server_config.key_file: ",
+        ),
+    ];
+    for (i, (yaml, want)) in cases.iter().enumerate() {
+        let file = dir.join(format!("web-{i}.yml"));
+        std::fs::write(&file, yaml).expect("write web config");
+        let file = file.display().to_string();
+        let want = format!("unitwatch: {file}:{want}");
+        let listen = format!("127.0.0.1:{}", free_port());
+        assert_error(
+            &cli_run(&[
+                "--config",
+                &config,
+                "--web.listen-address",
+                &listen,
+                "--web.config.file",
+                &file,
+            ]),
+            &want,
+        );
+        assert!(
+            !dir.join("state").exists(),
+            "{yaml}: a state directory was made: something started"
+        );
+        assert_error(&cli_run(&["check-web-config", &file]), &want);
+    }
+}
+
+/// Named by `server.web_config` in config.toml instead: checked by
+/// check-config and at start alike.
+#[test]
+fn a_web_config_named_by_the_config_is_checked_with_it() {
+    let dir = temp_dir("web-bad-named");
+    let web = dir.join("web.yml");
+    let hash = bcrypt::hash("x", 4).expect("bcrypt hash");
+    std::fs::write(
+        &web,
+        format!("basic_auth_users:\n  alice: '{hash}'\n  bob: hunter2\n"),
+    )
+    .expect("write web config");
+    let config = dir.join("with-web.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nweb_config = \"{}\"\n[watch]\nunits = [\"a.service\"]\n[state]\ndir = \"{}\"\n",
+            web.display(),
+            dir.join("state").display()
+        ),
+    )
+    .expect("write config");
+    let config = config.display().to_string();
+    let want = format!(
+        "unitwatch: {}:3:8: basic_auth_users.bob: not a bcrypt hash",
+        web.display()
+    );
+    let listen = format!("127.0.0.1:{}", free_port());
+    for args in [
+        &["check-config", &config][..],
+        &["--config", &config, "--web.listen-address", &listen][..],
+    ] {
+        assert_error(&cli_run(args), &want);
+    }
+    assert!(!dir.join("state").exists(), "something started");
+}
+
+/// A certificate that is not there is named by its path resolved against
+/// the web config's directory.
+#[test]
+fn check_web_config_names_a_missing_certificate_by_its_resolved_path() {
+    let dir = cert_dir("web-missing-cert");
+    let web = dir.join("web.yml");
+    std::fs::write(
+        &web,
+        "tls_server_config:\n  cert_file: missing.crt\n  key_file: server.key\n",
+    )
+    .expect("write web config");
+    let out = cli_run(&["check-web-config", &web.display().to_string()]);
+    assert_error(
+        &out,
+        &format!(
+            "unitwatch: {}:2:3: tls_server_config.cert_file: ",
+            web.display()
+        ),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&dir.join("missing.crt").display().to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_web_config_of_a_missing_file_says_it_cannot_read_it() {
+    assert_error(
+        &cli_run(&["check-web-config", "/nonexistent/web.yml"]),
+        "unitwatch: /nonexistent/web.yml: cannot read: ",
+    );
+}
+
+#[test]
+fn check_web_config_accepts_a_good_one() {
+    let dir = cert_dir("web-good");
+    let web = dir.join("good.yml");
+    std::fs::write(&web, web_config(&dir, "", 4)).expect("write web config");
+    let out = cli_run(&["check-web-config", &web.display().to_string()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

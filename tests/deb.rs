@@ -9,8 +9,9 @@ use common::shipped::package;
 
 #[test]
 fn package_installs_a_hardened_service_and_purges_clean() {
-    let deb = package();
+    // Skipped before looking for the package: without root it is not used.
     let sb = sandbox!();
+    let deb = package();
     sb.write_unit(
         "aitbc-coordinator-api.service",
         "[Service]\nExecStart=/bin/sleep infinity\n",

@@ -42,8 +42,9 @@ fn query(sb: &Sandbox, path: &str, q: Option<&str>) -> serde_json::Value {
 
 #[test]
 fn real_prometheus_scrapes_alerts_and_answers_the_dashboard() {
-    let deb = package();
+    // Skipped before looking for the package: without root it is not used.
     let sb = sandbox!();
+    let deb = package();
     sb.write_unit(
         "aitbc-coordinator-api.service",
         "[Service]\nExecStart=/bin/sleep infinity\n",

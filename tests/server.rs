@@ -1,122 +1,130 @@
 //! The whole server in-process, as any user and without systemd: it is
 //! given its listener and its shutdown signal, as `main` would give them,
-//! and reached over loopback. What needs a real systemd is in the other
-//! test files.
+//! and reached over loopback — what it serves without a bus, from a saved
+//! state, on which paths and methods, and how it stops. TLS, auth and the
+//! connection limits are in tests/tls.rs and tests/limits.rs; what needs a
+//! real systemd is in the other test files.
 
 mod common;
 
-use std::path::Path;
+use std::io::{Read, Write};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use common::unitwatch::{temp_dir, value};
-use tokio::net::TcpListener;
-use unitwatch::config::Config;
-use unitwatch::http::web_config::WebConfig;
-use unitwatch::shutdown::{self, Trigger};
-use unitwatch::source::dbus::Bus;
+use common::inproc::Server;
+use common::unitwatch::{http_get, temp_dir, value};
 
 /// A state as the first release wrote it: one unit, restarted twice by
 /// systemd and once by hand, failed once.
 const SAVED: &str = r#"{"version":1,"saved_at":1700000100000000,"boot_id":"b","journal_cursor":null,"journal_from":1700000100000000,"ledger":{"units":{"a.service":{"seen_at":1700000000000000,"fold_at":1700000000000000,"fold_state":"active","up_usec":0,"down_usec":0,"points":{"1700000050000000":"failed"},"sub_state":"failed","n_restarts":{"high":2,"high_at":1700000050000000,"epoch_at":0,"previous_high":null},"restarts":[2,1],"failures":{"exit-code":1},"last_failure_at":1700000050000000,"failed_invocations":["x"],"restarted_invocations":[],"loaded":true}}}}"#;
 
-/// A server running on a runtime of its own.
-struct Server {
-    addr: String,
-    trigger: Option<Trigger>,
-    done: std::sync::mpsc::Receiver<anyhow::Result<()>>,
-    dir: std::path::PathBuf,
+/// A fresh directory with [`SAVED`] as its state.
+fn saved(tag: &str) -> PathBuf {
+    let dir = temp_dir(tag);
+    std::fs::create_dir_all(dir.join("state")).expect("state dir");
+    std::fs::write(dir.join("state").join("state.json"), SAVED).expect("write state");
+    dir
 }
 
-/// Starts the server in `dir` with no reachable bus and an empty journal.
-fn start(dir: &Path) -> Server {
-    std::fs::create_dir_all(dir.join("journal")).expect("journal dir");
-    let config_file = dir.join("config.toml");
-    std::fs::write(
-        &config_file,
-        format!(
-            "[watch]\nunits = [\"*.service\"]\n[state]\ndir = \"{}\"\n[journal]\ndirectory = \"{}\"\n",
-            dir.join("state").display(),
-            dir.join("journal").display()
-        ),
-    )
-    .expect("write config");
-    let config = Config::load(&config_file).expect("config");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let listener = runtime
-        .block_on(TcpListener::bind("127.0.0.1:0"))
-        .expect("bind");
-    let addr = listener.local_addr().expect("local address").to_string();
-    let (trigger, shutdown) = shutdown::channel();
-    let bus = Bus::Address(format!("unix:path={}", dir.join("no-bus").display()));
-    let (tx, done) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let result = runtime.block_on(unitwatch::server::run(
-            config,
-            listener,
-            WebConfig::default(),
-            bus,
-            shutdown,
-        ));
-        let _ = tx.send(result);
-    });
-    Server {
-        addr,
-        trigger: Some(trigger),
-        done,
-        dir: dir.to_owned(),
-    }
-}
-
-impl Server {
-    fn get(&self, path: &str) -> (u16, String) {
-        common::wait_for(
-            &format!("GET {path} to answer"),
-            Duration::from_secs(10),
-            || common::unitwatch::http_get(&self.addr, path).ok(),
-        )
-    }
-
-    /// Fires the shutdown signal; the server's result once it returned.
-    fn stop(&mut self) -> anyhow::Result<()> {
-        if let Some(t) = self.trigger.take() {
-            t.fire();
-        }
-        self.done
-            .recv_timeout(Duration::from_secs(10))
-            .unwrap_or_else(|_| panic!("the server did not return; dir {}", self.dir.display()))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if self.trigger.is_some() {
-            let _ = self.stop();
-        }
-    }
+/// The first line of the answer to `METHOD PATH` over HTTP/1.0.
+fn status_line(addr: &str, method: &str, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    write!(s, "{method} {path} HTTP/1.0\r\nContent-Length: 0\r\n\r\n").expect("send");
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    reply.lines().next().unwrap_or_default().to_owned()
 }
 
 #[test]
 fn without_a_bus_it_serves_and_says_why_it_is_not_healthy() {
-    let s = start(&temp_dir("inproc-nobus"));
+    let s = Server::start(&temp_dir("inproc-nobus"));
     let (status, body) = s.get("/healthz");
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("unavailable"), "{body}");
     let (status, body) = s.get("/metrics");
     assert_eq!(status, 200, "{body}");
     assert_eq!(value(&body, "unitwatch_dbus_up"), Some(0.0), "{body}");
-    assert!(body.ends_with("# EOF\n"), "{body}");
+}
+
+/// `GET /metrics` with `headers`: the answer's head and its body's bytes.
+fn scrape_with(addr: &str, headers: &str) -> (String, Vec<u8>) {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    write!(s, "GET /metrics HTTP/1.0\r\n{headers}\r\n").expect("send");
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head");
+    (
+        String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase(),
+        raw[split + 4..].to_vec(),
+    )
+}
+
+#[test]
+fn a_scraper_that_asks_for_openmetrics_gets_it_and_others_the_text_format() {
+    let s = Server::start(&saved("inproc-formats"));
+    s.get("/metrics");
+    let (head, body) = scrape_with(
+        &s.addr,
+        "Accept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5\r\n",
+    );
+    assert!(
+        head.contains("content-type: application/openmetrics-text; version=1.0.0"),
+        "{head}"
+    );
+    assert!(String::from_utf8_lossy(&body).ends_with("# EOF\n"));
+    let (head, body) = scrape_with(&s.addr, "Accept: text/plain\r\n");
+    assert!(
+        head.contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    let text = String::from_utf8_lossy(&body);
+    assert!(!text.contains("# EOF"), "{text}");
+    assert!(
+        text.contains("# TYPE service_uptime_seconds_total counter"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_scraper_that_takes_gzip_gets_the_same_body_gzipped() {
+    let s = Server::start(&saved("inproc-gzip"));
+    s.get("/metrics");
+    let (_, plain) = scrape_with(&s.addr, "");
+    let (head, zipped) = scrape_with(&s.addr, "Accept-Encoding: gzip\r\n");
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    let mut unzipped = Vec::new();
+    flate2::read::GzDecoder::new(&zipped[..])
+        .read_to_end(&mut unzipped)
+        .expect("a gzip body");
+    // The same but for uptime, which grows between the two scrapes.
+    let samples = |b: &[u8]| -> Vec<String> {
+        String::from_utf8_lossy(b)
+            .lines()
+            .filter(|l| !l.contains("time_seconds"))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(samples(&plain), samples(&unzipped));
+    assert!(
+        zipped.len() * 3 < plain.len(),
+        "{} vs {}",
+        zipped.len(),
+        plain.len()
+    );
+    let (head, _) = scrape_with(&s.addr, "Accept-Encoding: gzip;q=0, identity\r\n");
+    assert!(!head.contains("content-encoding"), "{head}");
 }
 
 #[test]
 fn a_saved_state_is_served_from_the_start() {
-    let dir = temp_dir("inproc-saved");
-    std::fs::create_dir_all(dir.join("state")).expect("state dir");
-    std::fs::write(dir.join("state").join("state.json"), SAVED).expect("write state");
-    let s = start(&dir);
+    let s = Server::start(&saved("inproc-saved"));
     let (_, body) = s.get("/metrics");
     assert_eq!(
         value(
@@ -143,28 +151,44 @@ fn a_saved_state_is_served_from_the_start() {
 
 #[test]
 fn the_shutdown_signal_ends_the_server_and_saves_the_state() {
-    let dir = temp_dir("inproc-stop");
-    let mut s = start(&dir);
+    let mut s = Server::start(&temp_dir("inproc-stop"));
     s.get("/metrics");
     s.stop().expect("the server returns Ok");
+    assert!(s.state_file().exists(), "state saved at shutdown");
     assert!(
-        dir.join("state").join("state.json").exists(),
-        "state saved at shutdown"
-    );
-    assert!(
-        common::unitwatch::http_get(&s.addr, "/metrics").is_err(),
+        http_get(&s.addr, "/metrics").is_err(),
         "nothing listens after shutdown"
     );
 }
 
 #[test]
 fn the_status_page_lists_the_saved_units() {
-    let dir = temp_dir("inproc-page");
-    std::fs::create_dir_all(dir.join("state")).expect("state dir");
-    std::fs::write(dir.join("state").join("state.json"), SAVED).expect("write state");
-    let s = start(&dir);
+    let s = Server::start(&saved("inproc-page"));
     let (status, html) = s.get("/");
     assert_eq!(status, 200);
     assert!(html.contains("<td class=\"unit\">a.service</td>"), "{html}");
     assert!(html.contains("0 of 1 up"), "{html}");
+}
+
+#[test]
+fn the_index_links_to_the_metrics_and_unknown_paths_are_404() {
+    let s = Server::start(&temp_dir("inproc-paths"));
+    let (status, body) = s.get("/");
+    assert_eq!(status, 200);
+    assert!(body.contains("href=\"metrics\""), "{body}");
+    let (status, _) = s.get("/nope");
+    assert_eq!(status, 404);
+}
+
+/// Only GET and HEAD.
+#[test]
+fn methods_other_than_get_and_head_are_405() {
+    let s = Server::start(&temp_dir("inproc-methods"));
+    for (method, want) in [("POST", "405"), ("DELETE", "405"), ("HEAD", "200")] {
+        let line = status_line(&s.addr, method, "/metrics");
+        assert!(
+            line.starts_with(&format!("HTTP/1.0 {want}")),
+            "{method}: {line}"
+        );
+    }
 }

@@ -1,18 +1,20 @@
-//! The JSON API and `unitwatch status` against unitwatch following a real
-//! systemd: a stable unit and one that crashes three times and then runs.
-//! Then `unitwatch status` over TLS with basic auth, and the errors it gives
-//! (no daemon, wrong credentials, untrusted certificate, TLS mismatch),
-//! against unitwatch without systemd (its HTTP side works regardless).
+//! The JSON API and `unitwatch status` against the in-process server
+//! following a real systemd (root: a sandbox): a stable unit and one that
+//! crashes three times and then runs. Then `unitwatch status` over TLS with
+//! basic auth, and the errors it gives (no daemon, wrong credentials,
+//! untrusted certificate, TLS mismatch), against the in-process server
+//! without systemd (its HTTP side works regardless), as any user.
 
 mod common;
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
-use common::unitwatch::{free_port, http_get, temp_dir, Unitwatch};
-use common::{try_wait_for, wait_for, Sandbox};
+use common::inproc::Server;
+use common::tls::{cert_dir, web_config};
+use common::unitwatch::{assert_error, cli, free_port, http_get, temp_dir};
+use common::wait_for;
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -25,7 +27,7 @@ const FAILS_THRICE: &str =
      ExecStart=/bin/sh -c 'f=/run/flap.count; c=$$(cat $$f 2>/dev/null || echo 0); \
      echo $$((c+1)) > $$f; [ $$c -ge 3 ] && exec sleep infinity; sleep 0.3; exit 1'\n";
 
-fn api(uw: &Unitwatch, path: &str) -> (u16, Value) {
+fn api(uw: &Server, path: &str) -> (u16, Value) {
     let (status, body) = http_get(&uw.addr, path).expect("GET");
     let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
     (status, json)
@@ -38,24 +40,27 @@ fn find<'a>(units: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("{name} not in {units}"))
 }
 
-fn status(uw: &Unitwatch, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_unitwatch"))
+/// `unitwatch status --address ADDR ARGS`.
+fn status(uw: &Server, args: &[&str]) -> Output {
+    cli()
         .arg("status")
         .args(["--address", &uw.addr])
         .args(args)
-        .env_remove("NO_COLOR")
         .output()
         .expect("run unitwatch status")
 }
 
 #[test]
 fn api_and_status_command_show_what_systemd_did() {
-    let sb = Sandbox::start();
+    let sb = sandbox!();
     sb.write_unit(STABLE, "[Service]\nExecStart=/bin/sleep infinity\n");
     sb.write_unit(FLAPPING, FAILS_THRICE);
     sb.daemon_reload();
     sb.systemctl(&["start", STABLE]);
-    let uw = Unitwatch::start(&sb, "units = [\"aitbc-*.service\"]");
+    let uw = Server::setup(&temp_dir("status-api"))
+        .sandbox(&sb)
+        .watch("units = [\"aitbc-*.service\"]")
+        .start();
     sb.systemctl(&["start", "--no-block", FLAPPING]);
     wait_for("the flapping unit to settle", WAIT, || {
         (sb.show(FLAPPING, "NRestarts") == "3" && sb.show(FLAPPING, "SubState") == "running")
@@ -167,148 +172,38 @@ fn api_and_status_command_show_what_systemd_did() {
 #[test]
 fn status_without_a_daemon_is_a_clear_error() {
     let addr = format!("127.0.0.1:{}", free_port());
-    let out = Command::new(env!("CARGO_BIN_EXE_unitwatch"))
+    let out = cli()
         .args(["status", "--address", &addr])
         .output()
         .expect("run unitwatch status");
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.starts_with(&format!(
-            "unitwatch: no unitwatch answers at {addr}: connection refused (is it running?"
-        )),
-        "{err}"
+    assert_error(
+        &out,
+        &format!("unitwatch: no unitwatch answers at {addr}: connection refused (is it running?"),
     );
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(out.stdout.is_empty());
 }
 
-/// unitwatch without systemd, serving on a port of its own with the web
-/// config `web` (if any) written to `dir/web.yml`; SIGTERM when dropped.
-struct Daemon {
-    child: Child,
-    config: PathBuf,
-    addr: String,
+/// The server without systemd, with TLS and user alice (see
+/// [`web_config`]) in a fresh directory with the certificates, the
+/// password in `password` and a wrong one in `wrong`; and that directory.
+fn tls_server(tag: &str) -> (Server, PathBuf) {
+    let dir = cert_dir(tag);
+    std::fs::write(dir.join("password"), "s3cret\n").expect("write password");
+    std::fs::write(dir.join("wrong"), "wrong\n").expect("write password");
+    let server = Server::setup(&dir).web(&web_config(&dir, "", 4)).start();
+    (server, dir)
 }
 
-impl Daemon {
-    fn start(dir: &Path, web: Option<&str>) -> Daemon {
-        let config = dir.join("config.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[watch]\nunits = [\"aitbc-*.service\"]\n[state]\ndir = \"{}\"\n[journal]\nbackfill = \"0\"\n",
-                dir.join("state").display()
-            ),
-        )
-        .expect("write config");
-        let addr = format!("127.0.0.1:{}", free_port());
-        let mut command = Command::new(env!("CARGO_BIN_EXE_unitwatch"));
-        command
-            .arg("--config")
-            .arg(&config)
-            .args(["--web.listen-address", &addr]);
-        if let Some(web) = web {
-            std::fs::write(dir.join("web.yml"), web).expect("write web config");
-            command.arg("--web.config.file").arg(dir.join("web.yml"));
-        }
-        let child = command
-            .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn unitwatch");
-        let daemon = Daemon {
-            child,
-            config,
-            addr,
-        };
-        wait_for(
-            &format!("unitwatch to listen on {}", daemon.addr),
-            Duration::from_secs(10),
-            || TcpStream::connect(&daemon.addr).ok(),
-        );
-        daemon
-    }
-
-    /// `unitwatch status ARGS` (options after the subcommand), with the
-    /// daemon's config.
-    fn status(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_unitwatch"))
-            .arg("status")
-            .arg("--config")
-            .arg(&self.config)
-            .args(["--web.listen-address", &self.addr])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run unitwatch status")
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        if try_wait_for(Duration::from_secs(5), || {
-            self.child.try_wait().ok().flatten()
-        })
-        .is_none()
-        {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// `sh -c script` in `dir`; panics with its output if it fails.
-fn sh(dir: &Path, script: &str) {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .current_dir(dir)
+/// `unitwatch status ARGS` (options after the subcommand), with the
+/// server's config and address.
+fn status_of(server: &Server, args: &[&str]) -> Output {
+    cli()
+        .arg("status")
+        .arg("--config")
+        .arg(server.config_file())
+        .args(["--web.listen-address", &server.addr])
+        .args(args)
         .output()
-        .expect("run sh");
-    assert!(
-        out.status.success(),
-        "`{script}` failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// In `dir`, made by openssl: a CA (ca.crt), a server certificate it signed
-/// for localhost and 127.0.0.1 (server.crt, server.key), and a self-signed
-/// certificate of another name (other.crt); a web config with TLS and user
-/// alice (password s3cret, bcrypt cost 4); the password in `password`, a
-/// wrong one in `wrong`.
-fn tls_dir(tag: &str) -> PathBuf {
-    let dir = temp_dir(tag);
-    sh(
-        &dir,
-        "set -e
-         openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-           -keyout ca.key -out ca.crt -days 2 -subj /CN=unitwatch-test-ca 2>/dev/null
-         printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\nextendedKeyUsage=serverAuth\\n' > server.ext
-         openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-           -keyout server.key -out server.csr -subj /CN=server 2>/dev/null
-         openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
-           -out server.crt -days 2 -extfile server.ext 2>/dev/null
-         openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-           -keyout other.key -out other.crt -days 2 -subj /CN=other 2>/dev/null
-         printf 's3cret\\n' > password
-         printf 'wrong\\n' > wrong",
-    );
-    dir
-}
-
-fn tls_web_config() -> String {
-    let hash = bcrypt::hash("s3cret", 4).expect("bcrypt hash");
-    format!(
-        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\nbasic_auth_users:\n  alice: '{hash}'\n"
-    )
+        .expect("run unitwatch status")
 }
 
 fn text(out: &Output) -> (String, String) {
@@ -318,45 +213,38 @@ fn text(out: &Output) -> (String, String) {
     )
 }
 
-/// Fails with exit status 1 and one line on stderr starting with `want`.
-fn assert_fails(out: &Output, want: &str) {
-    let (stdout, stderr) = text(out);
-    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.starts_with(want), "got:  {stderr}want: {want}...");
-    assert!(stdout.is_empty(), "{stdout}");
-}
-
 fn path(dir: &Path, name: &str) -> String {
     dir.join(name).display().to_string()
 }
 
-/// With the daemon's own web config and the right credentials: over TLS,
-/// trusting exactly the daemon's certificate, the table.
+/// With the server's own web config and the right credentials: over TLS,
+/// trusting exactly the server's certificate, the table.
 #[test]
 fn status_over_tls_with_basic_auth() {
-    let dir = tls_dir("status-tls");
-    let daemon = Daemon::start(&dir, Some(&tls_web_config()));
+    let (server, dir) = tls_server("status-tls");
     let web = path(&dir, "web.yml");
     let password = path(&dir, "password");
-    let out = daemon.status(&[
-        "--web.config.file",
-        &web,
-        "--user",
-        "alice",
-        "--password-file",
-        &password,
-    ]);
+    let out = status_of(
+        &server,
+        &[
+            "--web.config.file",
+            &web,
+            "--user",
+            "alice",
+            "--password-file",
+            &password,
+        ],
+    );
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(stdout.starts_with("UNIT "), "{stdout}");
     assert!(stdout.contains("0 of 0 units up"), "{stdout}");
 
     // --json, and the options before the subcommand instead.
-    let out = Command::new(env!("CARGO_BIN_EXE_unitwatch"))
+    let out = cli()
         .arg("--config")
-        .arg(&daemon.config)
-        .args(["--web.listen-address", &daemon.addr])
+        .arg(server.config_file())
+        .args(["--web.listen-address", &server.addr])
         .args(["--web.config.file", &web])
         .args([
             "status",
@@ -376,19 +264,18 @@ fn status_over_tls_with_basic_auth() {
 /// --web.config.file is given.
 #[test]
 fn status_reads_the_web_config_its_config_names() {
-    let dir = tls_dir("status-tls-config");
-    let daemon = Daemon::start(&dir, Some(&tls_web_config()));
+    let (server, dir) = tls_server("status-tls-config");
     let config = dir.join("with-web.toml");
     std::fs::write(
         &config,
         format!(
             "[server]\nlisten = \"{}\"\nweb_config = \"{}\"\n[watch]\nunits = [\"a.service\"]\n",
-            daemon.addr,
+            server.addr,
             path(&dir, "web.yml")
         ),
     )
     .expect("write config");
-    let out = Command::new(env!("CARGO_BIN_EXE_unitwatch"))
+    let out = cli()
         .args(["status", "--config", &config.display().to_string()])
         .args([
             "--user",
@@ -406,38 +293,43 @@ fn status_reads_the_web_config_its_config_names() {
 /// With --ca: any certificate the CA signed for the host asked.
 #[test]
 fn status_trusts_a_ca_for_the_host_asked() {
-    let dir = tls_dir("status-ca");
-    let daemon = Daemon::start(&dir, Some(&tls_web_config()));
-    let port = daemon.addr.rsplit_once(':').map(|(_, p)| p).expect("port");
+    let (server, dir) = tls_server("status-ca");
+    let port = server.addr.rsplit_once(':').map(|(_, p)| p).expect("port");
     let password = path(&dir, "password");
-    for address in [daemon.addr.clone(), format!("localhost:{port}")] {
-        let out = daemon.status(&[
-            "--ca",
-            &path(&dir, "ca.crt"),
-            "--address",
-            &address,
-            "--user",
-            "alice",
-            "--password-file",
-            &password,
-        ]);
+    for address in [server.addr.clone(), format!("localhost:{port}")] {
+        let out = status_of(
+            &server,
+            &[
+                "--ca",
+                &path(&dir, "ca.crt"),
+                "--address",
+                &address,
+                "--user",
+                "alice",
+                "--password-file",
+                &password,
+            ],
+        );
         let (stdout, stderr) = text(&out);
         assert!(out.status.success(), "{address}: {stdout}{stderr}");
     }
     // A CA that did not sign it.
-    let out = daemon.status(&[
-        "--ca",
-        &path(&dir, "other.crt"),
-        "--user",
-        "alice",
-        "--password-file",
-        &password,
-    ]);
-    assert_fails(
+    let out = status_of(
+        &server,
+        &[
+            "--ca",
+            &path(&dir, "other.crt"),
+            "--user",
+            "alice",
+            "--password-file",
+            &password,
+        ],
+    );
+    assert_error(
         &out,
         &format!(
             "unitwatch: unitwatch at {}: untrusted certificate: not signed by a CA in {}",
-            daemon.addr,
+            server.addr,
             path(&dir, "other.crt")
         ),
     );
@@ -445,52 +337,56 @@ fn status_trusts_a_ca_for_the_host_asked() {
 
 #[test]
 fn status_with_wrong_or_no_credentials_says_so() {
-    let dir = tls_dir("status-401");
-    let daemon = Daemon::start(&dir, Some(&tls_web_config()));
+    let (server, dir) = tls_server("status-401");
     let web = path(&dir, "web.yml");
-    let out = daemon.status(&[
-        "--web.config.file",
-        &web,
-        "--user",
-        "alice",
-        "--password-file",
-        &path(&dir, "wrong"),
-    ]);
-    assert_fails(
+    let out = status_of(
+        &server,
+        &[
+            "--web.config.file",
+            &web,
+            "--user",
+            "alice",
+            "--password-file",
+            &path(&dir, "wrong"),
+        ],
+    );
+    assert_error(
         &out,
         &format!(
             "unitwatch: unitwatch at {} refused the credentials of user `alice` (401): wrong user name or password",
-            daemon.addr
+            server.addr
         ),
     );
-    let out = daemon.status(&["--web.config.file", &web]);
-    assert_fails(
+    let out = status_of(&server, &["--web.config.file", &web]);
+    assert_error(
         &out,
         &format!(
             "unitwatch: unitwatch at {} asks for credentials (401): give --user NAME --password-file FILE",
-            daemon.addr
+            server.addr
         ),
     );
 }
 
-/// A web config whose certificate is not the one the daemon serves: the
-/// daemon is not trusted.
+/// A web config whose certificate is not the one the server serves: the
+/// server is not trusted.
 #[test]
 fn status_refuses_a_certificate_other_than_the_configured_one() {
-    let dir = tls_dir("status-pin");
-    let daemon = Daemon::start(&dir, Some(&tls_web_config()));
+    let (server, dir) = tls_server("status-pin");
     let other = dir.join("other-web.yml");
     std::fs::write(
         &other,
         "tls_server_config:\n  cert_file: other.crt\n  key_file: other.key\n",
     )
     .expect("write web config");
-    let out = daemon.status(&["--web.config.file", &other.display().to_string()]);
-    assert_fails(
+    let out = status_of(
+        &server,
+        &["--web.config.file", &other.display().to_string()],
+    );
+    assert_error(
         &out,
         &format!(
             "unitwatch: unitwatch at {}: untrusted certificate: it is not the certificate in {}",
-            daemon.addr,
+            server.addr,
             path(&dir, "other.crt")
         ),
     );
@@ -499,10 +395,9 @@ fn status_refuses_a_certificate_other_than_the_configured_one() {
 /// Plain HTTP to a TLS port, and TLS to a plain HTTP port.
 #[test]
 fn status_says_when_tls_is_wrong_either_way() {
-    let dir = tls_dir("status-mismatch");
-    let tls = Daemon::start(&dir, Some(&tls_web_config()));
-    let out = tls.status(&[]);
-    assert_fails(
+    let (tls, dir) = tls_server("status-mismatch");
+    let out = status_of(&tls, &[]);
+    assert_error(
         &out,
         &format!(
             "unitwatch: unitwatch at {} speaks only HTTPS: name its web configuration",
@@ -510,14 +405,14 @@ fn status_says_when_tls_is_wrong_either_way() {
         ),
     );
     let plain_dir = temp_dir("status-plain");
-    let plain = Daemon::start(&plain_dir, None);
-    let out = plain.status(&["--ca", &path(&dir, "ca.crt")]);
-    assert_fails(
+    let plain = Server::start(&plain_dir);
+    let out = status_of(&plain, &["--ca", &path(&dir, "ca.crt")]);
+    assert_error(
         &out,
         &format!("unitwatch: unitwatch at {} does not speak TLS", plain.addr),
     );
     // And plain HTTP to it works, as it always did.
-    let out = plain.status(&[]);
+    let out = status_of(&plain, &[]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("0 of 0 units up"), "{stdout}");

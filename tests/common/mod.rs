@@ -1,14 +1,21 @@
 //! Shared helpers of the integration tests: a real systemd booted in
-//! namespaces ([`Sandbox`]), bounded waits, a unitwatch process
-//! ([`unitwatch::Unitwatch`]) and the shipped files ([`shipped`]).
+//! namespaces ([`Sandbox`]) and the skipping of tests that need root
+//! ([`sandbox!`], [`require_root!`]), bounded waits, the two harnesses —
+//! the whole server in this process ([`inproc::Server`], any user) and a
+//! unitwatch process ([`unitwatch::Unitwatch`], for signals, exit codes,
+//! wrappers and the command line) — TLS material ([`tls`]) and the shipped
+//! files ([`shipped`]).
 
 #![allow(dead_code)]
 
+pub mod inproc;
 pub mod shipped;
+pub mod tls;
 pub mod unitwatch;
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn script() -> PathBuf {
@@ -34,30 +41,60 @@ macro_rules! sandbox {
     };
 }
 
-/// Whether this process may boot a sandbox.
+/// Skips the calling test (returns from it, printing why) when not run as
+/// root, for tests that need root for `$why` (running as `nobody` under
+/// setpriv, strace, setting the clock). With `UNITWATCH_NO_SKIP` set (CI
+/// sets it), a test that would be skipped fails instead.
+#[macro_export]
+macro_rules! require_root {
+    ($why:expr) => {
+        if !$crate::common::root_or_skip(module_path!(), $why) {
+            return;
+        }
+    };
+}
+
+/// Whether this process runs as root.
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
 
+/// Whether a test of `module`, which needs root `why`, may run: true as
+/// root; else
+/// false, printed as a skip, unless `UNITWATCH_NO_SKIP` forbids skipping
+/// (then a panic: CI runs as root, and a skip there hides a test).
+pub fn root_or_skip(module: &str, why: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    // The test harness names each test's thread after the test.
+    let test = match std::thread::current().name() {
+        Some(name) if name != "main" => format!("{module}::{name}"),
+        _ => module.to_owned(),
+    };
+    if std::env::var_os("UNITWATCH_NO_SKIP").is_some() {
+        panic!("{test} needs root {why}, and UNITWATCH_NO_SKIP forbids skipping it");
+    }
+    // Straight to stderr: the test harness captures eprintln! of a test
+    // that passes, and a skip passes.
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipped {test}: needs root {why} (run as root, or see README)"
+    );
+    false
+}
+
 impl Sandbox {
     /// A sandbox, or `None` (printed, unless `UNITWATCH_NO_SKIP` forbids
     /// skipping: then a panic) when not root.
-    pub fn boot_or_skip(test: &str) -> Option<Sandbox> {
-        if is_root() {
-            return Some(Sandbox::start());
-        }
-        if std::env::var_os("UNITWATCH_NO_SKIP").is_some() {
-            panic!("{test} needs root to boot systemd in namespaces, and UNITWATCH_NO_SKIP forbids skipping it");
-        }
-        eprintln!(
-            "skipped {test}: needs root to boot systemd in namespaces (run as root, or see README)"
-        );
-        None
+    pub fn boot_or_skip(module: &str) -> Option<Sandbox> {
+        root_or_skip(module, "to boot systemd in namespaces").then(Sandbox::start)
     }
 
     /// Boots a sandbox; panics with the reason if it does not come up.
-    pub fn start() -> Sandbox {
+    /// Tests call it through [`sandbox!`], which skips instead when not root.
+    fn start() -> Sandbox {
         let out = Command::new(script())
             .arg("start")
             .output()
@@ -187,4 +224,59 @@ pub fn wait_for<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) 
         Some(v) => v,
         None => panic!("timed out after {timeout:?} waiting for {what}"),
     }
+}
+
+/// Runs `program` with `args` to its end, stdin closed; panics if it cannot
+/// be started (naming what installs it).
+pub fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run {program} (scripts/setup installs it): {e}"))
+}
+
+/// `sh -c script` in `dir`; panics with its output if it fails.
+pub fn sh(dir: &Path, script: &str) {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .expect("run sh");
+    assert!(
+        out.status.success(),
+        "`{script}` failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs wrk with `args`; returns its report after checking it made
+/// requests, none failed at the socket level and all got 2xx.
+pub fn wrk(args: &[&str], log: impl Fn() -> String) -> String {
+    let out = run("wrk", args);
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "wrk failed: {report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{report}");
+    let requests: u64 = report
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .and_then(|(n, _)| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no request count in wrk's report:\n{report}"));
+    assert!(requests > 0, "{report}");
+    assert!(
+        !report.contains("Socket errors"),
+        "socket errors under load:\n{report}\nlog:\n{}",
+        log()
+    );
+    assert!(
+        !report.contains("Non-2xx"),
+        "non-2xx answers under load:\n{report}"
+    );
+    report
 }

@@ -1,13 +1,17 @@
-//! A unitwatch process under test: started with its own config and port,
-//! read over HTTP, stopped with SIGTERM when dropped.
+//! unitwatch as a process of its own, for what a test of the in-process
+//! server cannot show: signals and exit codes, running through a wrapper
+//! (setpriv, strace, unshare), resident memory, and the command line. A
+//! daemon ([`Unitwatch`]) is started with its own config and port, against
+//! a sandbox or without systemd, read over HTTP, stopped with SIGTERM when
+//! dropped; [`cli`] runs a subcommand to its end.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::Duration;
 
-use super::{wait_for, Sandbox};
+use super::{try_wait_for, wait_for, Sandbox};
 
 pub struct Unitwatch {
     child: Option<Child>,
@@ -65,7 +69,153 @@ pub fn value(text: &str, series: &str) -> Option<f64> {
 /// How long unitwatch may take to save its state and exit after SIGTERM.
 pub const STOP_DEADLINE: Duration = Duration::from_secs(2);
 
+/// What to start: see [`Unitwatch::setup`].
+pub struct Launch<'a> {
+    dir: PathBuf,
+    sandbox: Option<&'a Sandbox>,
+    watch: String,
+    journal: String,
+    web: Option<String>,
+    wrapper: Vec<String>,
+}
+
+impl<'a> Launch<'a> {
+    /// Follows `sb`'s systemd (its bus and journal) instead of none.
+    pub fn sandbox(mut self, sb: &'a Sandbox) -> Launch<'a> {
+        self.sandbox = Some(sb);
+        self
+    }
+
+    /// The `[watch]` table's body (default: the AITBC services).
+    pub fn watch(mut self, body: &str) -> Launch<'a> {
+        body.clone_into(&mut self.watch);
+        self
+    }
+
+    /// Extra `[journal]` lines; one naming `directory` replaces the default.
+    pub fn journal(mut self, lines: &str) -> Launch<'a> {
+        lines.clone_into(&mut self.journal);
+        self
+    }
+
+    /// The web configuration, written to `web.yml` in the directory and
+    /// given as `--web.config.file`.
+    pub fn web(mut self, yaml: &str) -> Launch<'a> {
+        self.web = Some(yaml.to_owned());
+        self
+    }
+
+    /// Runs unitwatch through `wrapper`, a command that ends by executing
+    /// its arguments.
+    pub fn via(mut self, wrapper: &[&str]) -> Launch<'a> {
+        self.wrapper = wrapper.iter().map(|&w| w.to_owned()).collect();
+        self
+    }
+
+    /// Starts it. Against a sandbox with plain HTTP, waits until
+    /// `/healthz` says it is connected; otherwise until it listens.
+    pub fn start(self) -> Unitwatch {
+        let dir = self.dir;
+        let config = dir.join("config.toml");
+        // Without systemd: a bus that does not exist, an empty journal.
+        let (bus, journal_dir) = match self.sandbox {
+            Some(sb) => (sb.bus_address(), sb.path("/run/log/journal")),
+            None => (
+                format!("unix:path={}", dir.join("no-bus").display()),
+                dir.join("journal"),
+            ),
+        };
+        if self.sandbox.is_none() {
+            std::fs::create_dir_all(&journal_dir).expect("journal dir");
+        }
+        std::fs::write(
+            &config,
+            format!(
+                "[watch]\n{}\n[state]\ndir = \"{}\"\n[journal]\n{}\n{}\n",
+                self.watch,
+                dir.join("state").display(),
+                if self.journal.contains("directory") {
+                    String::new()
+                } else {
+                    format!("directory = \"{}\"", journal_dir.display())
+                },
+                self.journal,
+            ),
+        )
+        .expect("write config");
+        let addr = format!("127.0.0.1:{}", free_port());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("unitwatch.log"))
+            .expect("log file");
+        let mut command = match self.wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(env!("CARGO_BIN_EXE_unitwatch"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_unitwatch")),
+        };
+        command
+            .arg("--config")
+            .arg(&config)
+            .arg("--web.listen-address")
+            .arg(&addr);
+        if let Some(web) = &self.web {
+            let file = dir.join("web.yml");
+            std::fs::write(&file, web).expect("write web config");
+            command.arg("--web.config.file").arg(&file);
+        }
+        let child = command
+            .env("DBUS_SYSTEM_BUS_ADDRESS", bus)
+            .env("RUST_LOG", "unitwatch=trace,info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn unitwatch");
+        let uw = Unitwatch {
+            child: Some(child),
+            addr,
+            dir,
+        };
+        if self.sandbox.is_some() && self.web.is_none() {
+            wait_for(
+                &format!("unitwatch /healthz to answer 200; log:\n{}", uw.log_path()),
+                Duration::from_secs(20),
+                || matches!(http_get(&uw.addr, "/healthz"), Ok((200, _))).then_some(()),
+            );
+        } else {
+            wait_for(
+                &format!(
+                    "unitwatch to listen on {}; log:\n{}",
+                    uw.addr,
+                    uw.log_path()
+                ),
+                Duration::from_secs(20),
+                || TcpStream::connect(&uw.addr).ok(),
+            );
+        }
+        uw
+    }
+}
+
 impl Unitwatch {
+    /// unitwatch in `dir` (config, `web.yml`, `state/` and the log live
+    /// there; reuse it to restart), watching the AITBC services, without
+    /// systemd, plain HTTP, until changed.
+    pub fn setup<'a>(dir: &Path) -> Launch<'a> {
+        Launch {
+            dir: dir.to_owned(),
+            sandbox: None,
+            watch: "units = [\"aitbc-*.service\"]".to_owned(),
+            journal: String::new(),
+            web: None,
+            wrapper: Vec::new(),
+        }
+    }
+
     /// Starts unitwatch against the sandbox's bus and journal with this
     /// `[watch]` table body, in a fresh directory, and waits until
     /// `/healthz` says it is connected.
@@ -73,8 +223,7 @@ impl Unitwatch {
         Unitwatch::launch(sb, watch, "", &temp_dir("uw"))
     }
 
-    /// Like [`Unitwatch::start`], with extra `[journal]` lines and in `dir`
-    /// (config, `state/` and the log live there; reuse it to restart).
+    /// Like [`Unitwatch::start`], with extra `[journal]` lines and in `dir`.
     pub fn launch(sb: &Sandbox, watch: &str, journal: &str, dir: &Path) -> Unitwatch {
         Unitwatch::launch_via(sb, watch, journal, dir, &[])
     }
@@ -88,60 +237,23 @@ impl Unitwatch {
         dir: &Path,
         wrapper: &[&str],
     ) -> Unitwatch {
-        let config = dir.join("config.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[watch]\n{watch}\n[state]\ndir = \"{}\"\n[journal]\n{}\n{journal}\n",
-                dir.join("state").display(),
-                if journal.contains("directory") {
-                    String::new()
-                } else {
-                    format!("directory = \"{}\"", sb.path("/run/log/journal").display())
-                },
-            ),
-        )
-        .expect("write config");
-        let addr = format!("127.0.0.1:{}", free_port());
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("unitwatch.log"))
-            .expect("log file");
-        let mut command = match wrapper.split_first() {
-            Some((first, rest)) => {
-                let mut c = Command::new(first);
-                c.args(rest).arg(env!("CARGO_BIN_EXE_unitwatch"));
-                c
-            }
-            None => Command::new(env!("CARGO_BIN_EXE_unitwatch")),
-        };
-        let child = command
-            .arg("--config")
-            .arg(&config)
-            .arg("--web.listen-address")
-            .arg(&addr)
-            .env("DBUS_SYSTEM_BUS_ADDRESS", sb.bus_address())
-            .env("RUST_LOG", "unitwatch=trace,info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn unitwatch");
-        let uw = Unitwatch {
-            child: Some(child),
-            addr,
-            dir: dir.to_owned(),
-        };
-        wait_for(
-            &format!("unitwatch /healthz to answer 200; log:\n{}", uw.log_path()),
-            Duration::from_secs(20),
-            || match http_get(&uw.addr, "/healthz") {
-                Ok((200, _)) => Some(()),
-                _ => None,
-            },
-        );
-        uw
+        Unitwatch::setup(dir)
+            .sandbox(sb)
+            .watch(watch)
+            .journal(journal)
+            .via(wrapper)
+            .start()
+    }
+
+    /// `SCHEME://localhost:PORT/PATH` (localhost: the name the test
+    /// certificates are for).
+    pub fn url(&self, scheme: &str, path: &str) -> String {
+        let port = self.addr.rsplit_once(':').map_or("", |(_, p)| p);
+        format!("{scheme}://localhost:{port}{path}")
+    }
+
+    pub fn config_file(&self) -> PathBuf {
+        self.dir.join("config.toml")
     }
 
     /// The state file's path.
@@ -186,7 +298,7 @@ impl Unitwatch {
     /// Waits until `series` has a value for which `ok` holds; returns it.
     pub fn wait_value(&self, series: &str, timeout: Duration, ok: impl Fn(f64) -> bool) -> f64 {
         let mut last = None;
-        let found = super::try_wait_for(timeout, || {
+        let found = try_wait_for(timeout, || {
             last = self.value(series);
             last.filter(|v| ok(*v))
         });
@@ -200,14 +312,23 @@ impl Unitwatch {
         }
     }
 
+    /// Waits (bounded) for the process to exit by itself; `None` if it
+    /// still runs after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        let status = try_wait_for(timeout, || child.try_wait().ok().flatten());
+        if status.is_some() {
+            self.child = None;
+        }
+        status
+    }
+
     /// Sends SIGTERM and returns the exit status; `None` if unitwatch did not
     /// exit within [`STOP_DEADLINE`] (it is then killed).
-    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+    pub fn stop(&mut self) -> Option<ExitStatus> {
         let mut child = self.child.take()?;
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let status = super::try_wait_for(STOP_DEADLINE, || child.try_wait().ok().flatten());
+        terminate(child.id());
+        let status = try_wait_for(STOP_DEADLINE, || child.try_wait().ok().flatten());
         if status.is_none() {
             let _ = child.kill();
             let _ = child.wait();
@@ -220,4 +341,52 @@ impl Drop for Unitwatch {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Sends SIGTERM to process `pid`.
+pub fn terminate(pid: u32) {
+    let pid = libc::pid_t::try_from(pid).expect("a process ID");
+    // SAFETY: kill has no memory-safety preconditions; a failure (the
+    // process is gone) is what the caller's wait then sees.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+}
+
+/// The `Field:` line of /proc/PID/status, without the name.
+pub fn proc_status(pid: u32, field: &str) -> String {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// The unitwatch binary as a command run to its end (subcommands, bad
+/// configurations): stdin closed, no bus to reach, colour left to whether
+/// stdout is a terminal.
+pub fn cli() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_unitwatch"));
+    c.stdin(Stdio::null())
+        .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus")
+        .env_remove("NO_COLOR");
+    c
+}
+
+/// [`cli`] with `args`, run; its output.
+pub fn cli_run(args: &[&str]) -> Output {
+    cli().args(args).output().expect("run unitwatch")
+}
+
+/// unitwatch's one error format: exit status 1, nothing on stdout, one
+/// line on stderr, starting with `want`.
+pub fn assert_error(out: &Output, want: &str) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with(want), "got:  {stderr}want: {want}...");
+    assert!(stdout.is_empty(), "{stdout}");
 }
