@@ -5,8 +5,7 @@
 
 use std::fmt::Write;
 
-use crate::ledger::{ActiveState, Ledger, Usec};
-use crate::render::api::{self, Unit};
+use crate::ledger::{ActiveState, Ledger, UnitView, Usec};
 use crate::render::human;
 
 const CSS: &str = include_str!("page.css");
@@ -45,10 +44,7 @@ const COLUMNS: u32 = 120;
 /// that is shorter, as a bar of segments, oldest left. Stretches with more
 /// changes than the bar can show one by one are drawn as one striped span
 /// that says how many there were.
-fn timeline(ledger: &Ledger, unit: &str, now: Usec) -> String {
-    let Some(v) = ledger.unit(unit, now) else {
-        return String::new();
-    };
+fn timeline(v: &UnitView<'_>, now: Usec) -> String {
     let from = now.saturating_sub(DAY).max(v.history.begins());
     let span = now.saturating_sub(from).max(1);
     let mut bar = format!(
@@ -80,36 +76,40 @@ fn timeline(ledger: &Ledger, unit: &str, now: Usec) -> String {
     bar
 }
 
-fn row(out: &mut String, ledger: &Ledger, u: &Unit, now: Usec) {
-    let restarts = u.restarts_24h.auto + u.restarts_24h.manual;
+/// One unit's row, read straight from its view: only the two windows the
+/// page shows, no copies of the API's fields.
+fn row(out: &mut String, v: &UnitView<'_>, now: Usec) {
+    let h = &v.history;
+    let restarts = h.restarts_since(now.saturating_sub(DAY));
+    let since = (v.state_change_seconds * 1e6) as Usec;
+    let id = escape(v.unit);
+    let state = v.state.as_str();
     let _ = writeln!(
         out,
         "<tr id=\"{id}\" data-state=\"{state}\">\
-         <td class=\"unit\">{unit}</td>\
+         <td class=\"unit\">{id}</td>\
          <td><span class=\"badge {class}\">{state}</span> <span class=\"sub\">{sub}</span></td>\
          <td class=\"since num\" title=\"{since_utc} UTC\">{run}</td>\
          <td class=\"num avail24\">{a24}</td>\
          <td class=\"num avail30\">{a30}</td>\
          <td class=\"num restarts\">{restarts}</td>\
          <td class=\"timeline\">{bar}</td></tr>",
-        id = escape(&u.unit),
-        unit = escape(&u.unit),
-        class = class(&u.state),
-        state = escape(&u.state),
-        sub = escape(&u.sub_state),
-        since_utc = human::utc(u.since),
-        run = human::duration(u.run_seconds),
-        a24 = human::percent(u.availability.h24),
-        a30 = human::percent(u.availability.d30),
-        bar = timeline(ledger, &u.unit, now),
+        class = class(state),
+        sub = escape(v.sub_state),
+        since_utc = human::utc(v.state_change_seconds),
+        run = human::duration(now.saturating_sub(since) as f64 / 1e6),
+        a24 = human::percent(h.window(now.saturating_sub(DAY)).availability()),
+        a30 = human::percent(h.window(now.saturating_sub(30 * DAY)).availability()),
+        restarts = restarts.auto + restarts.manual,
+        bar = timeline(v, now),
     );
 }
 
 /// The page as of `now`.
 pub fn render(ledger: &Ledger, now: Usec) -> String {
-    let units = api::units(ledger, now);
-    let up = units.units.iter().filter(|u| u.up).count();
-    let mut out = String::with_capacity(2048 + units.units.len() * 1024);
+    let total = ledger.len();
+    let up = ledger.view(now).filter(|v| v.up()).count();
+    let mut out = String::with_capacity(2048 + total * 1024);
     let _ = write!(
         out,
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -118,18 +118,17 @@ pub fn render(ledger: &Ledger, now: Usec) -> String {
          <title>unitwatch: {up}/{total} up</title><style>{CSS}</style></head>\n<body>\
          <header><h1>Services</h1><p><span id=\"summary\">{up} of {total} up</span> · \
          {now} UTC · refreshes every 10 s</p></header>\n",
-        total = units.units.len(),
-        now = human::utc(units.now),
+        now = human::utc(now as f64 / 1e6),
     );
     out.push_str(
         "<table><thead><tr><th>Unit</th><th>State</th><th class=\"since\">For</th>\
          <th>24 h</th><th class=\"avail30\">30 d</th><th>Restarts 24 h</th>\
          <th class=\"timeline\">Last 24 hours</th></tr></thead>\n<tbody>\n",
     );
-    for u in &units.units {
-        row(&mut out, ledger, u, now);
+    for v in ledger.view(now) {
+        row(&mut out, &v, now);
     }
-    if units.units.is_empty() {
+    if total == 0 {
         out.push_str("<tr><td colspan=\"7\">No units watched yet.</td></tr>\n");
     }
     let _ = write!(
