@@ -133,6 +133,7 @@ impl Owner {
         publisher.publish(Snapshot {
             ledger: self.ledger.clone(),
             stats: stats.clone(),
+            frame: clock::frame(),
         });
     }
 
@@ -238,7 +239,11 @@ impl Owner {
                     continue;
                 }
                 _ = save.tick() => {
-                    live.dirty |= self.follow_clock();
+                    if self.follow_clock() {
+                        live.dirty = true;
+                        // Readers must see the moved ledger with the new frame.
+                        self.publish(&publisher, &live.stats);
+                    }
                     if live.dirty || !self.ops.is_empty() {
                         live.dirty = false;
                         // Handed over, never waited for: the writer thread

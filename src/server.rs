@@ -122,6 +122,7 @@ pub async fn run(
     let (publisher, snapshots) = snapshot::channel(Snapshot {
         ledger: owner.ledger.clone(),
         stats: Stats::default(),
+        frame: clock::frame(),
     });
     let ledger_task = tokio::spawn(owner.run(ledger_inputs, publisher));
 

@@ -48,6 +48,17 @@ pub struct Snapshot {
     /// Shares its accounts with the owner's ledger (copy-on-write).
     pub ledger: Ledger,
     pub stats: Stats,
+    /// The clock frame the ledger's times are in ([`crate::clock`]).
+    pub frame: i64,
+}
+
+impl Snapshot {
+    /// Now, in the snapshot's clock frame: after a wall-clock step, a read
+    /// of a snapshot taken before the owner moved the ledger still measures
+    /// open intervals on the ledger's own scale, so no counter goes back.
+    pub fn now(&self) -> crate::ledger::Usec {
+        crate::clock::to_frame(crate::clock::monotonic(), self.frame)
+    }
 }
 
 /// The owner's end: publishes snapshots.

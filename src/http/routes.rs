@@ -10,7 +10,6 @@ use axum::routing::get;
 use axum::Router;
 use tokio::sync::Semaphore;
 
-use crate::clock;
 use crate::health::Health;
 use crate::ledger::Usec;
 use crate::render::exposition::Format;
@@ -58,7 +57,7 @@ async fn render<T: Send + 'static>(
 ) -> Option<T> {
     let _turn = lane.acquire().await.ok()?;
     let snapshot = app.snapshots.latest();
-    tokio::task::spawn_blocking(move || f(&snapshot, clock::now()))
+    tokio::task::spawn_blocking(move || f(&snapshot, snapshot.now()))
         .await
         .ok()
 }

@@ -55,6 +55,7 @@ fn renders_every_family() {
                 dbus_overflows: 1,
                 journal_gaps: 0,
             },
+            frame: 0,
         },
         T0 + 5 * S,
         Format::OpenMetrics,
@@ -110,6 +111,7 @@ fn label_values_are_escaped() {
         &Snapshot {
             ledger: l,
             stats: Stats::default(),
+            frame: 0,
         },
         T0 + S,
         Format::OpenMetrics,
@@ -169,6 +171,7 @@ fn readme_lists_every_family_exposed_and_no_other() {
         &Snapshot {
             ledger: l,
             stats: Stats::default(),
+            frame: 0,
         },
         T0 + 2 * S,
         Format::OpenMetrics,
@@ -205,6 +208,7 @@ fn one_unit() -> Snapshot {
     Snapshot {
         ledger: l,
         stats: Stats::default(),
+        frame: 0,
     }
 }
 
