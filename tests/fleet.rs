@@ -89,11 +89,9 @@ fn host(bridge: &Bridge, i: u8) -> Sandbox {
     sb.sh(&format!("dpkg -i {} >/dev/null", package().display()));
     // Only the demo units (the package's default also lists units this
     // sandbox masks), no backfill from a journal just booted.
-    sb.sh(
-        "sed -i -e 's/^units = .*/units = [\"aitbc-*.service\"]/' \
+    sb.sh("sed -i -e 's/^units = .*/units = [\"aitbc-*.service\"]/' \
          -e 's/^backfill = .*/backfill = \"0\"/' /etc/unitwatch/config.toml \
-         && systemctl restart unitwatch.service",
-    );
+         && systemctl restart unitwatch.service");
     assert_eq!(sb.show("unitwatch.service", "ActiveState"), "active");
     sb
 }
@@ -101,8 +99,8 @@ fn host(bridge: &Bridge, i: u8) -> Sandbox {
 /// The shipped rule files with every `for:` set to 6 s, into `dir`.
 fn write_rules(dir: &std::path::Path) {
     for f in ["unitwatch-rules.yml", "unitwatch-fleet-rules.yml"] {
-        let text = std::fs::read_to_string(root().join("packaging/prometheus").join(f))
-            .expect("rules");
+        let text =
+            std::fs::read_to_string(root().join("packaging/prometheus").join(f)).expect("rules");
         let fast: String = text
             .lines()
             .map(|l| match l.split_once("for: ") {
@@ -191,7 +189,10 @@ fn start_engines(bridge: &Bridge, dir: &std::path::Path) -> Engines {
                 format!("-remoteWrite.url={VM}/api/v1/write"),
                 format!("-remoteWrite.label=shard={shard}"),
                 "-remoteWrite.flushInterval=1s".into(),
-                format!("-remoteWrite.tmpDataPath={}", d(&format!("vmagent-{shard}"))),
+                format!(
+                    "-remoteWrite.tmpDataPath={}",
+                    d(&format!("vmagent-{shard}"))
+                ),
                 format!("-httpListenAddr=127.0.0.1:{}", 8430 + shard),
             ],
             &dir.join(format!("vmagent-{shard}.log")),
@@ -243,7 +244,10 @@ fn alerts(bridge: &Bridge, base: &str) -> Vec<(String, Value, String)> {
         .flatten()
         .map(|a| {
             (
-                a["labels"]["alertname"].as_str().unwrap_or_default().to_owned(),
+                a["labels"]["alertname"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
                 a["labels"].clone(),
                 a["state"].as_str().unwrap_or_default().to_owned(),
             )
@@ -302,12 +306,26 @@ fn fleet_on_prometheus_and_victoriametrics() {
     wait_for("Prometheus scraping all hosts", WAIT, || {
         (by(&bridge, PROM, "up{job=\"unitwatch\"}", "instance")? == all).then_some(())
     });
-    wait_for("VictoriaMetrics receiving every host from one shard", WAIT, || {
-        let n = by(&bridge, VM, "count by (instance) (up{job=\"unitwatch\"} == 1)", "instance")?;
-        (n == all).then_some(())
-    });
-    let shards = by(&bridge, VM, "count by (shard) (up{job=\"unitwatch\"})", "shard")
-        .expect("targets per shard");
+    wait_for(
+        "VictoriaMetrics receiving every host from one shard",
+        WAIT,
+        || {
+            let n = by(
+                &bridge,
+                VM,
+                "count by (instance) (up{job=\"unitwatch\"} == 1)",
+                "instance",
+            )?;
+            (n == all).then_some(())
+        },
+    );
+    let shards = by(
+        &bridge,
+        VM,
+        "count by (shard) (up{job=\"unitwatch\"})",
+        "shard",
+    )
+    .expect("targets per shard");
     assert_eq!(shards.len(), 2, "hosts per shard: {shards:?}");
     assert_eq!(shards.values().sum::<f64>(), f64::from(HOSTS), "{shards:?}");
 
@@ -342,7 +360,11 @@ fn fleet_on_prometheus_and_victoriametrics() {
         .filter(|q| q.contains("fleet:") || q.contains("max by (instance, unit)"))
     {
         let rows = bridge.query(PROM, q).unwrap_or_default();
-        let want = if q.contains("fleet:") { UNITS.len() } else { UNITS.len() * usize::from(HOSTS) };
+        let want = if q.contains("fleet:") {
+            UNITS.len()
+        } else {
+            UNITS.len() * usize::from(HOSTS)
+        };
         assert_eq!(rows.len(), want, "dashboard query `{q}`: {rows:?}");
     }
 
@@ -353,12 +375,20 @@ fn fleet_on_prometheus_and_victoriametrics() {
     let who: Vec<(&str, &str)> = who.iter().map(|(k, v)| (*k, v.as_str())).collect();
     for base in [PROM, VMALERT] {
         wait_firing(&bridge, base, "ServiceDown", &who);
-        wait_firing(&bridge, base, "ServiceDownOnSomeHosts", &[("unit", stopped)]);
+        wait_firing(
+            &bridge,
+            base,
+            "ServiceDownOnSomeHosts",
+            &[("unit", stopped)],
+        );
     }
     h3.systemctl(&["start", stopped]);
     for base in [PROM, VMALERT] {
         wait_for(&format!("ServiceDown resolved on {base}"), WAIT, || {
-            (!alerts(&bridge, base).iter().any(|(n, ..)| n == "ServiceDown")).then_some(())
+            (!alerts(&bridge, base)
+                .iter()
+                .any(|(n, ..)| n == "ServiceDown"))
+            .then_some(())
         });
     }
 
@@ -443,7 +473,11 @@ fn fleet_on_prometheus_and_victoriametrics() {
     let resets = format!(
         "sum(resets(service_restart_count_total{{instance=\"{h3i}\"}}[10m])) + sum(resets(service_uptime_seconds_total{{instance=\"{h3i}\"}}[10m]))"
     );
-    assert_eq!(scalar(&bridge, PROM, &resets), Some(0.0), "host 3's counters reset");
+    assert_eq!(
+        scalar(&bridge, PROM, &resets),
+        Some(0.0),
+        "host 3's counters reset"
+    );
     eprintln!(
         "{n_during} restarts during the cut, {n_total} in all; whole run {:?}",
         began.elapsed()

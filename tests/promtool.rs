@@ -90,7 +90,11 @@ fn rule_test_files() -> Vec<String> {
         .filter(|n| n.ends_with(".test.yml"))
         .collect();
     files.sort();
-    for expected in ["unitwatch-rules.test.yml", "unitwatch-slo.test.yml", "unitwatch-fleet.test.yml"] {
+    for expected in [
+        "unitwatch-rules.test.yml",
+        "unitwatch-slo.test.yml",
+        "unitwatch-fleet.test.yml",
+    ] {
         assert!(
             files.iter().any(|f| f == expected),
             "no {expected} in packaging/prometheus: {files:?}"
