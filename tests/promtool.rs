@@ -90,7 +90,11 @@ fn rule_test_files() -> Vec<String> {
         .filter(|n| n.ends_with(".test.yml"))
         .collect();
     files.sort();
-    for expected in ["unitwatch-rules.test.yml", "unitwatch-slo.test.yml"] {
+    for expected in [
+        "unitwatch-rules.test.yml",
+        "unitwatch-slo.test.yml",
+        "unitwatch-fleet.test.yml",
+    ] {
         assert!(
             files.iter().any(|f| f == expected),
             "no {expected} in packaging/prometheus: {files:?}"
@@ -135,6 +139,25 @@ fn rules_pass_promtool_check() {
         ]
     );
     assert_known_metrics("unitwatch-rules.yml", &rules);
+}
+
+#[test]
+fn fleet_rules_pass_promtool_check() {
+    let dir = prometheus_dir();
+    let out = promtool_ok(&["check", "rules", "unitwatch-fleet-rules.yml"], &dir);
+    assert!(out.contains("SUCCESS: 13 rules found"), "{out}");
+    let rules = read(&dir.join("unitwatch-fleet-rules.yml"));
+    assert_eq!(
+        rule_names(&rules, "alert"),
+        ["ServiceDownEverywhere", "ServiceDownOnSomeHosts"]
+    );
+    for w in ["1h", "1d", "30d"] {
+        for kind in ["mean", "any"] {
+            let name = format!("fleet:service_availability_{kind}:ratio_{w}");
+            assert!(rule_names(&rules, "record").contains(&name), "no {name}");
+        }
+    }
+    assert_known_metrics("unitwatch-fleet-rules.yml", &rules);
 }
 
 #[test]
@@ -389,8 +412,10 @@ const EXPORTED: &[&str] = &[
 /// PromQL parses a misspelt metric name just fine (it only returns no
 /// data), so names of ours are checked against what exists.
 fn assert_known_metrics(source: &str, text: &str) {
-    let rules = read(&prometheus_dir().join("unitwatch-rules.yml"));
-    let recorded = rule_names(&rules, "record");
+    let recorded: Vec<String> = ["unitwatch-rules.yml", "unitwatch-fleet-rules.yml"]
+        .iter()
+        .flat_map(|f| rule_names(&read(&prometheus_dir().join(f)), "record"))
+        .collect();
     let known: BTreeSet<&str> = EXPORTED
         .iter()
         .copied()

@@ -8,6 +8,7 @@
 
 #![allow(dead_code)]
 
+pub mod fleet;
 pub mod inproc;
 pub mod shipped;
 pub mod tls;
