@@ -57,7 +57,8 @@ impl Drop for Scratch {
 /// One host: demo services (no random crashes or hangs: this test makes its
 /// own), unitwatch from the package watching them.
 fn host(bridge: &Bridge, i: u8) -> Sandbox {
-    let sb = Sandbox::start();
+    // Root was checked by the test.
+    let sb = Sandbox::boot_or_skip(module_path!()).expect("a sandbox, as root");
     bridge.attach(&sb, i);
     let src = root();
     let copy = std::process::Command::new("cp")
@@ -273,14 +274,7 @@ fn n_restarts(sb: &Sandbox, unit: &str) -> f64 {
 
 #[test]
 fn fleet_on_prometheus_and_victoriametrics() {
-    if !common::is_root() {
-        assert!(
-            std::env::var_os("UNITWATCH_NO_SKIP").is_none(),
-            "the fleet test needs root, and UNITWATCH_NO_SKIP forbids skipping it"
-        );
-        eprintln!("skipped: the fleet test needs root");
-        return;
-    }
+    require_root!("boots five systemd sandboxes and builds a network of namespaces");
     let began = Instant::now();
     let scratch = Scratch(common::unitwatch::temp_dir("fleet"));
     let bridge = Bridge::new();
