@@ -79,7 +79,7 @@ fn real_prometheus_scrapes_alerts_and_answers_the_dashboard() {
     std::fs::write(
         dir.join("prometheus.yml"),
         format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - /run/prom/rules.yml\nscrape_configs:\n{indented}"
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - /run/prom/rules.yml\n  - /run/prom/fleet-rules.yml\nscrape_configs:\n{indented}"
         ),
     )
     .expect("prometheus.yml");
@@ -88,6 +88,12 @@ fn real_prometheus_scrapes_alerts_and_answers_the_dashboard() {
         fast_rules(&root().join("packaging/prometheus/unitwatch-rules.yml")),
     )
     .expect("rules");
+    // The dashboard's fleet row reads the fleet records.
+    std::fs::write(
+        dir.join("fleet-rules.yml"),
+        fast_rules(&root().join("packaging/prometheus/unitwatch-fleet-rules.yml")),
+    )
+    .expect("fleet rules");
     sb.sh(
         "systemd-run --unit=prom /usr/bin/prometheus --config.file=/run/prom/prometheus.yml \
          --storage.tsdb.path=/run/prom/data --web.listen-address=127.0.0.1:9090 >/dev/null 2>&1",
