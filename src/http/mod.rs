@@ -3,6 +3,7 @@
 //! hand the published snapshot to the renderers. Nothing here renders.
 
 pub mod auth;
+pub mod lane;
 pub mod routes;
 pub mod serve;
 pub mod web_config;

@@ -10,6 +10,7 @@ use axum::routing::get;
 use axum::Router;
 use tokio::sync::Semaphore;
 
+use super::lane::Lane;
 use crate::health::Health;
 use crate::ledger::Usec;
 use crate::render::exposition::Format;
@@ -21,11 +22,12 @@ use crate::snapshot::{Snapshot, Snapshots};
 struct AppState {
     snapshots: Snapshots,
     health: Health,
-    /// Scrapes, and reads for people (API, page), each render one at a time
-    /// on the blocking pool: a flood of page requests neither starves the
-    /// owner task of a core nor queues scrapes behind it.
+    /// Scrapes render one at a time on the blocking pool; reads for people
+    /// (API, page) on a lane of their own at a lower priority (or, if its
+    /// thread could not start, like scrapes): a flood of page requests
+    /// neither starves the owner task of a core nor queues scrapes behind it.
     scrapes: Arc<Semaphore>,
-    pages: Arc<Semaphore>,
+    pages: Option<Lane>,
     /// The optional families `[metrics]` leaves on.
     families: Arc<Families>,
 }
@@ -43,7 +45,7 @@ pub fn router(snapshots: Snapshots, health: Health, families: Families) -> Route
             snapshots,
             health,
             scrapes: Arc::new(Semaphore::new(1)),
-            pages: Arc::new(Semaphore::new(1)),
+            pages: Lane::start("unitwatch-pages"),
             families: Arc::new(families),
         })
 }
@@ -60,6 +62,20 @@ async fn render<T: Send + 'static>(
     tokio::task::spawn_blocking(move || f(&snapshot, snapshot.now()))
         .await
         .ok()
+}
+
+/// Renders for people: on their lane, else like a scrape.
+async fn render_for_people<T: Send + 'static>(
+    app: &AppState,
+    f: impl FnOnce(&Snapshot, Usec) -> T + Send + 'static,
+) -> Option<T> {
+    match &app.pages {
+        Some(lane) => {
+            let snapshot = app.snapshots.latest();
+            lane.run(move || f(&snapshot, snapshot.now())).await
+        }
+        None => render(app, &app.scrapes, f).await,
+    }
 }
 
 fn unavailable() -> Response {
@@ -163,7 +179,7 @@ fn json(status: StatusCode, body: Vec<u8>) -> Response {
 
 async fn units(State(app): State<AppState>) -> Response {
     let read = |s: &Snapshot, now| serde_json::to_vec(&api::units(&s.ledger, now));
-    match render(&app, &app.pages, read).await {
+    match render_for_people(&app, read).await {
         Some(Ok(body)) => json(StatusCode::OK, body),
         Some(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
         None => unavailable(),
@@ -175,7 +191,7 @@ async fn unit(State(app): State<AppState>, Path(name): Path<String>) -> Response
     let read = move |s: &Snapshot, now| {
         api::unit_detail(&s.ledger, &wanted, now).map(|d| serde_json::to_vec(&d))
     };
-    match render(&app, &app.pages, read).await {
+    match render_for_people(&app, read).await {
         Some(Some(Ok(body))) => json(StatusCode::OK, body),
         Some(Some(Err(e))) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
         Some(None) => json(
@@ -189,7 +205,7 @@ async fn unit(State(app): State<AppState>, Path(name): Path<String>) -> Response
 }
 
 async fn status_page(State(app): State<AppState>) -> Response {
-    match render(&app, &app.pages, |s, now| page::render(&s.ledger, now)).await {
+    match render_for_people(&app, |s, now| page::render(&s.ledger, now)).await {
         Some(html) => Html(html).into_response(),
         None => unavailable(),
     }

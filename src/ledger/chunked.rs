@@ -20,6 +20,9 @@ pub struct Chunked<T> {
     /// Items popped from the front of the first chunk.
     head: usize,
     len: usize,
+    /// A copy of the last item: what a scrape reads of every unit, kept
+    /// inline so that reading it touches no chunk.
+    last: Option<T>,
 }
 
 impl<T> Default for Chunked<T> {
@@ -28,6 +31,7 @@ impl<T> Default for Chunked<T> {
             chunks: Vec::new(),
             head: 0,
             len: 0,
+            last: None,
         }
     }
 }
@@ -68,10 +72,11 @@ impl<T: Clone> Chunked<T> {
     }
 
     pub fn back(&self) -> Option<&T> {
-        self.chunks.last()?.last()
+        self.last.as_ref()
     }
 
     pub fn push_back(&mut self, item: T) {
+        self.last = Some(item.clone());
         match self.chunks.last_mut() {
             Some(last) if last.len() < CHUNK => Arc::make_mut(last).push(item),
             _ => {
@@ -93,6 +98,7 @@ impl<T: Clone> Chunked<T> {
         }
         if self.len == 0 {
             self.chunks.clear();
+            self.last = None;
         }
         Some(item)
     }
@@ -101,6 +107,9 @@ impl<T: Clone> Chunked<T> {
     pub fn set(&mut self, i: usize, item: T) {
         if i >= self.len {
             return;
+        }
+        if i + 1 == self.len {
+            self.last = Some(item.clone());
         }
         let p = self.head + i;
         if let Some(chunk) = self.chunks.get_mut(p / CHUNK) {
@@ -141,6 +150,7 @@ impl<T: Clone> Chunked<T> {
             }
         }
         self.len = n;
+        self.last = self.chunks.last().and_then(|c| c.last()).cloned();
     }
 
     /// The items from `i` on.
