@@ -7,6 +7,11 @@
 //! records with `sd_journal_wait`; rotation and vacuuming are handled by
 //! libsystemd. If the journal cannot be opened unitwatch carries on with
 //! D-Bus alone and says so on `/healthz` and in `unitwatch_journal_up`.
+//!
+//! Reading on from a saved position, the mapper is first shown the records
+//! just before it (their events were applied before the save), so that what
+//! a record means in context — the "Stopped" of a restart job after its
+//! "Stopping…" — comes out the same as if it had been read in one go.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -49,6 +54,9 @@ const POSITION_EVERY: usize = 256;
 /// How many events at most go to the ledger task in one report.
 const BATCH: usize = 256;
 
+/// How many records before a saved position the mapper is shown again.
+const CONTEXT: usize = 256;
+
 /// Records read and not yet reported, and what they said.
 #[derive(Default)]
 struct Batch {
@@ -84,6 +92,56 @@ impl JournalSource {
         Ok(j)
     }
 
+    fn mapper(&self) -> Mapper {
+        if self.user {
+            // SAFETY: getuid cannot fail and touches no memory.
+            let uid = unsafe { libc::getuid() };
+            Mapper::user(self.selector.clone(), uid)
+        } else {
+            Mapper::new(self.selector.clone())
+        }
+    }
+
+    /// Shows `mapper` the last [`CONTEXT`] records up to `cursor`, through a
+    /// journal of its own; their events are dropped (the ledger has them).
+    /// Nothing is shown if the position is gone.
+    fn context(&self, mapper: &mut Mapper, cursor: &str) {
+        let shown = (|| -> systemd::Result<usize> {
+            let mut j = self.open()?;
+            j.seek_cursor(cursor)?;
+            // The first step back lands on the record at the cursor.
+            let mut back = 0;
+            while back < CONTEXT && j.previous()? > 0 {
+                back += 1;
+            }
+            let mut shown = 0;
+            for step in 0..back {
+                if step > 0 && j.next()? == 0 {
+                    break;
+                }
+                let fields = read_fields(&mut j)?;
+                mapper.events(&fields, 0);
+                shown += 1;
+                if j.test_cursor(cursor)? {
+                    return Ok(shown);
+                }
+            }
+            // The saved record is gone: what was shown is not its context.
+            Ok(0)
+        })();
+        match shown {
+            Ok(0) => *mapper = self.mapper(),
+            Ok(n) => tracing::debug!(
+                records = n,
+                "read the records before the saved position again"
+            ),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the records before the saved position");
+                *mapper = self.mapper();
+            }
+        }
+    }
+
     fn send(&self, input: Input) -> bool {
         self.inputs.blocking_send(input).is_ok()
     }
@@ -117,7 +175,10 @@ impl JournalSource {
         }
         self.send(Input::JournalStatus(Ok(())));
 
-        let mut mapper = Mapper::new(self.selector.clone());
+        let mut mapper = self.mapper();
+        if let Start::After(cursor) = &self.start {
+            self.context(&mut mapper, cursor);
+        }
         let mut caught_up = Some(caught_up);
         // Records read since the last report, and the events of those
         // records, all in one clock frame.
@@ -279,7 +340,7 @@ fn read_fields(journal: &mut Journal) -> systemd::Result<Fields> {
     while let Some(data) = journal.enumerate_data()? {
         let data = data.data();
         let name = data.split(|b| *b == b'=').next().unwrap_or_default();
-        if name == b"_BOOT_ID" || FIELDS.iter().any(|f| f.as_bytes() == name) {
+        if FIELDS.iter().any(|f| f.as_bytes() == name) {
             add_field(&mut fields, data);
         }
     }

@@ -1,5 +1,11 @@
 //! A unitwatch process under test: started with its own config and port,
-//! read over HTTP, stopped with SIGTERM when dropped.
+//! read over HTTP, stopped with SIGTERM when dropped. It runs on the host
+//! against the sandbox's bus and journal directory, or ([`Place::Inside`])
+//! in the sandbox's mount and PID namespaces, where the bus, the journal,
+//! the boot ID and `/proc` (libsystemd watches journal files through
+//! `/proc/self/fd`) are its own as on a real host, as root or as a user
+//! with `--user`, still on the host's network so that the tests reach it. A
+//! unitwatch inside ends with the sandbox, as on a host that goes down.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -9,8 +15,24 @@ use std::time::Duration;
 
 use super::{wait_for, Sandbox};
 
+/// Where unitwatch runs.
+#[derive(Debug, Clone, Copy)]
+pub enum Place<'a> {
+    /// On the host, through `wrapper` (a command that ends by executing
+    /// its arguments; empty for none).
+    Host { wrapper: &'a [&'a str] },
+    /// In the sandbox's mount and PID namespaces, reading the journal as a host's
+    /// unitwatch does; `user`: as that user with `--user`, in its session.
+    /// Its directory must be one the sandbox was booted with in
+    /// [`super::Boot::binds`] (and is then handed to the user).
+    Inside { user: Option<u32> },
+}
+
 pub struct Unitwatch {
     child: Option<Child>,
+    /// The process to signal: the child, or inside the sandbox the
+    /// unitwatch that nsenter forked (nsenter waits for it and exits as it did).
+    target: u32,
     pub addr: String,
     pub dir: PathBuf,
 }
@@ -88,13 +110,25 @@ impl Unitwatch {
         dir: &Path,
         wrapper: &[&str],
     ) -> Unitwatch {
+        Unitwatch::launch_at(sb, watch, journal, dir, Place::Host { wrapper })
+    }
+
+    /// Like [`Unitwatch::launch`], at `place`.
+    pub fn launch_at(
+        sb: &Sandbox,
+        watch: &str,
+        journal: &str,
+        dir: &Path,
+        place: Place,
+    ) -> Unitwatch {
         let config = dir.join("config.toml");
+        let inside = matches!(place, Place::Inside { .. });
         std::fs::write(
             &config,
             format!(
                 "[watch]\n{watch}\n[state]\ndir = \"{}\"\n[journal]\n{}\n{journal}\n",
                 dir.join("state").display(),
-                if journal.contains("directory") {
+                if journal.contains("directory") || inside {
                     String::new()
                 } else {
                     format!("directory = \"{}\"", sb.path("/run/log/journal").display())
@@ -108,28 +142,74 @@ impl Unitwatch {
             .append(true)
             .open(dir.join("unitwatch.log"))
             .expect("log file");
-        let mut command = match wrapper.split_first() {
-            Some((first, rest)) => {
-                let mut c = Command::new(first);
-                c.args(rest).arg(env!("CARGO_BIN_EXE_unitwatch"));
+        let binary = env!("CARGO_BIN_EXE_unitwatch");
+        let mut command = match place {
+            Place::Host { wrapper } => match wrapper.split_first() {
+                Some((first, rest)) => {
+                    let mut c = Command::new(first);
+                    c.args(rest).arg(binary);
+                    c
+                }
+                None => Command::new(binary),
+            },
+            Place::Inside { user } => {
+                let mut c = Command::new("nsenter");
+                c.args(["-t", &sb.pid().to_string(), "-m", "-p", "--"]);
+                if let Some(uid) = user {
+                    let id = uid.to_string();
+                    let owner = format!("{uid}:{uid}");
+                    let chown = Command::new("chown")
+                        .args(["-R", &owner])
+                        .arg(dir)
+                        .status()
+                        .expect("run chown");
+                    assert!(chown.success(), "chown {} to {owner}", dir.display());
+                    c.args(["setpriv", "--reuid", &id, "--regid", &id, "--clear-groups"]);
+                    c.args(["env", &format!("XDG_RUNTIME_DIR=/run/user/{uid}")]);
+                    c.arg(format!(
+                        "DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/{uid}/bus"
+                    ));
+                }
+                c.arg(binary);
+                if user.is_some() {
+                    c.arg("--user");
+                }
                 c
             }
-            None => Command::new(env!("CARGO_BIN_EXE_unitwatch")),
+        };
+        let bus = if inside {
+            "unix:path=/run/dbus/system_bus_socket".to_owned()
+        } else {
+            sb.bus_address()
         };
         let child = command
             .arg("--config")
             .arg(&config)
             .arg("--web.listen-address")
             .arg(&addr)
-            .env("DBUS_SYSTEM_BUS_ADDRESS", sb.bus_address())
+            .env("DBUS_SYSTEM_BUS_ADDRESS", bus)
             .env("RUST_LOG", "unitwatch=trace,info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("spawn unitwatch");
+        let target = match place {
+            Place::Host { .. } => child.id(),
+            Place::Inside { .. } => {
+                wait_for("nsenter to fork unitwatch", Duration::from_secs(10), || {
+                    std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id()))
+                        .ok()?
+                        .split_whitespace()
+                        .next()?
+                        .parse()
+                        .ok()
+                })
+            }
+        };
         let uw = Unitwatch {
             child: Some(child),
+            target,
             addr,
             dir: dir.to_owned(),
         };
@@ -152,6 +232,7 @@ impl Unitwatch {
     /// SIGKILL, no chance to save anything.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
+            signal(self.target, "-KILL");
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -159,7 +240,7 @@ impl Unitwatch {
 
     /// The process ID, while it runs.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id())
+        self.child.as_ref().map(|_| self.target)
     }
 
     pub fn log_path(&self) -> String {
@@ -204,11 +285,10 @@ impl Unitwatch {
     /// exit within [`STOP_DEADLINE`] (it is then killed).
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
+        signal(self.target, "-TERM");
         let status = super::try_wait_for(STOP_DEADLINE, || child.try_wait().ok().flatten());
         if status.is_none() {
+            signal(self.target, "-KILL");
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -220,4 +300,9 @@ impl Drop for Unitwatch {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Sends `sig` (`-TERM`, `-KILL`) to process `pid`.
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
 }
