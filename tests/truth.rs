@@ -360,13 +360,18 @@ fn parse_metrics(metrics: &str) -> BTreeMap<String, Counts> {
     units
 }
 
-/// Restarts and failures of every unit, to tell when unitwatch has settled.
-fn tallies(units: &BTreeMap<String, Counts>) -> Vec<(String, u64, u64, Vec<(String, u64)>)> {
+/// Restarts and failures of every unit (durations left out), to tell when
+/// unitwatch has settled.
+fn tallies(units: &BTreeMap<String, Counts>) -> BTreeMap<String, Counts> {
     units
         .iter()
         .map(|(u, c)| {
-            let f = c.failures.iter().map(|(k, v)| (k.clone(), *v)).collect();
-            (u.clone(), c.auto, c.manual, f)
+            let counts = Counts {
+                up: 0.0,
+                down: 0.0,
+                ..c.clone()
+            };
+            (u.clone(), counts)
         })
         .collect()
 }
@@ -490,7 +495,7 @@ fn run(seed: u64, seconds: f64) -> Result<String, String> {
     sb.systemctl(&stop);
 
     // Settled: every unit down, and no counter moving for a second.
-    let mut last = Vec::new();
+    let mut last = BTreeMap::new();
     let mut steady_since = Instant::now();
     let settled = try_wait_for(Duration::from_secs(30), || {
         let metrics = parse_metrics(&uw.metrics());
