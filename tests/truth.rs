@@ -20,7 +20,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use common::unitwatch::{temp_dir, Unitwatch};
 use common::{try_wait_for, Sandbox};
@@ -206,11 +206,19 @@ impl Schedule {
     }
 }
 
-/// Microseconds since the epoch, now.
-fn wall_usec() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
+/// `CLOCK_MONOTONIC` in microseconds, the clock of the journal's
+/// `__MONOTONIC_TIMESTAMP` (the sandbox shares the host's kernel and boot).
+/// Durations are read on it: the wall clock may be set meanwhile (another
+/// test sets it), and unitwatch's durations do not move with it either.
+fn monotonic_usec() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given and nothing else.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC)");
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
 }
 
 /// One unit's counters and durations.
@@ -238,7 +246,7 @@ impl Reading {
     /// Takes in one record (`fields` of `journalctl -o json`).
     fn record(&mut self, fields: &serde_json::Map<String, serde_json::Value>) {
         let get = |k: &str| fields.get(k).and_then(|v| v.as_str()).map(str::to_owned);
-        let Some(t) = get("__REALTIME_TIMESTAMP").and_then(|t| t.parse::<u64>().ok()) else {
+        let Some(t) = get("__MONOTONIC_TIMESTAMP").and_then(|t| t.parse::<u64>().ok()) else {
             return;
         };
         let id = get("MESSAGE_ID").unwrap_or_default();
@@ -511,9 +519,9 @@ fn run(seed: u64, seconds: f64) -> Result<String, String> {
             .all(|l| !(l.starts_with("service_up{unit=\"aitbc-") && l.ends_with(" 1")));
         (down && steady_since.elapsed() >= Duration::from_secs(1)).then_some(())
     });
-    let before = wall_usec();
+    let before = monotonic_usec();
     let metrics = uw.metrics();
-    let after = wall_usec();
+    let after = monotonic_usec();
     let ours = parse_metrics(&metrics);
     let (truth, journal) = read_journal(&sb, before + (after - before) / 2);
     let rows = differences(&ours, &truth);

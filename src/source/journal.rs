@@ -77,19 +77,47 @@ impl JournalSource {
     }
 
     fn open(&self) -> systemd::Result<Journal> {
-        let mut j = match &self.directory {
-            Some(dir) => journal::OpenDirectoryOptions::default()
-                .open_directory(dir.to_string_lossy().as_ref())?,
-            None => journal::OpenOptions::default()
-                .system(!self.user)
-                .current_user(self.user)
-                .local_only(true)
-                .open()?,
-        };
+        let mut j = self.open_all()?;
         for id in MESSAGE_IDS {
             j.match_add("MESSAGE_ID", id)?;
         }
         Ok(j)
+    }
+
+    /// The journal, every record of it.
+    fn open_all(&self) -> systemd::Result<Journal> {
+        match &self.directory {
+            Some(dir) => journal::OpenDirectoryOptions::default()
+                .open_directory(dir.to_string_lossy().as_ref()),
+            None => journal::OpenOptions::default()
+                .system(!self.user)
+                .current_user(self.user)
+                .local_only(true)
+                .open(),
+        }
+    }
+
+    /// When the host went down after boot `boot`: at its last record of any
+    /// kind (the lifecycle records read stop earlier), or at `last_at`, the
+    /// last record read or the last save, if that is later.
+    fn went_down(&self, boot: &str) -> Usec {
+        let last_record = (|| -> systemd::Result<Option<Usec>> {
+            let mut j = self.open_all()?;
+            j.match_add("_BOOT_ID", boot)?;
+            j.seek_tail()?;
+            if j.previous()? == 0 {
+                return Ok(None);
+            }
+            j.timestamp_usec().map(Some)
+        })();
+        match last_record {
+            Ok(Some(at)) => self.last_at.max(at),
+            Ok(None) => self.last_at,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the last record of the previous boot");
+                self.last_at
+            }
+        }
     }
 
     fn mapper(&self) -> Mapper {
@@ -223,8 +251,9 @@ impl JournalSource {
                     if let Some(boot) = fields.get("_BOOT_ID") {
                         let rebooted =
                             self.last_boot.as_ref().is_some_and(|b| b != boot) && self.last_at > 0;
-                        if rebooted {
-                            batch.items.push(Logged::HostDown { at: self.last_at });
+                        if let (true, Some(old)) = (rebooted, &self.last_boot) {
+                            let at = self.went_down(old);
+                            batch.items.push(Logged::HostDown { at });
                         }
                         self.last_boot = Some(boot.clone());
                     }
@@ -321,7 +350,8 @@ impl JournalSource {
         let current = current_boot_id();
         if let (Some(last), Some(now)) = (&self.last_boot, &current) {
             if last != now && self.last_at > 0 {
-                self.send(Input::HostDown { at: self.last_at });
+                let at = self.went_down(last);
+                self.send(Input::HostDown { at });
             }
         }
         if current.is_some() {

@@ -5,7 +5,10 @@
 //! the boot ID and `/proc` (libsystemd watches journal files through
 //! `/proc/self/fd`) are its own as on a real host, as root or as a user
 //! with `--user`, still on the host's network so that the tests reach it. A
-//! unitwatch inside ends with the sandbox, as on a host that goes down.
+//! unitwatch inside runs as a scope unit of the sandbox's systemd that needs
+//! its directory mounted, so that a shutdown stops it before unmounting
+//! that, as it stops `unitwatch.service` on a host; a power loss ends it
+//! with the sandbox.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -142,7 +145,7 @@ impl Unitwatch {
             .append(true)
             .open(dir.join("unitwatch.log"))
             .expect("log file");
-        let binary = env!("CARGO_BIN_EXE_unitwatch");
+        let binary = binary();
         let mut command = match place {
             Place::Host { wrapper } => match wrapper.split_first() {
                 Some((first, rest)) => {
@@ -155,6 +158,13 @@ impl Unitwatch {
             Place::Inside { user } => {
                 let mut c = Command::new("nsenter");
                 c.args(["-t", &sb.pid().to_string(), "-m", "-p", "--"]);
+                c.args(["systemd-run", "--scope", "--quiet", "--collect"]);
+                c.arg(format!(
+                    "--unit=unitwatch-test-{}",
+                    addr.rsplit(':').next().unwrap_or("0")
+                ));
+                c.arg(format!("--property=RequiresMountsFor={}", dir.display()));
+                c.arg("--");
                 if let Some(uid) = user {
                     let id = uid.to_string();
                     let owner = format!("{uid}:{uid}");
@@ -281,6 +291,17 @@ impl Unitwatch {
         }
     }
 
+    /// Waits up to `timeout` for unitwatch to end by itself (the sandbox it
+    /// runs in went down); its exit status, `None` if it still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let status = super::try_wait_for(timeout, || child.try_wait().ok().flatten());
+        if status.is_some() {
+            self.child = None;
+        }
+        status
+    }
+
     /// Sends SIGTERM and returns the exit status; `None` if unitwatch did not
     /// exit within [`STOP_DEADLINE`] (it is then killed).
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
@@ -300,6 +321,13 @@ impl Drop for Unitwatch {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The unitwatch under test: this build's, or `UNITWATCH_TEST_BIN` (a copy
+/// kept for a long run while the tree is rebuilt).
+fn binary() -> String {
+    std::env::var("UNITWATCH_TEST_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_unitwatch").to_owned())
 }
 
 /// Sends `sig` (`-TERM`, `-KILL`) to process `pid`.
