@@ -590,7 +590,17 @@ fn every_counter_matches_systemds_journal() {
         .unwrap_or(SECONDS);
     let mut failed = Vec::new();
     for seed in seeds() {
-        match run(seed, seconds) {
+        // A seed that panics (a sandbox that does not boot, a wait that
+        // times out) is reported with the others; the rest still run.
+        let outcome = std::panic::catch_unwind(|| run(seed, seconds)).unwrap_or_else(|panic| {
+            let why = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_default();
+            Err(format!("seed {seed}: panicked: {why}"))
+        });
+        match outcome {
             Ok(summary) => eprintln!("{summary}"),
             Err(report) => {
                 eprintln!("{report}");

@@ -51,7 +51,7 @@ impl Account {
     pub fn new(at: Usec, state: ActiveState, sub_state: String, n_restarts: Option<u32>) -> Self {
         let mut unmatched = Unmatched::default();
         if let Some(n) = n_restarts {
-            unmatched.baseline(n, at);
+            unmatched.baseline(n);
         }
         Account {
             seen_at: at,
@@ -203,7 +203,7 @@ impl Account {
             Transition::NRestarts(n) if origin == Origin::Dbus => match &mut self.n_restarts {
                 None => {
                     self.n_restarts = Some(RestartCounter::new(at, n));
-                    self.unmatched.baseline(n, at);
+                    self.unmatched.baseline(n);
                     Outcome::Quiet
                 }
                 Some(counter) => {

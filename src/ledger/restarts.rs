@@ -304,16 +304,14 @@ impl Unmatched {
         total - matched
     }
 
-    /// D-Bus's first sight of the unit showed `NRestarts` `n` at `at`, the
-    /// baseline: the restarts up to it are not counted from D-Bus; records
-    /// of them taken before stay counted, one stamped after the sight (a
-    /// restart between the read of the time and of the value) counts
-    /// nothing.
-    pub fn baseline(&mut self, n: u32, at: Usec) {
+    /// D-Bus's first report of the unit showed `NRestarts` `n`, the
+    /// baseline: the restarts up to it are not counted from D-Bus, so the
+    /// journal's records of them, counted already, wait for nothing. A
+    /// record read later is of a restart after accounting began (one
+    /// between the sight's time and its read of the value is in the
+    /// baseline too) and counts.
+    pub fn baseline(&mut self, n: u32) {
         self.journal.retain(|(v, _)| *v > n);
-        if n > 0 {
-            wait(&mut self.dbus, n, at);
-        }
     }
 
     /// The journal recorded a restart with `NRestarts` `n` at `at`; true if

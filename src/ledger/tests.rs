@@ -1051,3 +1051,24 @@ fn a_user_managers_records_match_dbus_reports_of_the_same_run() {
         (1, 1, Some(&1))
     );
 }
+
+/// unitwatch starts with a backfill (no saved state): the journal's records
+/// start the account, then D-Bus's first read stamps its time, a restart
+/// happens, and it reads `NRestarts` with that restart in it. The record of
+/// that restart, read after, is a restart of the account: it counts.
+#[test]
+fn a_restart_inside_dbus_first_reading_counts_from_its_record() {
+    let mut l = Ledger::new();
+    l.apply(logged(1, st(Active)));
+    l.apply(logged(2, scheduled(1, "r1")));
+    l.apply(logged(3, st(Active)));
+    l.apply(at_ms(4000, seen(Activating, "auto-restart", 2)));
+    l.apply(Event::logged(
+        "u.service",
+        T0 + 4030 * MS,
+        scheduled(2, "r2"),
+    ));
+    l.apply(at_ms(4100, Transition::NRestarts(2)));
+    let v = l.unit("u.service", T0 + 5 * S).expect("unit");
+    assert_eq!(v.restarts_auto, 2);
+}
