@@ -49,6 +49,8 @@ struct Input {
     replay: u8,
     /// A pattern watched besides `aitbc-*.service`, or excluded.
     pattern: Option<(bool, String)>,
+    /// Read as a user manager's records (of UID 4242), not PID 1's.
+    user: bool,
     records: Vec<Record>,
     /// When the ledger is read at the end.
     now: When,
@@ -81,6 +83,9 @@ enum Key {
     Unit,
     UserUnit,
     InvocationId,
+    UserInvocationId,
+    JobId,
+    Uid,
     JobType,
     JobResult,
     NRestarts,
@@ -109,6 +114,8 @@ const INVOCATIONS: &[&str] = &[
     "efc562add39242418b518a6dd2ae4807",
     "",
 ];
+const JOB_IDS: &[&str] = &["4", "5", "146", ""];
+const UIDS: &[&str] = &["4242", "0", "1000"];
 const JOB_TYPES: &[&str] = &[
     "start",
     "stop",
@@ -141,6 +148,9 @@ impl Key {
             Key::Unit => "UNIT",
             Key::UserUnit => "USER_UNIT",
             Key::InvocationId => "INVOCATION_ID",
+            Key::UserInvocationId => "USER_INVOCATION_ID",
+            Key::JobId => "JOB_ID",
+            Key::Uid => "_UID",
             Key::JobType => "JOB_TYPE",
             Key::JobResult => "JOB_RESULT",
             Key::NRestarts => "N_RESTARTS",
@@ -154,7 +164,9 @@ impl Key {
         match self {
             Key::MessageId => &MESSAGE_IDS,
             Key::Unit | Key::UserUnit => UNITS,
-            Key::InvocationId => INVOCATIONS,
+            Key::InvocationId | Key::UserInvocationId => INVOCATIONS,
+            Key::JobId => JOB_IDS,
+            Key::Uid => UIDS,
             Key::JobType => JOB_TYPES,
             Key::JobResult => JOB_RESULTS,
             Key::NRestarts => N_RESTARTS,
@@ -214,7 +226,11 @@ fuzz_target!(|input: Input| {
             selector.include(pattern)
         };
     }
-    let mut mapper = Mapper::new(selector.clone());
+    let (mut mapper, unit_field) = if input.user {
+        (Mapper::user(selector.clone(), 4242), "USER_UNIT")
+    } else {
+        (Mapper::new(selector.clone()), "UNIT")
+    };
     let mut ledger = Ledger::new();
     let replayed = &fixture()[..fixture().len().min(usize::from(input.replay))];
     let mut previous = replayed.iter().map(|(_, at)| *at).max().unwrap_or(BASE);
@@ -247,7 +263,7 @@ fuzz_target!(|input: Input| {
         last_at = last_at.max(at);
         let events = mapper.events(&fields, at);
         if !events.is_empty() {
-            let unit = fields.get("UNIT").or_else(|| fields.get("USER_UNIT"));
+            let unit = fields.get(unit_field);
             assert!(unit.is_some_and(|u| selector.matches(u)), "{fields:?}");
         }
         for event in events {

@@ -7,7 +7,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::chunked::Chunked;
 use super::history::{Changes, Fold, Point};
-use super::restarts::{PendingJob, Recent, RestartCounter, RestartLog, Restarts};
+use super::restarts::{PendingJob, Recent, RestartCounter, RestartLog, Restarts, Unmatched};
 use super::{
     moved, seconds, ActiveState, History, Origin, Outcome, Transition, Trigger, UnitView, Usec,
 };
@@ -20,7 +20,12 @@ pub(super) struct Account {
     /// The state changes since, with their running totals.
     pub changes: Changes,
     pub sub_state: String,
+    /// systemd's `NRestarts` as D-Bus reported it.
     pub n_restarts: Option<RestartCounter>,
+    /// Automatic restarts one source counted and the other has not reported.
+    pub unmatched: Unmatched,
+    /// The journal's restart records counted, by the run they ended.
+    pub auto_invocations: Recent,
     pub restarts: Restarts,
     pub failures: BTreeMap<String, u64>,
     pub last_failure_at: Usec,
@@ -44,11 +49,17 @@ pub(super) struct Account {
 
 impl Account {
     pub fn new(at: Usec, state: ActiveState, sub_state: String, n_restarts: Option<u32>) -> Self {
+        let mut unmatched = Unmatched::default();
+        if let Some(n) = n_restarts {
+            unmatched.baseline(n);
+        }
         Account {
             seen_at: at,
             changes: Changes::new(at, state),
             sub_state,
             n_restarts: n_restarts.map(|n| RestartCounter::new(at, n)),
+            unmatched,
+            auto_invocations: Recent::default(),
             restarts: Restarts::default(),
             failures: BTreeMap::new(),
             last_failure_at: 0,
@@ -96,6 +107,7 @@ impl Account {
             c.epoch_at = moved(c.epoch_at, delta);
         }
         self.last_failure_at = moved(self.last_failure_at, delta);
+        self.unmatched.shift(delta);
         self.restart_log.shift(delta);
         for (from, to) in &mut self.followed {
             *from = moved(*from, delta);
@@ -110,6 +122,27 @@ impl Account {
             }
         }
         self.count_restarts(at, Trigger::Manual, 1)
+    }
+
+    /// One of the journal's *restart scheduled* records: one automatic
+    /// restart, unless it is a record already counted (the same run) or
+    /// D-Bus counted it first.
+    fn count_scheduled_restart(
+        &mut self,
+        at: Usec,
+        invocation: Option<String>,
+        n_restarts: Option<u32>,
+    ) -> Outcome {
+        let n = n_restarts.unwrap_or(0);
+        if let Some(id) = invocation.filter(|id| !id.is_empty()) {
+            if !self.auto_invocations.insert(&format!("{id}/{n}")) {
+                return Outcome::Quiet;
+            }
+        }
+        if !self.unmatched.journal(n, at) {
+            return Outcome::Quiet;
+        }
+        self.count_restarts(at, Trigger::Auto, 1)
     }
 
     pub fn state(&self) -> ActiveState {
@@ -158,7 +191,7 @@ impl Account {
                     return Outcome::Quiet;
                 }
                 for job in self.jobs.values_mut() {
-                    job.observe(state);
+                    job.observe(state, sub_state.as_deref());
                 }
                 let newest = at >= self.last_change();
                 self.record_state(at, state);
@@ -167,9 +200,22 @@ impl Account {
                 }
                 Outcome::Quiet
             }
+            Transition::NRestarts(n) if origin == Origin::Dbus => match &mut self.n_restarts {
+                None => {
+                    self.n_restarts = Some(RestartCounter::new(at, n));
+                    self.unmatched.baseline(n);
+                    Outcome::Quiet
+                }
+                Some(counter) => {
+                    let values = counter.report(at, n);
+                    let new = self.unmatched.dbus(values, at);
+                    self.count_restarts(at, Trigger::Auto, new)
+                }
+            },
+            // Saved by releases that read the journal's restart records as
+            // values of NRestarts: replayed as they counted then.
             Transition::NRestarts(n) => match &mut self.n_restarts {
-                // A journal record of NRestarts is itself one restart.
-                None if origin == Origin::Journal && at >= self.seen_at => {
+                None if at >= self.seen_at => {
                     self.n_restarts = Some(RestartCounter::new(at, n));
                     self.count_restarts(at, Trigger::Auto, 1)
                 }
@@ -178,8 +224,8 @@ impl Account {
                     Outcome::Quiet
                 }
                 Some(counter) => {
-                    let new = counter.report(at, n);
-                    self.count_restarts(at, Trigger::Auto, u64::from(new))
+                    let new = counter.report(at, n).len() as u64;
+                    self.count_restarts(at, Trigger::Auto, new)
                 }
             },
             Transition::RunFailed { result, invocation } => {
@@ -224,6 +270,7 @@ impl Account {
                     went_down: false,
                     came_back: false,
                     invocation,
+                    found_down: false,
                 };
                 self.jobs.entry(id).or_insert(job);
                 Outcome::Quiet
@@ -242,8 +289,13 @@ impl Account {
             Transition::Restart {
                 trigger: Trigger::Manual,
                 invocation,
+                ..
             } if at >= self.seen_at => self.count_manual_restart(at, invocation.as_deref()),
-            // Automatic restarts are counted from NRestarts alone.
+            Transition::Restart {
+                trigger: Trigger::Auto,
+                invocation,
+                n_restarts,
+            } if at >= self.seen_at => self.count_scheduled_restart(at, invocation, n_restarts),
             Transition::Restart { .. } => Outcome::Quiet,
         }
     }
@@ -290,6 +342,9 @@ struct Out<'a> {
     points: PointsOut<'a>,
     sub_state: &'a str,
     n_restarts: &'a Option<RestartCounter>,
+    #[serde(skip_serializing_if = "Unmatched::is_empty")]
+    unmatched: &'a Unmatched,
+    auto_invocations: &'a Recent,
     restarts: Restarts,
     failures: &'a BTreeMap<String, u64>,
     last_failure_at: Usec,
@@ -323,6 +378,8 @@ impl Serialize for Account {
             points: PointsOut(&self.changes.points),
             sub_state: &self.sub_state,
             n_restarts: &self.n_restarts,
+            unmatched: &self.unmatched,
+            auto_invocations: &self.auto_invocations,
             restarts: self.restarts,
             failures: &self.failures,
             last_failure_at: self.last_failure_at,
@@ -350,6 +407,10 @@ struct In {
     points: BTreeMap<Usec, ActiveState>,
     sub_state: String,
     n_restarts: Option<RestartCounter>,
+    #[serde(default)]
+    unmatched: Unmatched,
+    #[serde(default)]
+    auto_invocations: Recent,
     restarts: Restarts,
     failures: BTreeMap<String, u64>,
     last_failure_at: Usec,
@@ -381,6 +442,8 @@ impl<'de> Deserialize<'de> for Account {
             changes: Changes::from_saved(fold, a.points),
             sub_state: a.sub_state,
             n_restarts: a.n_restarts,
+            unmatched: a.unmatched,
+            auto_invocations: a.auto_invocations,
             restarts: a.restarts,
             failures: a.failures,
             last_failure_at: a.last_failure_at,

@@ -128,11 +128,15 @@ pub enum Transition {
     JobRemoved { id: u32, result: String },
     /// systemd unloaded the unit; its counters stay.
     Removed,
-    /// A restart recorded as such (the journal's restart job records),
-    /// ending the run `invocation`.
+    /// A restart recorded as such, ending the run `invocation`: a restart
+    /// job that stopped the unit while it was up (`Manual`), or systemd's
+    /// *restart scheduled* record (`Auto`, with its `N_RESTARTS`). Each
+    /// record is one restart.
     Restart {
         trigger: Trigger,
         invocation: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        n_restarts: Option<u32>,
     },
 }
 
@@ -143,7 +147,11 @@ impl Transition {
         match self {
             Transition::Seen { state, .. } | Transition::State { state, .. } => Some(*state),
             Transition::RunFailed { .. } => Some(ActiveState::Failed),
-            Transition::NRestarts(_) => Some(ActiveState::Activating),
+            Transition::NRestarts(_)
+            | Transition::Restart {
+                trigger: Trigger::Auto,
+                ..
+            } => Some(ActiveState::Activating),
             Transition::Restart { .. } => Some(ActiveState::Deactivating),
             _ => None,
         }

@@ -20,18 +20,25 @@
 //!   reports older than the fold are ignored as stale. What is kept is the
 //!   unit's history ([`window`]): availability, MTBF/MTTR and timelines over
 //!   any window within it.
-//! - An automatic restart is counted from systemd's `NRestarts`
-//!   ([`RestartCounter`]): every rise counts; a drop reported after the
+//! - An automatic restart is one of the journal's *restart scheduled*
+//!   records, or one rise of systemd's `NRestarts` over D-Bus
+//!   ([`RestartCounter`]: every rise counts; a drop reported after the
 //!   high-water mark was reached means systemd reset the counter (a start by
 //!   hand), which begins a new epoch whose value counts; a lower value
-//!   reported from before that is late news and changes nothing.
+//!   reported from before that is late news and changes nothing). Two
+//!   records with the same `N_RESTARTS` are two restarts (the counter was
+//!   reset between them).
 //! - A manual restart is a restart job (`systemctl restart`, `try-restart`,
 //!   `reload-or-restart` that restarts) that finished with result `done`,
 //!   queued while the unit was up and not by systemd itself (while the unit
 //!   waited in `auto-restart`), during which the unit went down and came back
-//!   up. A job of unknown type (the D-Bus signals do not carry it) counts by
-//!   that behaviour alone: only a restart job takes a unit down and back up. A stop followed later by a start
-//!   is two jobs and no restart; a restart of a unit that was down is a start.
+//!   up without crashing first. A job of unknown type (the D-Bus signals do
+//!   not carry it) counts by that behaviour alone: only a restart job takes a
+//!   unit down and back up. In the journal it is the restart job's "Stopped"
+//!   after its own "Stopping…" while the unit was up: systemd logs no
+//!   "Stopping…" when the stop has nothing to stop. A stop followed later by
+//!   a start is two jobs and no restart; a restart of a unit that was down
+//!   (inactive, failed, or waiting in `auto-restart`) is a start.
 //! - A failure is a run that ended with a `Result` other than `success`,
 //!   counted once per run: per `InvocationID` where systemd gives one (a
 //!   crash with `Restart=` passes through `failed` and then `auto-restart`,
@@ -42,9 +49,11 @@
 //!   unit (from `Seen` until [`Ledger::dbus_lost`]) its timestamps are
 //!   authoritative and the journal's state records are not used; outside
 //!   those spans (history, gaps) the journal's are. Restarts and failures
-//!   from both are matched: automatic restarts by systemd's `NRestarts`
-//!   value, failures and manual restarts by the `InvocationID` of the run
-//!   they ended.
+//!   from both are matched: an automatic restart is counted by whichever
+//!   reports it first and the other's report of the same `NRestarts` value
+//!   counts nothing ([`restarts::Unmatched`]); failures and manual restarts
+//!   are matched by the `InvocationID` of the run they ended (a user
+//!   manager's journal calls it `USER_INVOCATION_ID`).
 //! - A reboot: for units up at the last journal record of a boot, the time
 //!   until the next boot's records is downtime ([`Ledger::host_down`]).
 

@@ -1,8 +1,10 @@
 //! Restart and failure bookkeeping: the restarts counted by trigger and when,
-//! systemd's `NRestarts` followed across resets, the jobs pending on a unit,
+//! systemd's `NRestarts` followed across resets, the automatic restarts one
+//! source reported and the other has not yet, the jobs pending on a unit,
 //! and the `InvocationID`s already counted.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -143,10 +145,19 @@ pub(super) struct PendingJob {
     pub went_down: bool,
     pub came_back: bool,
     pub invocation: Option<String>,
+    /// The unit went down on its own while the job waited (it crashed into
+    /// `failed` or `auto-restart`), so the job's stop found nothing running
+    /// and systemd only started it again.
+    #[serde(default)]
+    pub found_down: bool,
 }
 
 impl PendingJob {
-    pub fn observe(&mut self, state: ActiveState) {
+    pub fn observe(&mut self, state: ActiveState, sub_state: Option<&str>) {
+        let crashed = state == ActiveState::Failed || sub_state == Some("auto-restart");
+        if crashed && !self.came_back {
+            self.found_down = true;
+        }
         if !state.is_up() {
             self.went_down = true;
         } else if self.went_down {
@@ -154,10 +165,13 @@ impl PendingJob {
         }
     }
 
+    /// The job restarted a unit that was up: it took it down and brought it
+    /// back (systemd logs "Stopping" for it), and systemd did not queue it.
     pub fn is_manual_restart(&self) -> bool {
         self.restart != Some(false)
             && !self.queued_by_systemd
             && self.was_up
+            && !self.found_down
             && self.went_down
             && self.came_back
     }
@@ -186,34 +200,140 @@ impl RestartCounter {
         }
     }
 
-    /// Takes in a report of value `n` at `at`; returns how many restarts it adds.
-    pub fn report(&mut self, at: Usec, n: u32) -> u32 {
+    /// Takes in a report of value `n` at `at`; returns the values it shows
+    /// for the first time (as many restarts).
+    pub fn report(&mut self, at: Usec, n: u32) -> Range<u32> {
         if at < self.epoch_at {
             // A late report from before the last reset.
             return match self.previous_high {
                 Some(p) if n > p => {
                     self.previous_high = Some(n);
-                    n - p
+                    p + 1..n + 1
                 }
-                _ => 0,
+                _ => 0..0,
             };
         }
         if n >= self.high {
-            let new = n - self.high;
+            let new = self.high + 1..n + 1;
             self.high = n;
             self.high_at = self.high_at.max(at);
             return new;
         }
         if at <= self.high_at {
             // Older news than the high-water mark.
-            return 0;
+            return 0..0;
         }
         // systemd reset the counter: a new epoch, all of `n` is new.
         self.previous_high = Some(self.high);
         self.high = n;
         self.high_at = at;
         self.epoch_at = at;
-        n
+        1..n + 1
+    }
+}
+
+/// How long one source's report of an automatic restart waits for the
+/// other's. The journal stamps a record when journald receives it and D-Bus
+/// reports are stamped when unitwatch takes them; under load either may be
+/// late by a second or two, never by this much.
+pub const MATCH_WITHIN: Usec = 10_000_000;
+
+/// How many reports wait at most, per source.
+const UNMATCHED: usize = 64;
+
+/// Automatic restarts reported by one source and not yet by the other.
+///
+/// Each *restart scheduled* record of the journal is one restart, with the
+/// `NRestarts` value systemd gave it; D-Bus shows the same restarts as rises
+/// of `NRestarts`. A restart is counted by whichever reports it first and
+/// waits here, by its value, for the other's report, which then counts
+/// nothing. Values repeat after systemd resets the counter (a start by hand),
+/// and D-Bus may miss a reset (unitwatch was away): a report takes the
+/// oldest waiting one of its value, which keeps the count right even if it
+/// pairs two different restarts of equal value, as the right one then finds
+/// nothing to take and counts. A report waits [`MATCH_WITHIN`] at most:
+/// once the other source reports something that much later, it will not
+/// come.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Unmatched {
+    /// `NRestarts` values D-Bus reported (counted, or the baseline at first
+    /// sight), and when.
+    dbus: VecDeque<(u32, Usec)>,
+    /// Values of the journal's restart records counted, and when.
+    journal: VecDeque<(u32, Usec)>,
+}
+
+fn take(waiting: &mut VecDeque<(u32, Usec)>, value: u32) -> bool {
+    match waiting.iter().position(|(v, _)| *v == value) {
+        Some(i) => waiting.remove(i).is_some(),
+        None => false,
+    }
+}
+
+fn wait(waiting: &mut VecDeque<(u32, Usec)>, value: u32, at: Usec) {
+    if waiting.len() >= UNMATCHED {
+        waiting.pop_front();
+    }
+    waiting.push_back((value, at));
+}
+
+fn expire(waiting: &mut VecDeque<(u32, Usec)>, now: Usec) {
+    waiting.retain(|(_, at)| at.saturating_add(MATCH_WITHIN) >= now);
+}
+
+impl Unmatched {
+    /// D-Bus showed `values` of `NRestarts` for the first time at `at`;
+    /// returns how many of them are restarts the journal has not counted.
+    pub fn dbus(&mut self, values: Range<u32>, at: Usec) -> u64 {
+        let total = values.len() as u64;
+        // Only the last few can still be waiting on the other side.
+        let recent = values
+            .start
+            .max(values.end.saturating_sub(UNMATCHED as u32))..values.end;
+        let mut matched = 0;
+        for value in recent {
+            if take(&mut self.journal, value) {
+                matched += 1;
+            } else {
+                wait(&mut self.dbus, value, at);
+            }
+        }
+        // Records from well before this report that it did not take: D-Bus
+        // never saw those values (it missed a reset meanwhile).
+        expire(&mut self.journal, at);
+        total - matched
+    }
+
+    /// D-Bus's first report of the unit showed `NRestarts` `n`, the
+    /// baseline: the restarts up to it are not counted from D-Bus, so the
+    /// journal's records of them, counted already, wait for nothing. A
+    /// record read later is of a restart after accounting began (one
+    /// between the sight's time and its read of the value is in the
+    /// baseline too) and counts.
+    pub fn baseline(&mut self, n: u32) {
+        self.journal.retain(|(v, _)| *v > n);
+    }
+
+    /// The journal recorded a restart with `NRestarts` `n` at `at`; true if
+    /// D-Bus has not already counted it.
+    pub fn journal(&mut self, n: u32, at: Usec) -> bool {
+        // D-Bus reports from well before this record: their records were read.
+        expire(&mut self.dbus, at);
+        if take(&mut self.dbus, n) {
+            return false;
+        }
+        wait(&mut self.journal, n, at);
+        true
+    }
+
+    pub fn shift(&mut self, delta: i64) {
+        for (_, at) in self.dbus.iter_mut().chain(self.journal.iter_mut()) {
+            *at = moved(*at, delta);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.dbus.is_empty() && self.journal.is_empty()
     }
 }
 

@@ -50,6 +50,15 @@ fn failed(r: &str) -> Transition {
     }
 }
 
+/// The journal's *restart scheduled* record of the run `invocation`.
+fn scheduled(n: u32, invocation: &str) -> Transition {
+    Transition::Restart {
+        trigger: Trigger::Auto,
+        invocation: Some(invocation.into()),
+        n_restarts: Some(n),
+    }
+}
+
 fn failed_run(r: &str, invocation: &str) -> Transition {
     Transition::RunFailed {
         result: r.into(),
@@ -490,7 +499,7 @@ fn journal_history_starts_the_account_and_counts_the_first_restart() {
     l.apply(logged(2, st(Active)));
     l.apply(logged(5, failed_run("exit-code", "aa")));
     l.apply(logged(5, st(Failed)));
-    l.apply(logged(6, Transition::NRestarts(1)));
+    l.apply(logged(6, scheduled(1, "aa")));
     l.apply(logged(6, st(Activating)));
     l.apply(logged(7, st(Active)));
     let v = l.unit("u.service", T0 + 10 * S).expect("unit");
@@ -502,7 +511,7 @@ fn journal_history_starts_the_account_and_counts_the_first_restart() {
 
     // first met through a restart record: that restart counts
     let mut l = Ledger::new();
-    l.apply(logged(1, Transition::NRestarts(4)));
+    l.apply(logged(1, scheduled(4, "aa")));
     assert_eq!(
         l.unit("u.service", T0 + 2 * S).expect("unit").restarts_auto,
         1
@@ -520,10 +529,10 @@ fn journal_and_dbus_reporting_the_same_run_count_once() {
     l.apply(live(5, sub(Active, "running")));
     l.apply(logged(4, failed_run("exit-code", "aa")));
     l.apply(logged(4, st(Failed)));
-    l.apply(logged(5, Transition::NRestarts(1)));
+    l.apply(logged(5, scheduled(1, "aa")));
     // the journal first, then D-Bus
     l.apply(logged(7, failed_run("signal", "bb")));
-    l.apply(logged(8, Transition::NRestarts(2)));
+    l.apply(logged(8, scheduled(2, "bb")));
     l.apply(live(7, failed_run("signal", "bb")));
     l.apply(live(8, Transition::NRestarts(2)));
     // a manual restart: journal record and D-Bus job of the same run
@@ -532,6 +541,7 @@ fn journal_and_dbus_reporting_the_same_run_count_once() {
         Transition::Restart {
             trigger: Trigger::Manual,
             invocation: Some("cc".into()),
+            n_restarts: None,
         },
     ));
     l.apply(live(
@@ -589,7 +599,7 @@ fn survives_a_round_trip_through_json() {
     let json = serde_json::to_string(&l).expect("serialize");
     let mut back: Ledger = serde_json::from_str(&json).expect("deserialize");
     back.apply(logged(4, failed_run("exit-code", "aa")));
-    back.apply(logged(5, Transition::NRestarts(1)));
+    back.apply(logged(5, scheduled(1, "aa")));
     let (a, b) = (
         l.unit("u.service", T0 + 9 * S).expect("unit"),
         back.unit("u.service", T0 + 9 * S).expect("unit"),
@@ -603,7 +613,7 @@ fn late_journal_restarts_around_a_reset_count_once() {
     let mut l = Ledger::new();
     l.apply(live(0, seen(Active, "running", 0)));
     for n in 1..=7u32 {
-        l.apply(logged(u64::from(n), Transition::NRestarts(n)));
+        l.apply(logged(u64::from(n), scheduled(n, &format!("run{n}"))));
         l.apply(Event::new(
             "u.service",
             T0 + u64::from(n) * S + 90 * MS,
@@ -620,22 +630,39 @@ fn late_journal_restarts_around_a_reset_count_once() {
     l.apply(Event::logged(
         "u.service",
         T0 + 8 * S + MS,
-        Transition::NRestarts(8),
+        scheduled(8, "run8"),
     ));
-    // a stale journal record of an old value changes nothing
-    l.apply(logged(6, Transition::NRestarts(6)));
+    // the same record read again changes nothing
+    l.apply(logged(6, scheduled(6, "run6")));
     assert_eq!(
         l.unit("u.service", T0 + 9 * S).expect("unit").restarts_auto,
         8
     );
     // the next epoch counts from zero
-    l.apply(logged(10, Transition::NRestarts(1)));
+    l.apply(logged(10, scheduled(1, "run10")));
     l.apply(live(10, Transition::NRestarts(1)));
     assert_eq!(
         l.unit("u.service", T0 + 11 * S)
             .expect("unit")
             .restarts_auto,
         9
+    );
+}
+
+/// Releases before one restart per record saved the journal's restart
+/// records as `NRestarts` values; their state logs replay as they counted.
+#[test]
+fn journal_nrestarts_of_earlier_releases_replay_as_they_counted() {
+    let mut l = Ledger::new();
+    l.apply(live(0, seen(Active, "running", 0)));
+    for n in 1..=3u32 {
+        l.apply(logged(u64::from(n), Transition::NRestarts(n)));
+        l.apply(live(u64::from(n), Transition::NRestarts(n)));
+    }
+    l.apply(logged(3, Transition::NRestarts(2)));
+    assert_eq!(
+        l.unit("u.service", T0 + 4 * S).expect("unit").restarts_auto,
+        3
     );
 }
 
@@ -688,3 +715,6 @@ fn a_wall_clock_step_moves_history_and_keeps_durations() {
         assert_eq!(v.state_change_seconds, seconds(t(T0 + 20 * S)));
     }
 }
+
+/// The same events reported by both sources, as each reports them.
+mod sources;

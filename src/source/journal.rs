@@ -7,6 +7,11 @@
 //! records with `sd_journal_wait`; rotation and vacuuming are handled by
 //! libsystemd. If the journal cannot be opened unitwatch carries on with
 //! D-Bus alone and says so on `/healthz` and in `unitwatch_journal_up`.
+//!
+//! Reading on from a saved position, the mapper is first shown the records
+//! just before it (their events were applied before the save), so that what
+//! a record means in context — the "Stopped" of a restart job after its
+//! "Stopping…" — comes out the same as if it had been read in one go.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -49,6 +54,9 @@ const POSITION_EVERY: usize = 256;
 /// How many events at most go to the ledger task in one report.
 const BATCH: usize = 256;
 
+/// How many records before a saved position the mapper is shown again.
+const CONTEXT: usize = 256;
+
 /// Records read and not yet reported, and what they said.
 #[derive(Default)]
 struct Batch {
@@ -69,19 +77,97 @@ impl JournalSource {
     }
 
     fn open(&self) -> systemd::Result<Journal> {
-        let mut j = match &self.directory {
-            Some(dir) => journal::OpenDirectoryOptions::default()
-                .open_directory(dir.to_string_lossy().as_ref())?,
-            None => journal::OpenOptions::default()
-                .system(!self.user)
-                .current_user(self.user)
-                .local_only(true)
-                .open()?,
-        };
+        let mut j = self.open_all()?;
         for id in MESSAGE_IDS {
             j.match_add("MESSAGE_ID", id)?;
         }
         Ok(j)
+    }
+
+    /// The journal, every record of it.
+    fn open_all(&self) -> systemd::Result<Journal> {
+        match &self.directory {
+            Some(dir) => journal::OpenDirectoryOptions::default()
+                .open_directory(dir.to_string_lossy().as_ref()),
+            None => journal::OpenOptions::default()
+                .system(!self.user)
+                .current_user(self.user)
+                .local_only(true)
+                .open(),
+        }
+    }
+
+    /// When the host went down after boot `boot`: at its last record of any
+    /// kind (the lifecycle records read stop earlier), or at `last_at`, the
+    /// last record read or the last save, if that is later.
+    fn went_down(&self, boot: &str) -> Usec {
+        let last_record = (|| -> systemd::Result<Option<Usec>> {
+            let mut j = self.open_all()?;
+            j.match_add("_BOOT_ID", boot)?;
+            j.seek_tail()?;
+            if j.previous()? == 0 {
+                return Ok(None);
+            }
+            j.timestamp_usec().map(Some)
+        })();
+        match last_record {
+            Ok(Some(at)) => self.last_at.max(at),
+            Ok(None) => self.last_at,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the last record of the previous boot");
+                self.last_at
+            }
+        }
+    }
+
+    fn mapper(&self) -> Mapper {
+        if self.user {
+            // SAFETY: getuid cannot fail and touches no memory.
+            let uid = unsafe { libc::getuid() };
+            Mapper::user(self.selector.clone(), uid)
+        } else {
+            Mapper::new(self.selector.clone())
+        }
+    }
+
+    /// Shows `mapper` the last [`CONTEXT`] records up to `cursor`, through a
+    /// journal of its own; their events are dropped (the ledger has them).
+    /// Nothing is shown if the position is gone.
+    fn context(&self, mapper: &mut Mapper, cursor: &str) {
+        let shown = (|| -> systemd::Result<usize> {
+            let mut j = self.open()?;
+            j.seek_cursor(cursor)?;
+            // The first step back lands on the record at the cursor.
+            let mut back = 0;
+            while back < CONTEXT && j.previous()? > 0 {
+                back += 1;
+            }
+            let mut shown = 0;
+            for step in 0..back {
+                if step > 0 && j.next()? == 0 {
+                    break;
+                }
+                let fields = read_fields(&mut j)?;
+                mapper.events(&fields, 0);
+                shown += 1;
+                if j.test_cursor(cursor)? {
+                    return Ok(shown);
+                }
+            }
+            // The saved record is gone: what was shown is not its context.
+            Ok(0)
+        })();
+        match shown {
+            Ok(0) => *mapper = self.mapper(),
+            Ok(n) => tracing::debug!(
+                records = n,
+                "read the records before the saved position again"
+            ),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the records before the saved position");
+                *mapper = self.mapper();
+            }
+        }
     }
 
     fn send(&self, input: Input) -> bool {
@@ -117,7 +203,10 @@ impl JournalSource {
         }
         self.send(Input::JournalStatus(Ok(())));
 
-        let mut mapper = Mapper::new(self.selector.clone());
+        let mut mapper = self.mapper();
+        if let Start::After(cursor) = &self.start {
+            self.context(&mut mapper, cursor);
+        }
         let mut caught_up = Some(caught_up);
         // Records read since the last report, and the events of those
         // records, all in one clock frame.
@@ -162,8 +251,9 @@ impl JournalSource {
                     if let Some(boot) = fields.get("_BOOT_ID") {
                         let rebooted =
                             self.last_boot.as_ref().is_some_and(|b| b != boot) && self.last_at > 0;
-                        if rebooted {
-                            batch.items.push(Logged::HostDown { at: self.last_at });
+                        if let (true, Some(old)) = (rebooted, &self.last_boot) {
+                            let at = self.went_down(old);
+                            batch.items.push(Logged::HostDown { at });
                         }
                         self.last_boot = Some(boot.clone());
                     }
@@ -260,7 +350,8 @@ impl JournalSource {
         let current = current_boot_id();
         if let (Some(last), Some(now)) = (&self.last_boot, &current) {
             if last != now && self.last_at > 0 {
-                self.send(Input::HostDown { at: self.last_at });
+                let at = self.went_down(last);
+                self.send(Input::HostDown { at });
             }
         }
         if current.is_some() {
@@ -279,7 +370,7 @@ fn read_fields(journal: &mut Journal) -> systemd::Result<Fields> {
     while let Some(data) = journal.enumerate_data()? {
         let data = data.data();
         let name = data.split(|b| *b == b'=').next().unwrap_or_default();
-        if name == b"_BOOT_ID" || FIELDS.iter().any(|f| f.as_bytes() == name) {
+        if FIELDS.iter().any(|f| f.as_bytes() == name) {
             add_field(&mut fields, data);
         }
     }

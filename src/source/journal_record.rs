@@ -2,19 +2,28 @@
 //! ledger events. Pure: fed the fields of one record at a time.
 //!
 //! The records are the catalog's unit lifecycle messages, written by PID 1
-//! (or the user manager) with `UNIT=` (`USER_UNIT=`), `INVOCATION_ID=`,
-//! `JOB_TYPE=`, `JOB_RESULT=`, `UNIT_RESULT=` and `N_RESTARTS=`:
+//! with `UNIT=` and `INVOCATION_ID=`, or by a user manager with `USER_UNIT=`
+//! and `USER_INVOCATION_ID=` (a [`Mapper::user`] takes only those, and only
+//! its user's), and with `JOB_ID=`, `JOB_TYPE=`, `UNIT_RESULT=` and
+//! `N_RESTARTS=`:
 //!
 //! | MESSAGE_ID | record | event |
 //! |---|---|---|
 //! | `7d4958e8…` | Starting… | `activating` |
 //! | `39f53479…` | Started / Finished | `active` (not after a oneshot's "Deactivated successfully") |
 //! | `de5b426a…` | Stopping… | `deactivating` |
-//! | `9d1aaa27…` | Stopped | `inactive`; with `JOB_TYPE=restart` a manual restart, unless right after "Scheduled restart job" (systemd's own restart logs the same) |
+//! | `9d1aaa27…` | Stopped | `inactive`; with `JOB_TYPE=restart` a manual restart if the same job (`JOB_ID`) logged "Stopping…" while the unit was up |
 //! | `d34d037f…` / `7b05ebc6…` | Reloading… / Reloaded | `reloading` / `active` |
-//! | `5eb03494…` | Scheduled restart job | `NRestarts` = `N_RESTARTS`, `activating` |
+//! | `5eb03494…` | Scheduled restart job | one automatic restart (with `N_RESTARTS`), `activating` |
 //! | `d9b373ed…` | Failed with result … | a failure by `UNIT_RESULT`, `failed` |
 //! | `7ad2d189…` | Deactivated successfully | `inactive` |
+//!
+//! A restart job (`systemctl restart`, `try-restart`, `reload-or-restart`
+//! of a unit that cannot reload) is a stop and then a start. systemd logs
+//! "Stopping…" only when the stop has something to stop: a unit that was
+//! inactive, failed or waiting in `auto-restart` (as every restart systemd
+//! makes itself) is only started, and its "Stopped" record, with
+//! `JOB_TYPE=restart` all the same, is not a restart.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -45,14 +54,18 @@ pub const MESSAGE_IDS: [&str; 9] = [
 ];
 
 /// The fields of a record that [`Mapper::events`] reads.
-pub const FIELDS: [&str; 7] = [
+pub const FIELDS: [&str; 11] = [
     "MESSAGE_ID",
     "UNIT",
     "USER_UNIT",
     "INVOCATION_ID",
+    "USER_INVOCATION_ID",
+    "JOB_ID",
     "JOB_TYPE",
     "N_RESTARTS",
     "UNIT_RESULT",
+    "_UID",
+    "_BOOT_ID",
 ];
 
 /// One record's fields by name.
@@ -76,39 +89,74 @@ pub fn add_field(fields: &mut Fields, data: &[u8]) {
     );
 }
 
-/// Turns records into events, remembering per unit the last record seen.
+/// What the records so far said about one unit.
+#[derive(Debug, Default)]
+struct Seen {
+    /// MESSAGE_ID and invocation of its last record.
+    last: Option<(String, Option<String>)>,
+    /// Whether its last state record left it up; unknown before the first.
+    up: Option<bool>,
+    /// The job (`JOB_ID`) whose "Stopping…" was the last, and whether the
+    /// unit was up right before it.
+    stopping: Option<(Option<String>, bool)>,
+}
+
+/// Turns records into events, remembering per unit what its records said.
 #[derive(Debug)]
 pub struct Mapper {
     selector: Selector,
-    /// Unit → (MESSAGE_ID, INVOCATION_ID) of its last record.
-    last: HashMap<String, (String, Option<String>)>,
+    /// `UNIT` and `INVOCATION_ID`, or a user manager's `USER_UNIT` and
+    /// `USER_INVOCATION_ID`.
+    unit_field: &'static str,
+    invocation_field: &'static str,
+    /// A user manager's records: only those written by this user (`_UID`).
+    uid: Option<String>,
+    units: HashMap<String, Seen>,
 }
 
 impl Mapper {
+    /// Maps the system manager's records.
     pub fn new(selector: Selector) -> Mapper {
         Mapper {
             selector,
-            last: HashMap::new(),
+            unit_field: "UNIT",
+            invocation_field: "INVOCATION_ID",
+            uid: None,
+            units: HashMap::new(),
+        }
+    }
+
+    /// Maps the records of the user manager of user `uid`.
+    pub fn user(selector: Selector, uid: u32) -> Mapper {
+        Mapper {
+            unit_field: "USER_UNIT",
+            invocation_field: "USER_INVOCATION_ID",
+            uid: Some(uid.to_string()),
+            ..Mapper::new(selector)
         }
     }
 
     /// The events of one record written at `at`; none for records of
     /// unwatched units or of no interest.
     pub fn events(&mut self, fields: &BTreeMap<String, String>, at: Usec) -> Vec<Event> {
-        let Some(unit) = fields.get("UNIT").or_else(|| fields.get("USER_UNIT")) else {
+        let Some(unit) = fields.get(self.unit_field) else {
             return Vec::new();
         };
+        if let (Some(uid), Some(writer)) = (&self.uid, fields.get("_UID")) {
+            if uid != writer {
+                return Vec::new();
+            }
+        }
         if !self.selector.matches(unit) {
             return Vec::new();
         }
         let Some(id) = fields.get("MESSAGE_ID") else {
             return Vec::new();
         };
-        let invocation = fields.get("INVOCATION_ID").cloned();
-        let previous = self
-            .last
-            .insert(unit.clone(), (id.clone(), invocation.clone()));
-        let previous_id = previous.as_ref().map(|(id, _)| id.as_str());
+        let invocation = fields.get(self.invocation_field).cloned();
+        let job = fields.get("JOB_ID").cloned();
+        let seen = self.units.entry(unit.clone()).or_default();
+        let previous = seen.last.replace((id.clone(), invocation.clone()));
         let state = |state| {
             Event::logged(
                 unit,
@@ -119,57 +167,76 @@ impl Mapper {
                 },
             )
         };
-        match id.as_str() {
-            STARTING => vec![state(ActiveState::Activating)],
+        let (events, up) = match id.as_str() {
+            STARTING => (vec![state(ActiveState::Activating)], false),
             STARTED => {
                 // A oneshot logs "Deactivated successfully" before "Finished".
                 let finished_oneshot = matches!(&previous,
                     Some((prev, inv)) if prev == SUCCESS && *inv == invocation);
                 if finished_oneshot {
-                    Vec::new()
+                    (Vec::new(), false)
                 } else {
-                    vec![state(ActiveState::Active)]
+                    (vec![state(ActiveState::Active)], true)
                 }
             }
-            STOPPING => vec![state(ActiveState::Deactivating)],
+            STOPPING => {
+                seen.stopping = Some((job, seen.up.unwrap_or(true)));
+                (vec![state(ActiveState::Deactivating)], false)
+            }
             STOPPED => {
                 let mut events = vec![state(ActiveState::Inactive)];
                 let restart_job = fields.get("JOB_TYPE").map(String::as_str) == Some("restart");
-                if restart_job && previous_id != Some(RESTART_SCHEDULED) {
+                // This job's own "Stopping…", with the unit up before it.
+                let stopped_up = seen
+                    .stopping
+                    .take()
+                    .is_some_and(|(stopping_job, was_up)| was_up && stopping_job == job);
+                if restart_job && stopped_up {
                     events.push(Event::logged(
                         unit,
                         at,
                         Transition::Restart {
                             trigger: Trigger::Manual,
                             invocation,
+                            n_restarts: None,
                         },
                     ));
                 }
-                events
+                (events, false)
             }
-            RELOADING => vec![state(ActiveState::Reloading)],
-            RELOADED => vec![state(ActiveState::Active)],
+            RELOADING => (vec![state(ActiveState::Reloading)], true),
+            RELOADED => (vec![state(ActiveState::Active)], true),
             RESTART_SCHEDULED => {
-                let mut events = Vec::new();
-                if let Some(n) = fields.get("N_RESTARTS").and_then(|n| n.parse().ok()) {
-                    events.push(Event::logged(unit, at, Transition::NRestarts(n)));
-                }
-                events.push(state(ActiveState::Activating));
-                events
+                let n_restarts = fields.get("N_RESTARTS").and_then(|n| n.parse().ok());
+                let restart = Event::logged(
+                    unit,
+                    at,
+                    Transition::Restart {
+                        trigger: Trigger::Auto,
+                        invocation,
+                        n_restarts,
+                    },
+                );
+                (vec![restart, state(ActiveState::Activating)], false)
             }
             FAILURE_RESULT => {
                 let result = fields
                     .get("UNIT_RESULT")
                     .cloned()
                     .unwrap_or_else(|| "unknown".into());
-                vec![
-                    Event::logged(unit, at, Transition::RunFailed { result, invocation }),
-                    state(ActiveState::Failed),
-                ]
+                (
+                    vec![
+                        Event::logged(unit, at, Transition::RunFailed { result, invocation }),
+                        state(ActiveState::Failed),
+                    ],
+                    false,
+                )
             }
-            SUCCESS => vec![state(ActiveState::Inactive)],
-            _ => Vec::new(),
-        }
+            SUCCESS => (vec![state(ActiveState::Inactive)], false),
+            _ => return Vec::new(),
+        };
+        seen.up = Some(up);
+        events
     }
 }
 
@@ -216,6 +283,11 @@ mod tests {
                         assert!(invocation.is_some_and(|i| i.len() == 32));
                         format!("failed={result}")
                     }
+                    Transition::Restart {
+                        trigger,
+                        n_restarts: Some(n),
+                        ..
+                    } => format!("restart={}/{n}", trigger.as_str()),
                     Transition::Restart { trigger, .. } => format!("restart={}", trigger.as_str()),
                     other => panic!("unexpected {other:?}"),
                 };
@@ -234,13 +306,13 @@ mod tests {
                 "active",
                 "failed=exit-code",
                 "failed",
-                "nrestarts=1",
+                "restart=auto/1",
                 "activating",
                 "inactive",
                 "active",
                 "failed=exit-code",
                 "failed",
-                "nrestarts=2",
+                "restart=auto/2",
                 "activating",
                 "inactive",
                 "active",
@@ -352,5 +424,94 @@ mod tests {
         assert!(m.events(&f, 1).is_empty());
         f.remove("UNIT");
         assert!(m.events(&f, 1).is_empty());
+    }
+
+    fn record(items: &[(&str, &str)]) -> Fields {
+        items
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn manual_restarts(m: &mut Mapper, records: &[Fields]) -> usize {
+        records
+            .iter()
+            .flat_map(|f| m.events(f, 1))
+            .filter(|e| {
+                matches!(
+                    e.transition,
+                    Transition::Restart {
+                        trigger: Trigger::Manual,
+                        ..
+                    }
+                )
+            })
+            .count()
+    }
+
+    #[test]
+    fn a_user_mapper_takes_only_its_users_records() {
+        let mut m = Mapper::user(
+            {
+                let mut s = Selector::default();
+                s.include("aitbc-*.service").expect("pattern");
+                s
+            },
+            4242,
+        );
+        let failed = |unit_field: &str, uid: &str| {
+            record(&[
+                ("MESSAGE_ID", FAILURE_RESULT),
+                (unit_field, "aitbc-x.service"),
+                ("USER_INVOCATION_ID", "aa"),
+                ("INVOCATION_ID", "system"),
+                ("UNIT_RESULT", "signal"),
+                ("_UID", uid),
+            ])
+        };
+        // the system manager's record of a unit of the same name
+        assert!(m.events(&failed("UNIT", "0"), 1).is_empty());
+        // another user's manager
+        assert!(m.events(&failed("USER_UNIT", "1000"), 1).is_empty());
+        let events = m.events(&failed("USER_UNIT", "4242"), 1);
+        assert_eq!(
+            events[0].transition,
+            Transition::RunFailed {
+                result: "signal".into(),
+                invocation: Some("aa".into()),
+            }
+        );
+    }
+
+    /// `systemctl restart` of a unit still starting: systemd stops it
+    /// ("Stopping…" of the job) but it was not up, so it is only a start.
+    #[test]
+    fn a_restart_job_is_a_restart_only_of_a_unit_that_was_up() {
+        let starting = [
+            record(&[
+                ("MESSAGE_ID", STARTING),
+                ("UNIT", "aitbc-x.service"),
+                ("JOB_ID", "4"),
+            ]),
+            record(&[
+                ("MESSAGE_ID", STOPPING),
+                ("UNIT", "aitbc-x.service"),
+                ("JOB_ID", "5"),
+            ]),
+            record(&[
+                ("MESSAGE_ID", STOPPED),
+                ("UNIT", "aitbc-x.service"),
+                ("JOB_ID", "5"),
+                ("JOB_TYPE", "restart"),
+            ]),
+        ];
+        assert_eq!(manual_restarts(&mut mapper(), &starting), 0);
+        let mut up = starting.clone();
+        up[0].insert("MESSAGE_ID".into(), STARTED.into());
+        assert_eq!(manual_restarts(&mut mapper(), &up), 1);
+        // the "Stopping…" of another job (a stop the restart replaced)
+        let mut other = up.clone();
+        other[1].insert("JOB_ID".into(), "3".into());
+        assert_eq!(manual_restarts(&mut mapper(), &other), 0);
     }
 }

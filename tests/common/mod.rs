@@ -1,10 +1,11 @@
 //! Shared helpers of the integration tests: a real systemd booted in
-//! namespaces ([`Sandbox`]) and the skipping of tests that need root
-//! ([`sandbox!`], [`require_root!`]), bounded waits, the two harnesses —
-//! the whole server in this process ([`inproc::Server`], any user) and a
-//! unitwatch process ([`unitwatch::Unitwatch`], for signals, exit codes,
-//! wrappers and the command line) — TLS material ([`tls`]) and the shipped
-//! files ([`shipped`]).
+//! namespaces ([`Sandbox`], booted again on the same journal with [`Boot`];
+//! a user manager in it, [`Sandbox::start_user`]) and the skipping of tests
+//! that need root ([`sandbox!`], [`require_root!`]), bounded waits, the two
+//! harnesses — the whole server in this process ([`inproc::Server`], any
+//! user) and a unitwatch process ([`unitwatch::Unitwatch`], for signals,
+//! exit codes, wrappers and the command line) — TLS material ([`tls`]) and
+//! the shipped files ([`shipped`]).
 
 #![allow(dead_code)]
 
@@ -86,6 +87,18 @@ pub fn root_or_skip(module: &str, why: &str) -> bool {
     false
 }
 
+/// How a sandbox boots, for boots that follow one another on the same
+/// disk (see tests/sandbox/sandbox).
+#[derive(Debug, Default, Clone)]
+pub struct Boot {
+    /// Host directories mounted at the same path inside, read-write.
+    pub binds: Vec<PathBuf>,
+    /// A host directory as the persistent journal (`/var/log/journal`).
+    pub journal: Option<PathBuf>,
+    /// A boot ID of its own rather than the host's.
+    pub new_boot_id: bool,
+}
+
 impl Sandbox {
     /// A sandbox, or `None` (printed, unless `UNITWATCH_NO_SKIP` forbids
     /// skipping: then a panic) when not root.
@@ -96,10 +109,24 @@ impl Sandbox {
     /// Boots a sandbox; panics with the reason if it does not come up.
     /// Tests call it through [`sandbox!`], which skips instead when not root.
     fn start() -> Sandbox {
-        let out = Command::new(script())
-            .arg("start")
-            .output()
-            .expect("run tests/sandbox/sandbox");
+        Sandbox::boot(&Boot::default())
+    }
+
+    /// Boots a sandbox as `boot` says; for tests that checked for root
+    /// first ([`require_root!`]).
+    pub fn boot(boot: &Boot) -> Sandbox {
+        let mut command = Command::new(script());
+        command.arg("start");
+        for dir in &boot.binds {
+            command.arg("--bind").arg(dir);
+        }
+        if let Some(dir) = &boot.journal {
+            command.arg("--journal").arg(dir);
+        }
+        if boot.new_boot_id {
+            command.arg("--boot-id");
+        }
+        let out = command.output().expect("run tests/sandbox/sandbox");
         let stdout = String::from_utf8_lossy(&out.stdout);
         let pid = stdout.trim().parse().unwrap_or(0);
         if !out.status.success() || pid == 0 {
@@ -114,6 +141,91 @@ impl Sandbox {
 
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// This boot's ID as the journal writes it (32 hex digits).
+    pub fn boot_id(&self) -> String {
+        self.sh("cat /proc/sys/kernel/random/boot_id")
+            .trim()
+            .replace('-', "")
+    }
+
+    /// A clean shutdown: `systemctl poweroff` (without logind, which the
+    /// sandbox masks), waited for until systemd, PID 1, has exited.
+    pub fn poweroff(self) {
+        self.systemctl(&[
+            "start",
+            "--no-block",
+            "--job-mode=replace-irreversibly",
+            "poweroff.target",
+        ]);
+        let alive = std::path::Path::new("/proc").join(self.pid.to_string());
+        wait_for("the sandbox to power off", Duration::from_secs(60), || {
+            (!alive.exists()).then_some(())
+        });
+    }
+
+    /// Power lost: SIGKILL to PID 1, which ends every process of the
+    /// sandbox at once (what is already written stays written).
+    pub fn power_loss(self) {
+        drop(self);
+    }
+
+    /// Creates user `uw<uid>` with that UID and starts its user manager
+    /// (`user@UID.service`, with its session bus), as logind would at login.
+    pub fn start_user(&self, uid: u32) {
+        self.sh(&format!(
+            "id -u uw{uid} >/dev/null 2>&1 || useradd -m -u {uid} uw{uid}; \
+             systemctl start user@{uid}.service"
+        ));
+        let bus = self.path(&format!("/run/user/{uid}/bus"));
+        wait_for("the user's session bus", Duration::from_secs(20), || {
+            bus.exists().then_some(())
+        });
+    }
+
+    /// Runs `args` inside as user `uid`, in its session.
+    pub fn exec_as(&self, uid: u32, args: &[&str]) -> Output {
+        let (id, runtime) = (uid.to_string(), format!("XDG_RUNTIME_DIR=/run/user/{uid}"));
+        let bus = format!("DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/{uid}/bus");
+        let mut all = vec![
+            "setpriv",
+            "--reuid",
+            &id,
+            "--regid",
+            &id,
+            "--clear-groups",
+            "env",
+            &runtime,
+            &bus,
+        ];
+        all.extend_from_slice(args);
+        self.exec(&all)
+    }
+
+    /// `systemctl --user ARGS` of user `uid`; panics if it fails.
+    pub fn user_systemctl(&self, uid: u32, args: &[&str]) -> String {
+        let mut all = vec!["systemctl", "--user"];
+        all.extend_from_slice(args);
+        let out = self.exec_as(uid, &all);
+        if !out.status.success() {
+            panic!(
+                "systemctl --user {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Writes a unit file for user `uid`'s manager (no reload).
+    pub fn write_user_unit(&self, uid: u32, name: &str, contents: &str) {
+        self.sh(&format!(
+            "mkdir -p /home/uw{uid}/.config/systemd/user && \
+             chown -R uw{uid}: /home/uw{uid}/.config"
+        ));
+        let path = self.path(&format!("/home/uw{uid}/.config/systemd/user/{name}"));
+        std::fs::write(&path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     }
 
     /// The sandbox's system bus, reachable from the host.

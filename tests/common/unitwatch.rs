@@ -1,8 +1,13 @@
 //! unitwatch as a process of its own, for what a test of the in-process
 //! server cannot show: signals and exit codes, running through a wrapper
-//! (setpriv, strace, unshare), resident memory, and the command line. A
-//! daemon ([`Unitwatch`]) is started with its own config and port, against
-//! a sandbox or without systemd, read over HTTP, stopped with SIGTERM when
+//! (setpriv, strace, unshare), resident memory, the command line, and
+//! unitwatch inside a sandbox ([`Place::Inside`]: in its mount and PID
+//! namespaces, where the bus, the journal, the boot ID and `/proc` are its
+//! own as on a real host, as root or as a user with `--user`, run as a
+//! scope unit of the sandbox's systemd so that a shutdown stops it before
+//! unmounting its directory; still on the host's network). A daemon
+//! ([`Unitwatch`]) is started with its own config and port, against a
+//! sandbox or without systemd, read over HTTP, stopped with SIGTERM when
 //! dropped; [`cli`] runs a subcommand to its end.
 
 use std::io::{Read, Write};
@@ -13,8 +18,24 @@ use std::time::Duration;
 
 use super::{try_wait_for, wait_for, Sandbox};
 
+/// Where unitwatch runs.
+#[derive(Debug, Clone, Copy)]
+pub enum Place<'a> {
+    /// On the host, through `wrapper` (a command that ends by executing
+    /// its arguments; empty for none).
+    Host { wrapper: &'a [&'a str] },
+    /// In the sandbox's mount and PID namespaces, reading the journal as a
+    /// host's unitwatch does; `user`: as that user with `--user`, in its
+    /// session. Its directory must be one the sandbox was booted with in
+    /// [`super::Boot::binds`] (and is then handed to the user).
+    Inside { user: Option<u32> },
+}
+
 pub struct Unitwatch {
     child: Option<Child>,
+    /// The process to signal: the child, or inside the sandbox the
+    /// unitwatch that nsenter forked (nsenter waits for it and exits as it did).
+    target: u32,
     pub addr: String,
     pub dir: PathBuf,
 }
@@ -77,6 +98,8 @@ pub struct Launch<'a> {
     journal: String,
     web: Option<String>,
     wrapper: Vec<String>,
+    /// Inside the sandbox, as this user if any (see [`Place::Inside`]).
+    inside: Option<Option<u32>>,
 }
 
 impl<'a> Launch<'a> {
@@ -112,6 +135,13 @@ impl<'a> Launch<'a> {
         self
     }
 
+    /// Runs it inside the sandbox, as `user` with `--user` if given (see
+    /// [`Place::Inside`]).
+    pub fn inside(mut self, user: Option<u32>) -> Launch<'a> {
+        self.inside = Some(user);
+        self
+    }
+
     /// Starts it. Against a sandbox with plain HTTP, waits until
     /// `/healthz` says it is connected; otherwise until it listens.
     pub fn start(self) -> Unitwatch {
@@ -134,7 +164,7 @@ impl<'a> Launch<'a> {
                 "[watch]\n{}\n[state]\ndir = \"{}\"\n[journal]\n{}\n{}\n",
                 self.watch,
                 dir.join("state").display(),
-                if self.journal.contains("directory") {
+                if self.journal.contains("directory") || self.inside.is_some() {
                     String::new()
                 } else {
                     format!("directory = \"{}\"", journal_dir.display())
@@ -149,13 +179,17 @@ impl<'a> Launch<'a> {
             .append(true)
             .open(dir.join("unitwatch.log"))
             .expect("log file");
-        let mut command = match self.wrapper.split_first() {
-            Some((first, rest)) => {
-                let mut c = Command::new(first);
-                c.args(rest).arg(env!("CARGO_BIN_EXE_unitwatch"));
-                c
-            }
-            None => Command::new(env!("CARGO_BIN_EXE_unitwatch")),
+        let binary = binary();
+        let mut command = match (self.inside, self.sandbox) {
+            (Some(user), Some(sb)) => inside(sb, &dir, &addr, user, &binary),
+            _ => match self.wrapper.split_first() {
+                Some((first, rest)) => {
+                    let mut c = Command::new(first);
+                    c.args(rest).arg(&binary);
+                    c
+                }
+                None => Command::new(&binary),
+            },
         };
         command
             .arg("--config")
@@ -167,6 +201,11 @@ impl<'a> Launch<'a> {
             std::fs::write(&file, web).expect("write web config");
             command.arg("--web.config.file").arg(&file);
         }
+        let bus = if self.inside.is_some() {
+            "unix:path=/run/dbus/system_bus_socket".to_owned()
+        } else {
+            bus
+        };
         let child = command
             .env("DBUS_SYSTEM_BUS_ADDRESS", bus)
             .env("RUST_LOG", "unitwatch=trace,info")
@@ -175,8 +214,21 @@ impl<'a> Launch<'a> {
             .stderr(log)
             .spawn()
             .expect("spawn unitwatch");
+        let target = if self.inside.is_some() {
+            wait_for("nsenter to fork unitwatch", Duration::from_secs(10), || {
+                std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id()))
+                    .ok()?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+        } else {
+            child.id()
+        };
         let uw = Unitwatch {
             child: Some(child),
+            target,
             addr,
             dir,
         };
@@ -213,6 +265,7 @@ impl Unitwatch {
             journal: String::new(),
             web: None,
             wrapper: Vec::new(),
+            inside: None,
         }
     }
 
@@ -245,6 +298,24 @@ impl Unitwatch {
             .start()
     }
 
+    /// Like [`Unitwatch::launch`], at `place`.
+    pub fn launch_at(
+        sb: &Sandbox,
+        watch: &str,
+        journal: &str,
+        dir: &Path,
+        place: Place,
+    ) -> Unitwatch {
+        let launch = Unitwatch::setup(dir)
+            .sandbox(sb)
+            .watch(watch)
+            .journal(journal);
+        match place {
+            Place::Host { wrapper } => launch.via(wrapper).start(),
+            Place::Inside { user } => launch.inside(user).start(),
+        }
+    }
+
     /// `SCHEME://localhost:PORT/PATH` (localhost: the name the test
     /// certificates are for).
     pub fn url(&self, scheme: &str, path: &str) -> String {
@@ -264,6 +335,7 @@ impl Unitwatch {
     /// SIGKILL, no chance to save anything.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
+            signal(self.target, libc::SIGKILL);
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -271,7 +343,7 @@ impl Unitwatch {
 
     /// The process ID, while it runs.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id())
+        self.child.as_ref().map(|_| self.target)
     }
 
     pub fn log_path(&self) -> String {
@@ -327,9 +399,10 @@ impl Unitwatch {
     /// exit within [`STOP_DEADLINE`] (it is then killed).
     pub fn stop(&mut self) -> Option<ExitStatus> {
         let mut child = self.child.take()?;
-        terminate(child.id());
+        terminate(self.target);
         let status = try_wait_for(STOP_DEADLINE, || child.try_wait().ok().flatten());
         if status.is_none() {
+            signal(self.target, libc::SIGKILL);
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -345,12 +418,57 @@ impl Drop for Unitwatch {
 
 /// Sends SIGTERM to process `pid`.
 pub fn terminate(pid: u32) {
+    signal(pid, libc::SIGTERM);
+}
+
+/// Sends `sig` to process `pid`.
+fn signal(pid: u32, sig: libc::c_int) {
     let pid = libc::pid_t::try_from(pid).expect("a process ID");
     // SAFETY: kill has no memory-safety preconditions; a failure (the
     // process is gone) is what the caller's wait then sees.
     unsafe {
-        libc::kill(pid, libc::SIGTERM);
+        libc::kill(pid, sig);
     }
+}
+
+/// The unitwatch under test: this build's, or `UNITWATCH_TEST_BIN` (a copy
+/// kept for a long run while the tree is rebuilt).
+fn binary() -> String {
+    std::env::var("UNITWATCH_TEST_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_unitwatch").to_owned())
+}
+
+/// The command that runs `binary` inside `sb` (see [`Place::Inside`]).
+fn inside(sb: &Sandbox, dir: &Path, addr: &str, user: Option<u32>, binary: &str) -> Command {
+    let mut c = Command::new("nsenter");
+    c.args(["-t", &sb.pid().to_string(), "-m", "-p", "--"]);
+    c.args(["systemd-run", "--scope", "--quiet", "--collect"]);
+    c.arg(format!(
+        "--unit=unitwatch-test-{}",
+        addr.rsplit(':').next().unwrap_or("0")
+    ));
+    c.arg(format!("--property=RequiresMountsFor={}", dir.display()));
+    c.arg("--");
+    if let Some(uid) = user {
+        let id = uid.to_string();
+        let owner = format!("{uid}:{uid}");
+        let chown = Command::new("chown")
+            .args(["-R", &owner])
+            .arg(dir)
+            .status()
+            .expect("run chown");
+        assert!(chown.success(), "chown {} to {owner}", dir.display());
+        c.args(["setpriv", "--reuid", &id, "--regid", &id, "--clear-groups"]);
+        c.args(["env", &format!("XDG_RUNTIME_DIR=/run/user/{uid}")]);
+        c.arg(format!(
+            "DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/{uid}/bus"
+        ));
+    }
+    c.arg(binary);
+    if user.is_some() {
+        c.arg("--user");
+    }
+    c
 }
 
 /// The `Field:` line of /proc/PID/status, without the name.
