@@ -1,0 +1,372 @@
+//! The accounting rules as a table: events of one unit in, its totals,
+//! state, restarts and failures out.
+
+use super::*;
+
+/// Expected view of unit "u" after feeding `events` (offsets in seconds from T0), read at `now`.
+struct Case {
+    name: &'static str,
+    events: Vec<(u64, Transition)>,
+    now: u64,
+    up: f64,
+    down: f64,
+    state: ActiveState,
+    auto: u64,
+    manual: u64,
+    failures: &'static [(&'static str, u64)],
+}
+
+fn run(case: &Case) {
+    let mut l = Ledger::new();
+    for (t, tr) in &case.events {
+        l.apply(Event::new("u.service", T0 + t * S, tr.clone()));
+    }
+    let v = l
+        .unit("u.service", T0 + case.now * S)
+        .unwrap_or_else(|| panic!("{}: unit not accounted", case.name));
+    assert_eq!(v.uptime_seconds, case.up, "{}: uptime", case.name);
+    assert_eq!(v.downtime_seconds, case.down, "{}: downtime", case.name);
+    assert_eq!(v.state, case.state, "{}: state", case.name);
+    assert_eq!(v.restarts_auto, case.auto, "{}: auto restarts", case.name);
+    assert_eq!(
+        v.restarts_manual, case.manual,
+        "{}: manual restarts",
+        case.name
+    );
+    let failures: Vec<(&str, u64)> = v.failures.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    assert_eq!(failures, case.failures, "{}: failures", case.name);
+}
+
+#[test]
+fn table() {
+    let cases = vec![
+        Case {
+            name: "start from inactive",
+            events: vec![
+                (0, seen(Inactive, "dead", 0)),
+                (10, st(Activating)),
+                (11, sub(Active, "running")),
+            ],
+            now: 20,
+            up: 9.0,
+            down: 11.0,
+            state: Active,
+            auto: 0,
+            manual: 0,
+            failures: &[],
+        },
+        Case {
+            name: "stop",
+            events: vec![
+                (0, seen(Active, "running", 0)),
+                (5, st(Deactivating)),
+                (6, sub(Inactive, "dead")),
+            ],
+            now: 16,
+            up: 5.0,
+            down: 11.0,
+            state: Inactive,
+            auto: 0,
+            manual: 0,
+            failures: &[],
+        },
+        Case {
+            name: "plain stop then later start is no restart",
+            events: vec![
+                (0, seen(Active, "running", 0)),
+                (5, job(1, "stop")),
+                (5, st(Deactivating)),
+                (6, sub(Inactive, "dead")),
+                (6, done(1)),
+                (10, job(2, "start")),
+                (10, st(Activating)),
+                (10, sub(Active, "running")),
+                (10, done(2)),
+            ],
+            now: 12,
+            up: 7.0,
+            down: 5.0,
+            state: Active,
+            auto: 0,
+            manual: 0,
+            failures: &[],
+        },
+        Case {
+            name: "crash with auto-restart",
+            events: vec![
+                (0, seen(Active, "running", 0)),
+                (4, Transition::NRestarts(0)),
+                (4, failed("exit-code")),
+                (4, sub(Activating, "auto-restart")),
+                (5, Transition::NRestarts(1)),
+                (5, job(7, "restart")),
+                (5, sub(Activating, "start")),
+                (6, sub(Active, "running")),
+                (6, done(7)),
+            ],
+            now: 10,
+            up: 8.0,
+            down: 2.0,
+            state: Active,
+            auto: 1,
+            manual: 0,
+            failures: &[("exit-code", 1)],
+        },
+        Case {
+            name: "manual restart",
+            events: vec![
+                (0, seen(Active, "running", 0)),
+                (3, job(9, "restart")),
+                (3, st(Deactivating)),
+                (4, st(Inactive)),
+                (4, st(Activating)),
+                (4, sub(Active, "running")),
+                (4, done(9)),
+            ],
+            now: 10,
+            up: 9.0,
+            down: 1.0,
+            state: Active,
+            auto: 0,
+            manual: 1,
+            failures: &[],
+        },
+        Case {
+            name: "restart job of unknown type counts by behaviour",
+            events: vec![
+                (0, seen(Active, "running", 0)),
+                (3, job(9, "")),
+                (3, st(Deactivating)),
+                (4, st(Inactive)),
+                (4, sub(Active, "running")),
+                (4, done(9)),
+                (5, job(10, "")),
+                (5, sub(Reloading, "reload")),
+                (5, sub(Active, "running")),
+                (5, done(10)),
+            ],
+            now: 10,
+            up: 9.0,
+            down: 1.0,
+            state: Active,
+            auto: 0,
+            manual: 1,
+            failures: &[],
+        },
+        Case {
+            name: "start queued while stopping is no restart",
+            events: vec![
+                (0, seen(Active, "running", 0)),
+                (3, job(1, "stop")),
+                (3, st(Deactivating)),
+                (4, job(2, "start")),
+                (5, st(Inactive)),
+                (5, done(1)),
+                (6, sub(Active, "running")),
+                (6, done(2)),
+            ],
+            now: 10,
+            up: 7.0,
+            down: 3.0,
+            state: Active,
+            auto: 0,
+            manual: 0,
+            failures: &[],
+        },
+        Case {
+            name: "restart of a stopped unit is a start",
+            events: vec![
+                (0, seen(Inactive, "dead", 0)),
+                (3, job(9, "restart")),
+                (3, st(Activating)),
+                (3, sub(Active, "running")),
+                (3, done(9)),
+            ],
+            now: 10,
+            up: 7.0,
+            down: 3.0,
+            state: Active,
+            auto: 0,
+            manual: 0,
+            failures: &[],
+        },
+        Case {
+            name: "canceled restart job is no restart",
+            events: vec![
+                (0, seen(Active, "running", 0)),
+                (3, job(9, "restart")),
+                (
+                    3,
+                    Transition::JobRemoved {
+                        id: 9,
+                        result: "canceled".into(),
+                    },
+                ),
+            ],
+            now: 10,
+            up: 10.0,
+            down: 0.0,
+            state: Active,
+            auto: 0,
+            manual: 0,
+            failures: &[],
+        },
+        Case {
+            name: "reload stays up",
+            events: vec![
+                (0, seen(Active, "running", 0)),
+                (2, job(3, "reload")),
+                (2, sub(Reloading, "reload")),
+                (3, sub(Active, "running")),
+                (3, done(3)),
+            ],
+            now: 10,
+            up: 10.0,
+            down: 0.0,
+            state: Active,
+            auto: 0,
+            manual: 0,
+            failures: &[],
+        },
+        Case {
+            name: "flapping faster than any scrape: NRestarts jumps by 5",
+            events: vec![
+                (0, seen(Active, "running", 2)),
+                (1, Transition::NRestarts(7)),
+                (1, sub(Active, "running")),
+            ],
+            now: 2,
+            up: 2.0,
+            down: 0.0,
+            state: Active,
+            auto: 5,
+            manual: 0,
+            failures: &[],
+        },
+        Case {
+            name: "NRestarts reset by systemd counts the new value",
+            events: vec![
+                (0, seen(Active, "running", 4)),
+                (1, Transition::NRestarts(0)),
+                (2, Transition::NRestarts(2)),
+            ],
+            now: 2,
+            up: 2.0,
+            down: 0.0,
+            state: Active,
+            auto: 2,
+            manual: 0,
+            failures: &[],
+        },
+        Case {
+            name: "duplicate reports count once",
+            events: vec![
+                (0, seen(Active, "running", 0)),
+                (4, failed("signal")),
+                (4, failed("signal")),
+                (4, sub(Failed, "failed")),
+                (4, sub(Failed, "failed")),
+                (5, Transition::NRestarts(1)),
+                (5, Transition::NRestarts(1)),
+                (6, job(2, "restart")),
+                (6, done(2)),
+                (6, done(2)),
+            ],
+            now: 10,
+            up: 4.0,
+            down: 6.0,
+            state: Failed,
+            auto: 1,
+            manual: 0,
+            failures: &[("signal", 1)],
+        },
+        Case {
+            name: "crash through failed into auto-restart is one failure per invocation",
+            events: vec![
+                (0, seen(Active, "running", 0)),
+                (4, failed_run("exit-code", "aa")),
+                (4, sub(Failed, "failed")),
+                (5, failed_run("exit-code", "aa")),
+                (5, sub(Activating, "auto-restart")),
+                (6, Transition::NRestarts(1)),
+                (6, sub(Active, "running")),
+                (8, failed_run("exit-code", "bb")),
+                (8, sub(Failed, "failed")),
+                (9, failed_run("exit-code", "bb")),
+                (9, sub(Activating, "auto-restart")),
+            ],
+            now: 10,
+            up: 6.0,
+            down: 4.0,
+            state: Activating,
+            auto: 1,
+            manual: 0,
+            failures: &[("exit-code", 2)],
+        },
+        Case {
+            name: "out-of-order reports fall into place",
+            events: vec![
+                (0, seen(Active, "running", 0)),
+                (6, sub(Active, "running")),
+                (3, st(Deactivating)),
+                (5, st(Activating)),
+                (4, st(Inactive)),
+                // a stale NRestarts read older than the newest is ignored
+                (8, Transition::NRestarts(3)),
+                (7, Transition::NRestarts(1)),
+            ],
+            now: 10,
+            up: 7.0,
+            down: 3.0,
+            state: Active,
+            auto: 3,
+            manual: 0,
+            failures: &[],
+        },
+        Case {
+            name: "scrape during an open down interval",
+            events: vec![(0, seen(Active, "running", 0)), (2, sub(Failed, "failed"))],
+            now: 9,
+            up: 2.0,
+            down: 7.0,
+            state: Failed,
+            auto: 0,
+            manual: 0,
+            failures: &[],
+        },
+        Case {
+            name: "history before first sight is not counted",
+            events: vec![
+                (10, seen(Active, "running", 3)),
+                (2, failed("exit-code")),
+                (1, st(Inactive)),
+                (5, st(Active)),
+            ],
+            now: 12,
+            up: 2.0,
+            down: 0.0,
+            state: Active,
+            auto: 0,
+            manual: 0,
+            failures: &[],
+        },
+        Case {
+            name: "failure without restart",
+            events: vec![
+                (0, seen(Activating, "start", 0)),
+                (1, failed("timeout")),
+                (1, sub(Failed, "failed")),
+            ],
+            now: 3,
+            up: 0.0,
+            down: 3.0,
+            state: Failed,
+            auto: 0,
+            manual: 0,
+            failures: &[("timeout", 1)],
+        },
+    ];
+    for case in &cases {
+        run(case);
+    }
+}
