@@ -93,7 +93,10 @@ fn modules_import_each_other_in_one_direction() {
     let mut uses: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for file in source_files().into_iter().filter(|f| f.ends_with(".rs")) {
         let from = module_of(&file);
-        if matches!(from.as_str(), "lib" | "main") {
+        // Tests may join layers (the ledger's tests feed it the journal
+        // mapper's events); the direction is about the code they test.
+        let test_only = file.ends_with("/tests.rs") || file.contains("/tests/");
+        if matches!(from.as_str(), "lib" | "main") || test_only {
             continue;
         }
         let text = std::fs::read_to_string(root().join(&file)).expect("read");
