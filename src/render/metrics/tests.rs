@@ -8,11 +8,11 @@ use crate::snapshot::{Events, Stats};
 const S: Usec = 1_000_000;
 const T0: Usec = 1_700_000_000 * S;
 
-#[test]
-fn renders_every_family() {
+/// A ledger with `unit` seen running at T0 and failed with `result` at `failed_at`.
+fn failed_once(unit: &str, failed_at: Usec, result: &str) -> Ledger {
     let mut l = Ledger::new();
     l.apply(Event::new(
-        "aitbc-coordinator-api.service",
+        unit,
         T0,
         Transition::Seen {
             state: ActiveState::Active,
@@ -21,13 +21,19 @@ fn renders_every_family() {
         },
     ));
     l.apply(Event::new(
-        "aitbc-coordinator-api.service",
-        T0 + 2 * S,
+        unit,
+        failed_at,
         Transition::RunFailed {
-            result: "exit-code".into(),
+            result: result.into(),
             invocation: None,
         },
     ));
+    l
+}
+
+#[test]
+fn renders_every_family() {
+    let mut l = failed_once("aitbc-coordinator-api.service", T0 + 2 * S, "exit-code");
     l.apply(Event::new(
         "aitbc-coordinator-api.service",
         T0 + 2 * S,
@@ -149,24 +155,7 @@ fn readme_families() -> Vec<String> {
 
 #[test]
 fn readme_lists_every_family_exposed_and_no_other() {
-    let mut l = Ledger::new();
-    l.apply(Event::new(
-        "a.service",
-        T0,
-        Transition::Seen {
-            state: ActiveState::Active,
-            sub_state: "running".into(),
-            n_restarts: Some(0),
-        },
-    ));
-    l.apply(Event::new(
-        "a.service",
-        T0 + S,
-        Transition::RunFailed {
-            result: "signal".into(),
-            invocation: None,
-        },
-    ));
+    let l = failed_once("a.service", T0 + S, "signal");
     let text = render(
         &Snapshot {
             ledger: l,
