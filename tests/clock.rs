@@ -11,6 +11,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::series::up;
 use common::unitwatch::{temp_dir, Unitwatch};
 use common::wait_for;
 
@@ -75,10 +76,6 @@ fn total(uw: &Unitwatch, unit: &str) -> f64 {
         ))
         .expect("downtime series");
     up + down
-}
-
-fn up(unit: &str) -> String {
-    format!("service_up{{unit=\"{unit}\"}}")
 }
 
 #[test]

@@ -6,15 +6,12 @@ mod common;
 
 use std::time::Duration;
 
+use common::series::restarts;
 use common::unitwatch::{temp_dir, Unitwatch};
 use common::{wait_for, Sandbox};
 
 const STABLE: &str = "[Service]\nExecStart=/bin/sleep infinity\n";
 const WAIT: Duration = Duration::from_secs(15);
-
-fn restarts(unit: &str, trigger: &str) -> String {
-    format!("service_restart_count_total{{unit=\"{unit}\",trigger=\"{trigger}\"}}")
-}
 
 /// unitwatch's unique name on the sandbox's bus, from its log.
 fn bus_name(uw: &Unitwatch) -> String {

@@ -10,25 +10,13 @@ mod common;
 
 use std::time::Duration;
 
+use common::series::{auto, exit_code, manual, series};
 use common::unitwatch::{temp_dir, Place, Unitwatch};
 use common::{wait_for, Boot, Sandbox};
 
 const WAIT: Duration = Duration::from_secs(30);
 const WATCH: &str = "units = [\"aitbc-*.service\"]";
 const STABLE: &str = "[Service]\nExecStart=/bin/sleep infinity\n";
-
-fn series(family: &str, unit: &str, extra: &str) -> String {
-    format!("{family}{{unit=\"{unit}\"{extra}}}")
-}
-fn auto(unit: &str) -> String {
-    series("service_restart_count_total", unit, ",trigger=\"auto\"")
-}
-fn manual(unit: &str) -> String {
-    series("service_restart_count_total", unit, ",trigger=\"manual\"")
-}
-fn exit_code(unit: &str) -> String {
-    series("service_failures_total", unit, ",result=\"exit-code\"")
-}
 
 /// A unit that runs for `run` and fails, restarted by systemd after `wait`.
 fn crashing(run: &str, wait: &str) -> String {

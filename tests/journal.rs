@@ -7,25 +7,13 @@ mod common;
 
 use std::time::Duration;
 
+use common::series::{auto, exit_code, manual, series};
 use common::unitwatch::{temp_dir, Unitwatch};
 use common::{wait_for, Sandbox};
 
 const WAIT: Duration = Duration::from_secs(20);
 const STABLE: &str = "[Service]\nExecStart=/bin/sleep infinity\n";
 const WATCH: &str = "units = [\"aitbc-*.service\"]";
-
-fn series(family: &str, unit: &str, extra: &str) -> String {
-    format!("{family}{{unit=\"{unit}\"{extra}}}")
-}
-fn auto(unit: &str) -> String {
-    series("service_restart_count_total", unit, ",trigger=\"auto\"")
-}
-fn manual(unit: &str) -> String {
-    series("service_restart_count_total", unit, ",trigger=\"manual\"")
-}
-fn exit_code(unit: &str) -> String {
-    series("service_failures_total", unit, ",result=\"exit-code\"")
-}
 
 /// A unit that fails `n` times (exit 1, restarted by systemd after
 /// `restart_sec`) and then keeps running, so its NRestarts ends at `n`.

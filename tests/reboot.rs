@@ -10,6 +10,7 @@ mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use common::series::series;
 use common::unitwatch::{temp_dir, Place, Unitwatch};
 use common::{wait_for, Boot, Sandbox};
 
@@ -22,10 +23,6 @@ const STOPPING: &str = "de5b426a63be47a7b6ac3eaac82e2f6f";
 /// How far unitwatch's durations may be from the journal's times: D-Bus's
 /// timestamps and journald's differ by milliseconds, reads by a few more.
 const WITHIN: f64 = 0.3;
-
-fn series(family: &str, unit: &str, extra: &str) -> String {
-    format!("{family}{{unit=\"{unit}\"{extra}}}")
-}
 
 /// The units, installed afresh each boot (as on a host whose units start at
 /// boot); the crashing one fails twice in every boot, then runs.

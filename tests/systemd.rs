@@ -5,27 +5,12 @@ mod common;
 
 use std::time::Duration;
 
+use common::series::{downtime, failures, restarts, up, uptime};
 use common::unitwatch::Unitwatch;
 use common::{wait_for, Sandbox};
 
 const STABLE: &str = "[Service]\nExecStart=/bin/sleep infinity\n";
 const WAIT: Duration = Duration::from_secs(15);
-
-fn up(unit: &str) -> String {
-    format!("service_up{{unit=\"{unit}\"}}")
-}
-fn uptime(unit: &str) -> String {
-    format!("service_uptime_seconds_total{{unit=\"{unit}\"}}")
-}
-fn downtime(unit: &str) -> String {
-    format!("service_downtime_seconds_total{{unit=\"{unit}\"}}")
-}
-fn restarts(unit: &str, trigger: &str) -> String {
-    format!("service_restart_count_total{{unit=\"{unit}\",trigger=\"{trigger}\"}}")
-}
-fn failures(unit: &str, result: &str) -> String {
-    format!("service_failures_total{{unit=\"{unit}\",result=\"{result}\"}}")
-}
 
 fn n_restarts(sb: &Sandbox, unit: &str) -> f64 {
     sb.show(unit, "NRestarts")

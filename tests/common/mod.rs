@@ -5,12 +5,14 @@
 //! harnesses — the whole server in this process ([`inproc::Server`], any
 //! user) and a unitwatch process ([`unitwatch::Unitwatch`], for signals,
 //! exit codes, wrappers and the command line) — TLS material ([`tls`]) and
-//! the shipped files ([`shipped`]).
+//! the shipped files ([`shipped`]), and the names of a unit's series
+//! ([`series`]).
 
 #![allow(dead_code)]
 
 pub mod fleet;
 pub mod inproc;
+pub mod series;
 pub mod shipped;
 pub mod tls;
 pub mod unitwatch;
