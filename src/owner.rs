@@ -31,8 +31,6 @@ struct Live {
     ready: bool,
     /// Something to save changed since the last save.
     dirty: bool,
-    /// Something readers see changed since the last publish.
-    changed: bool,
     shutdown_reply: Option<oneshot::Sender<()>>,
 }
 
@@ -139,7 +137,6 @@ impl Owner {
 
     /// Takes one input; true when it is time to stop.
     fn handle(&mut self, input: Input, live: &mut Live) -> bool {
-        live.changed = true;
         match input {
             Input::Event { event, frame } => {
                 live.dirty = true;
@@ -267,9 +264,9 @@ impl Owner {
                     Err(_) => break,
                 }
             }
-            if std::mem::take(&mut live.changed) {
-                self.publish(&publisher, &live.stats);
-            }
+            // Every input changes what readers see (the ledger, or
+            // unitwatch's own numbers).
+            self.publish(&publisher, &live.stats);
             if stop {
                 break;
             }
