@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 use super::lane::Lane;
 use crate::health::Health;
 use crate::ledger::Usec;
-use crate::render::exposition::Format;
+use crate::render::exposition::{accepts, Format};
 use crate::render::metrics::{self, Families};
 use crate::render::{api, page};
 use crate::snapshot::{Snapshot, Snapshots};
@@ -88,12 +88,10 @@ fn takes_gzip(headers: &HeaderMap) -> bool {
         .get_all(header::ACCEPT_ENCODING)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|coding| {
-            let mut parts = coding.split(';').map(str::trim);
-            let name = parts.next().unwrap_or("");
-            let refused = parts.any(|p| p.replace(' ', "") == "q=0");
-            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
+        .any(|v| {
+            accepts(v, |coding| {
+                coding.eq_ignore_ascii_case("gzip") || coding == "*"
+            })
         })
 }
 
@@ -131,26 +129,24 @@ async fn scrape(State(app): State<AppState>, headers: HeaderMap) -> Response {
         }
     })
     .await;
-    match rendered {
-        Some((body, true)) => (
-            [
-                (header::CONTENT_TYPE, format.content_type()),
-                (header::CONTENT_ENCODING, "gzip"),
-                (header::VARY, "Accept, Accept-Encoding"),
-            ],
-            body,
-        )
-            .into_response(),
-        Some((body, false)) => (
-            [
-                (header::CONTENT_TYPE, format.content_type()),
-                (header::VARY, "Accept, Accept-Encoding"),
-            ],
-            body,
-        )
-            .into_response(),
-        None => unavailable(),
+    let Some((body, compressed)) = rendered else {
+        return unavailable();
+    };
+    let mut response = (
+        [
+            (header::CONTENT_TYPE, format.content_type()),
+            (header::VARY, "Accept, Accept-Encoding"),
+        ],
+        body,
+    )
+        .into_response();
+    if compressed {
+        response.headers_mut().insert(
+            header::CONTENT_ENCODING,
+            header::HeaderValue::from_static("gzip"),
+        );
     }
+    response
 }
 
 async fn healthz(State(app): State<AppState>) -> Response {

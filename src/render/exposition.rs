@@ -24,11 +24,8 @@ impl Format {
     /// OpenMetrics if `accept` asks for it, else the 0.0.4 text format.
     pub fn negotiate(accept: Option<&str>) -> Format {
         let wants_openmetrics = accept.is_some_and(|a| {
-            a.split(',').any(|range| {
-                let mut parts = range.split(';').map(str::trim);
-                let media = parts.next().unwrap_or("");
-                let refused = parts.any(|p| p.replace(' ', "") == "q=0");
-                media.eq_ignore_ascii_case("application/openmetrics-text") && !refused
+            accepts(a, |media| {
+                media.eq_ignore_ascii_case("application/openmetrics-text")
             })
         });
         if wants_openmetrics {
@@ -44,6 +41,18 @@ impl Format {
             Format::Text => "text/plain; version=0.0.4; charset=utf-8",
         }
     }
+}
+
+/// Whether the header list `value` (`Accept`, `Accept-Encoding`: items
+/// separated by commas, each with `;`-parameters) names an item `wanted`
+/// takes without refusing it with `q=0`.
+pub fn accepts(value: &str, wanted: impl Fn(&str) -> bool) -> bool {
+    value.split(',').any(|item| {
+        let mut parts = item.split(';').map(str::trim);
+        let name = parts.next().unwrap_or("");
+        let refused = parts.any(|p| p.replace(' ', "") == "q=0");
+        wanted(name) && !refused
+    })
 }
 
 /// What a family's samples mean.
