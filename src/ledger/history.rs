@@ -205,11 +205,6 @@ impl Changes {
         }
     }
 
-    /// The up total at point `p`'s time.
-    pub fn up_at_point(&self, p: &Point) -> u64 {
-        p.up
-    }
-
     /// The up total at `t` (at or after the fold).
     pub fn up_at(&self, t: Usec) -> u64 {
         self.up_after(self.after(t), t)

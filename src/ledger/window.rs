@@ -253,7 +253,7 @@ impl<'a> History<'a> {
                 .peekable();
             while let Some(p) = points.next() {
                 if p.at - bar.t >= width {
-                    bar.run_to(p.at, c.up_at_point(&p));
+                    bar.run_to(p.at, p.up);
                     bar.state = p.state;
                     continue;
                 }

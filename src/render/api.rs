@@ -176,13 +176,7 @@ pub fn unit_detail(ledger: &Ledger, name: &str, now: Usec) -> Option<UnitDetail>
     let v = ledger.unit(name, now)?;
     let mut history = vec![Change {
         at: seconds(v.history.begins()),
-        state: v
-            .history
-            .timeline(v.history.begins())
-            .first()
-            .map_or(v.state, |s| s.state)
-            .as_str()
-            .to_owned(),
+        state: v.history.first_state().as_str().to_owned(),
     }];
     history.extend(v.history.transitions().map(|(at, state)| Change {
         at: seconds(at),

@@ -107,8 +107,9 @@ fn row(out: &mut String, v: &UnitView<'_>, now: Usec) {
 
 /// The page as of `now`.
 pub fn render(ledger: &Ledger, now: Usec) -> String {
-    let total = ledger.len();
-    let up = ledger.view(now).filter(|v| v.up()).count();
+    let views: Vec<UnitView<'_>> = ledger.view(now).collect();
+    let total = views.len();
+    let up = views.iter().filter(|v| v.up()).count();
     let mut out = String::with_capacity(2048 + total * 1024);
     let _ = write!(
         out,
@@ -125,8 +126,8 @@ pub fn render(ledger: &Ledger, now: Usec) -> String {
          <th>24 h</th><th class=\"avail30\">30 d</th><th>Restarts 24 h</th>\
          <th class=\"timeline\">Last 24 hours</th></tr></thead>\n<tbody>\n",
     );
-    for v in ledger.view(now) {
-        row(&mut out, &v, now);
+    for v in &views {
+        row(&mut out, v, now);
     }
     if total == 0 {
         out.push_str("<tr><td colspan=\"7\">No units watched yet.</td></tr>\n");
