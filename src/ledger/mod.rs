@@ -201,53 +201,59 @@ impl Ledger {
     /// seen pending are forgotten and no unit is followed over D-Bus until it
     /// is seen again.
     pub fn restarted(&mut self) {
-        self.each_mut(|account| {
-            account.jobs.clear();
-            account.followed.clear();
-        });
+        self.each_mut(
+            |_| true,
+            |account| {
+                account.jobs.clear();
+                account.followed.clear();
+            },
+        );
     }
 
     /// The D-Bus connection was lost at `at`: no unit is followed from then
     /// until it is seen again.
     pub fn dbus_lost(&mut self, at: Usec) {
         // Jobs whose end was not heard can never be matched now.
-        self.each_mut(|account| {
-            account.unfollow(at);
-            account.jobs.clear();
-        });
+        self.each_mut(
+            |_| true,
+            |account| {
+                account.unfollow(at);
+                account.jobs.clear();
+            },
+        );
     }
 
     /// The host went down at `at` (the last journal record of a boot): units
     /// up then are down from `at` on, until records of the next boot say
     /// otherwise.
     pub fn host_down(&mut self, at: Usec) {
-        let up: Vec<Arc<str>> = self
-            .units
-            .iter()
-            .filter(|(_, a)| a.state().is_up() && at > a.last_change())
-            .map(|(name, _)| name.clone())
-            .collect();
-        for name in up {
-            if let Some(account) = self.units.get_mut(&name) {
-                let account = Arc::make_mut(account);
+        self.each_mut(
+            |a| a.state().is_up() && at > a.last_change(),
+            |account| {
                 account.unfollow(at);
                 account.jobs.clear();
                 account.record_state(at, ActiveState::Inactive);
                 account.sub_state = "dead".into();
-            }
-        }
+            },
+        );
     }
 
     /// The wall clock was set by `delta` µs: moves every recorded time by
     /// the same amount, so durations stay as measured and timestamps read
     /// in the new wall clock.
     pub fn shift(&mut self, delta: i64) {
-        self.each_mut(|account| account.shift(delta));
+        self.each_mut(|_| true, |account| account.shift(delta));
     }
 
-    /// Runs `f` on every account (copying those a snapshot still shares).
-    fn each_mut(&mut self, mut f: impl FnMut(&mut Account)) {
-        let names: Vec<Arc<str>> = self.units.keys().cloned().collect();
+    /// Runs `f` on every account for which `only` holds (copying those a
+    /// snapshot still shares; the others stay shared).
+    fn each_mut(&mut self, only: impl Fn(&Account) -> bool, mut f: impl FnMut(&mut Account)) {
+        let names: Vec<Arc<str>> = self
+            .units
+            .iter()
+            .filter(|(_, a)| only(a))
+            .map(|(name, _)| name.clone())
+            .collect();
         for name in names {
             if let Some(account) = self.units.get_mut(&name) {
                 f(Arc::make_mut(account));
