@@ -87,10 +87,4 @@ impl Snapshots {
     pub fn latest(&self) -> Arc<Snapshot> {
         Arc::clone(&self.0.borrow())
     }
-
-    /// Waits until a snapshot newer than the last one this handle saw is
-    /// published; false once the owner is gone.
-    pub async fn changed(&mut self) -> bool {
-        self.0.changed().await.is_ok()
-    }
 }
