@@ -18,7 +18,7 @@ pub use self::error::Error;
 pub use self::value::parse_duration;
 use self::value::{HumanDuration, ListenAddress, NonEmptyPath, UnitCount, Units};
 use crate::render::metrics::Families;
-use crate::select::{Glob, Selector};
+use crate::select::{Glob, Kinds, Selector};
 /// Where the configuration is read from unless `--config` says otherwise.
 pub const DEFAULT_PATH: &str = "/etc/unitwatch/config.toml";
 /// The port registered for unitwatch's default listen address.
@@ -37,6 +37,8 @@ pub struct Config {
     pub watch: Selector,
     /// `watch.max_units`
     pub max_units: usize,
+    /// `watch.jobs` and `watch.services`
+    pub kinds: Kinds,
     /// `state.dir`
     pub state_dir: PathBuf,
     /// `journal.backfill`: how far back to read the journal on a first start.
@@ -117,6 +119,10 @@ struct RawWatch {
     #[serde(default)]
     exclude: Vec<Glob>,
     max_units: Option<UnitCount>,
+    #[serde(default)]
+    jobs: Vec<Glob>,
+    #[serde(default)]
+    services: Vec<Glob>,
 }
 
 #[derive(Deserialize, Default)]
@@ -161,6 +167,7 @@ impl Config {
             max_units: watch
                 .max_units
                 .map_or(crate::ledger::DEFAULT_MAX_UNITS, |n| n.0),
+            kinds: Kinds::new(watch.jobs, watch.services),
             state_dir: raw
                 .state
                 .dir

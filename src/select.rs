@@ -3,6 +3,8 @@
 
 use glob::Pattern;
 
+use crate::ledger::Kind;
+
 /// A glob pattern over unit names, checked when made (or read from the
 /// configuration: a bad one is an error at its place in the file).
 #[derive(Debug, Clone)]
@@ -114,5 +116,34 @@ mod tests {
         assert!(s.include("a[.service").is_err());
         assert!(s.include("").is_err());
         assert!(s.exclude("***").is_err());
+    }
+}
+
+/// `[watch] jobs` and `[watch] services`: units accounted as jobs, or as
+/// services, whatever their properties say.
+#[derive(Debug, Clone, Default)]
+pub struct Kinds {
+    jobs: Vec<Pattern>,
+    services: Vec<Pattern>,
+}
+
+impl Kinds {
+    pub fn new(jobs: Vec<Glob>, services: Vec<Glob>) -> Kinds {
+        Kinds {
+            jobs: jobs.into_iter().map(|g| g.0).collect(),
+            services: services.into_iter().map(|g| g.0).collect(),
+        }
+    }
+
+    /// The kind of `unit`, whose properties make it a job if `is_job`:
+    /// `jobs` first, then `services`, then the properties.
+    pub fn kind(&self, unit: &str, is_job: bool) -> Kind {
+        if self.jobs.iter().any(|p| p.matches(unit)) {
+            Kind::Job
+        } else if self.services.iter().any(|p| p.matches(unit)) || !is_job {
+            Kind::Service
+        } else {
+            Kind::Job
+        }
     }
 }

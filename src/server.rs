@@ -158,6 +158,7 @@ pub async fn run(
         Box::new(DbusSource::new(
             bus,
             config.watch.clone(),
+            config.kinds.clone(),
             inputs.clone(),
             health,
         )),

@@ -8,8 +8,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::chunked::Chunked;
 use super::history::{Changes, Fold, Point};
 use super::restarts::{PendingJob, Recent, RestartCounter, RestartLog, Restarts, Unmatched};
+use super::runs::{Runs, Timer};
 use super::{
-    moved, seconds, ActiveState, History, Origin, Outcome, Transition, Trigger, UnitView, Usec,
+    moved, seconds, ActiveState, History, Kind, Origin, Outcome, Transition, Trigger, UnitView,
+    Usec,
 };
 
 /// Accounting of one unit.
@@ -45,6 +47,12 @@ pub(super) struct Account {
     /// Spans D-Bus followed the unit: from `Seen` until the connection was
     /// lost. Saved and forgotten like `jobs`.
     pub followed: Vec<(Usec, Option<Usec>)>,
+    /// What the unit is, once D-Bus (or `[watch]`) said; a service until then.
+    pub kind: Option<Kind>,
+    /// Its runs. Kept in full for jobs; a known service keeps only totals.
+    pub runs: Runs,
+    /// The timer that triggers it.
+    pub timer: Option<Timer>,
 }
 
 impl Account {
@@ -70,6 +78,9 @@ impl Account {
             jobs: HashMap::new(),
             loaded: true,
             followed: Vec::new(),
+            kind: None,
+            runs: Runs::default(),
+            timer: None,
         }
     }
 }
@@ -112,6 +123,10 @@ impl Account {
         for (from, to) in &mut self.followed {
             *from = moved(*from, delta);
             *to = to.map(|t| moved(t, delta));
+        }
+        self.runs.shift(delta);
+        if let Some(t) = &mut self.timer {
+            t.shift(delta);
         }
     }
 
@@ -297,6 +312,42 @@ impl Account {
                 n_restarts,
             } if at >= self.seen_at => self.count_scheduled_restart(at, invocation, n_restarts),
             Transition::Restart { .. } => Outcome::Quiet,
+            Transition::RunStarted { invocation } => {
+                if origin == Origin::Journal && self.followed_at(at) {
+                    return Outcome::Quiet;
+                }
+                self.runs.started(at, invocation.as_deref());
+                Outcome::Quiet
+            }
+            Transition::RunEnded { result, invocation } => {
+                let counted = at >= self.seen_at;
+                self.runs.ended(at, &result, invocation.as_deref(), counted);
+                if self.kind == Some(Kind::Service) {
+                    // A service's runs are its restarts and failures, already
+                    // counted; keeping each one would only cost memory.
+                    self.runs.log = Default::default();
+                }
+                Outcome::Quiet
+            }
+            Transition::Kind { kind } => {
+                self.kind = Some(kind);
+                if kind == Kind::Service {
+                    self.runs.log = Default::default();
+                }
+                Outcome::Quiet
+            }
+            Transition::Timer {
+                timer,
+                last_trigger,
+                next_elapse,
+            } => {
+                self.timer = (!timer.is_empty()).then_some(Timer {
+                    name: timer,
+                    last_trigger,
+                    next_elapse,
+                });
+                Outcome::Quiet
+            }
         }
     }
 }
@@ -325,6 +376,9 @@ impl Account {
                 restarts: &self.restart_log,
                 now,
             },
+            kind: self.kind.unwrap_or_default(),
+            runs: &self.runs,
+            timer: self.timer.as_ref(),
         }
     }
 }
@@ -355,6 +409,16 @@ struct Out<'a> {
     jobs: &'a HashMap<u32, PendingJob>,
     loaded: bool,
     followed: &'a [(Usec, Option<Usec>)],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<Kind>,
+    #[serde(skip_serializing_if = "is_default")]
+    runs: &'a Runs,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timer: &'a Option<Timer>,
+}
+
+fn is_default(runs: &&Runs) -> bool {
+    **runs == Runs::default()
 }
 
 struct PointsOut<'a>(&'a Chunked<Point>);
@@ -390,6 +454,9 @@ impl Serialize for Account {
             jobs: &self.jobs,
             loaded: self.loaded,
             followed: &self.followed,
+            kind: self.kind,
+            runs: &self.runs,
+            timer: &self.timer,
         }
         .serialize(s)
     }
@@ -425,6 +492,12 @@ struct In {
     loaded: bool,
     #[serde(default)]
     followed: Vec<(Usec, Option<Usec>)>,
+    #[serde(default)]
+    kind: Option<Kind>,
+    #[serde(default)]
+    runs: Runs,
+    #[serde(default)]
+    timer: Option<Timer>,
 }
 
 impl<'de> Deserialize<'de> for Account {
@@ -454,6 +527,9 @@ impl<'de> Deserialize<'de> for Account {
             jobs: a.jobs,
             loaded: a.loaded,
             followed: a.followed,
+            kind: a.kind,
+            runs: a.runs,
+            timer: a.timer,
         })
     }
 }

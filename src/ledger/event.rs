@@ -52,6 +52,25 @@ impl ActiveState {
     }
 }
 
+/// What a unit is accounted as: a service, up or down all the time, or a
+/// job, which runs now and then and between runs is not down.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    #[default]
+    Service,
+    Job,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Service => "service",
+            Kind::Job => "job",
+        }
+    }
+}
+
 /// What set a restart off.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -138,6 +157,24 @@ pub enum Transition {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         n_restarts: Option<u32>,
     },
+    /// A run (`invocation`) began: systemd's `InactiveExitTimestamp` of it,
+    /// or the journal's "Starting…".
+    RunStarted { invocation: Option<String> },
+    /// A run ended, with systemd's `Result` (`success`, `exit-code`, ...).
+    RunEnded {
+        result: String,
+        invocation: Option<String>,
+    },
+    /// What the unit is accounted as, from its properties (`Type`,
+    /// `RemainAfterExit`, `TriggeredBy`) and `[watch] jobs`/`services`.
+    Kind { kind: Kind },
+    /// The timer that triggers the unit, as D-Bus reports it; its
+    /// `last_trigger` and `next_elapse` are 0 when there is none.
+    Timer {
+        timer: String,
+        last_trigger: Usec,
+        next_elapse: Usec,
+    },
 }
 
 impl Transition {
@@ -153,6 +190,11 @@ impl Transition {
                 ..
             } => Some(ActiveState::Activating),
             Transition::Restart { .. } => Some(ActiveState::Deactivating),
+            Transition::RunStarted { .. } => Some(ActiveState::Activating),
+            Transition::RunEnded { result, .. } if result == "success" => {
+                Some(ActiveState::Inactive)
+            }
+            Transition::RunEnded { .. } => Some(ActiveState::Failed),
             _ => None,
         }
     }

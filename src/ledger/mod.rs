@@ -54,6 +54,11 @@
 //!   counts nothing ([`restarts::Unmatched`]); failures and manual restarts
 //!   are matched by the `InvocationID` of the run they ended (a user
 //!   manager's journal calls it `USER_INVOCATION_ID`).
+//! - A job ([`Kind::Job`]: a oneshot without `RemainAfterExit=yes`, or a
+//!   unit a timer triggers) is also accounted by its runs ([`runs`]): one
+//!   per `InvocationID`, from its start to its end, with systemd's
+//!   `Result`. Runs that ended before accounting began set the last run but
+//!   are not counted; a run both sources report is counted once.
 //! - A reboot: for units up at the last journal record of a boot, the time
 //!   until the next boot's records is downtime ([`Ledger::host_down`]).
 
@@ -67,11 +72,12 @@ mod chunked;
 mod event;
 mod history;
 mod restarts;
+pub mod runs;
 mod view;
 pub mod window;
 
 use account::Account;
-pub use event::{ActiveState, Event, Op, Origin, Outcome, Transition, Trigger};
+pub use event::{ActiveState, Event, Kind, Op, Origin, Outcome, Transition, Trigger};
 pub use restarts::Restarts;
 pub use view::UnitView;
 pub use window::History;
@@ -234,6 +240,7 @@ impl Ledger {
                 account.jobs.clear();
                 account.record_state(at, ActiveState::Inactive);
                 account.sub_state = "dead".into();
+                account.runs.lost();
             },
         );
     }

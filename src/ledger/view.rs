@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use super::{ActiveState, History};
+use super::runs::{Runs, Timer};
+use super::{ActiveState, History, Kind};
 
 /// A read-only view of one unit's accounting at some `now`.
 #[derive(Clone, Debug, PartialEq)]
@@ -23,10 +24,24 @@ pub struct UnitView<'a> {
     pub last_failure: Option<(f64, &'a str)>,
     /// The unit's kept history, for reads over windows.
     pub history: History<'a>,
+    pub kind: Kind,
+    /// Its runs (a job's; a service's totals only).
+    pub runs: &'a Runs,
+    /// The timer that triggers it, if any.
+    pub timer: Option<&'a Timer>,
 }
 
 impl UnitView<'_> {
     pub fn up(&self) -> bool {
         self.state.is_up()
+    }
+
+    pub fn is_job(&self) -> bool {
+        self.kind == Kind::Job
+    }
+
+    /// A job's run is in progress: it is neither inactive nor failed.
+    pub fn running(&self) -> bool {
+        !matches!(self.state, ActiveState::Inactive | ActiveState::Failed)
     }
 }

@@ -21,20 +21,22 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use zbus::message::Sequence;
-use zbus::zvariant::{OwnedObjectPath, OwnedValue};
+use zbus::zvariant::OwnedObjectPath;
 use zbus::{Connection, Message};
 
 use crate::clock;
 use crate::health::Health;
-use crate::ledger::{Event, Transition};
+use crate::ledger::{Event, Kind, Transition, Usec};
 use crate::message::Input;
-use crate::select::Selector;
+use crate::select::{Kinds, Selector};
 use crate::shutdown::Shutdown;
-use crate::source::properties::{UnitProperties, Value};
-use crate::source::signal::{self, to_value, Signal, Throttle, MANAGER, PROPERTIES, SERVICE, UNIT};
-use crate::source::signal_queue::{self, Queued, SYSTEMD};
-
-const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
+use crate::source::properties::UnitProperties;
+use crate::source::read::{
+    call, merge, read_timer, read_unit, switched_off, ReadUnit, MANAGER_PATH, READ_AHEAD,
+};
+use crate::source::signal::{self, Signal, Throttle, MANAGER, TIMER};
+use crate::source::signal_queue::{self, Queued};
+use crate::source::timers::Timers;
 
 /// One entry of `ListUnitsByPatterns`: name, description, load state,
 /// active state, sub state, following, object path, job id, job type, job path.
@@ -78,6 +80,11 @@ pub enum DbusError {
 pub struct DbusSource {
     bus: Bus,
     selector: Selector,
+    kinds: Kinds,
+    /// The kind last told the ledger, by unit.
+    kind_of: HashMap<String, Kind>,
+    /// The timers that trigger watched jobs.
+    timers: Timers,
     events: mpsc::Sender<Input>,
     health: Health,
     /// Last known properties of every watched unit, by unit name; kept across
@@ -107,10 +114,19 @@ impl super::Source for DbusSource {
 }
 
 impl DbusSource {
-    pub fn new(bus: Bus, selector: Selector, events: mpsc::Sender<Input>, health: Health) -> Self {
+    pub fn new(
+        bus: Bus,
+        selector: Selector,
+        kinds: Kinds,
+        events: mpsc::Sender<Input>,
+        health: Health,
+    ) -> Self {
         DbusSource {
             bus,
             selector,
+            kinds,
+            kind_of: HashMap::new(),
+            timers: Timers::default(),
             events,
             health,
             units: HashMap::new(),
@@ -284,7 +300,7 @@ impl DbusSource {
             .collect()
             .await;
         for (name, path, read) in reads {
-            self.take_in(name, path, read?).await?;
+            self.take_in(conn, name, path, read?).await?;
         }
         Ok(self.paths.len())
     }
@@ -297,12 +313,13 @@ impl DbusSource {
         path: OwnedObjectPath,
     ) -> Result<(), DbusError> {
         let read = read_unit(conn, &name, &path).await?;
-        self.take_in(name, path, read).await
+        self.take_in(conn, name, path, read).await
     }
 
     /// Applies what [`read_unit`] found.
     async fn take_in(
         &mut self,
+        conn: &Connection,
         name: String,
         path: OwnedObjectPath,
         read: Option<ReadUnit>,
@@ -342,9 +359,59 @@ impl DbusSource {
             }
             _ => props.seen(&name, now),
         };
+        let mut events = events;
+        events.extend(self.classify(conn, &name, &props, now, frame).await?);
         self.paths.insert(path, name.clone());
         self.units.insert(name, props);
         self.send(events, frame).await
+    }
+
+    /// The events that tell the ledger what `name` is (when that changed)
+    /// and, for a job a timer triggers, about the timer, which is followed
+    /// from then on.
+    async fn classify(
+        &mut self,
+        conn: &Connection,
+        name: &str,
+        props: &UnitProperties,
+        now: Usec,
+        frame: i64,
+    ) -> Result<Vec<Event>, DbusError> {
+        let mut events = Vec::new();
+        let kind = self.kinds.kind(name, props.is_job());
+        if self.kind_of.insert(name.to_owned(), kind) != Some(kind) {
+            events.push(Event::new(name, now, Transition::Kind { kind }));
+        }
+        let timer = props.timer().filter(|_| kind == Kind::Job);
+        let before = self.timers.timer_of(name).map(str::to_owned);
+        if before.as_deref() != timer {
+            if let Some(old) = &before {
+                self.timers.drop_job(old, name);
+            }
+            if timer.is_none() {
+                events.push(Event::new(
+                    name,
+                    now,
+                    Transition::Timer {
+                        timer: String::new(),
+                        last_trigger: 0,
+                        next_elapse: 0,
+                    },
+                ));
+            }
+        }
+        if let Some(timer) = timer {
+            match self.timers.add_job(timer, name) {
+                Some(p) => events.push(p.event(name, timer, now, frame)),
+                None => {
+                    if let Some((path, p)) = read_timer(conn, timer).await? {
+                        events.push(p.event(name, timer, now, frame));
+                        self.timers.follow(timer, path, name, p);
+                    }
+                }
+            }
+        }
+        Ok(events)
     }
 
     async fn snapshot_done(&self, units: usize) -> Result<(), DbusError> {
@@ -371,7 +438,9 @@ impl DbusSource {
     /// Acts on one of systemd's signals; one that cannot be read is logged
     /// and skipped.
     async fn handle(&mut self, conn: &Connection, msg: &Message) -> Result<(), DbusError> {
-        let signal = match signal::decode(msg, |path| self.paths.contains_key(path)) {
+        let signal = match signal::decode(msg, |path| {
+            self.paths.contains_key(path) || self.timers.contains(path)
+        }) {
             Ok(Some(signal)) => signal,
             Ok(None) => return Ok(()),
             Err(e) => {
@@ -385,6 +454,11 @@ impl DbusSource {
                 interface,
                 changed,
             } => {
+                if interface == TIMER {
+                    let (now, frame) = clock::now_in_frame();
+                    let events = self.timers.changed(&path, &changed, now, frame);
+                    return self.send(events, frame).await;
+                }
                 let Some(name) = self.paths.get(&path).cloned() else {
                     return Ok(());
                 };
@@ -402,8 +476,14 @@ impl DbusSource {
                 if after == *before {
                     return Ok(());
                 }
-                let events = after.changes_since(before, &name, now);
-                *before = after;
+                let mut events = after.changes_since(before, &name, now);
+                let kind_may_change = after.service_type != before.service_type
+                    || after.remain_after_exit != before.remain_after_exit
+                    || after.triggered_by != before.triggered_by;
+                *before = after.clone();
+                if kind_may_change {
+                    events.extend(self.classify(conn, &name, &after, now, frame).await?);
+                }
                 self.send(events, frame).await
             }
             Signal::UnitNew { name, path } => {
@@ -483,103 +563,3 @@ impl DbusSource {
     }
 }
 
-/// Whether a unit's `LoadState` rules it out: a masked unit was switched
-/// off on purpose, a not-found one does not exist; neither is a service that
-/// is down.
-fn switched_off(load_state: &str) -> bool {
-    matches!(load_state, "masked" | "not-found")
-}
-
-/// How many units the snapshot reads at once.
-const READ_AHEAD: usize = 32;
-
-/// A unit's properties as read at `now`, and the receive positions of the replies.
-struct ReadUnit {
-    now: crate::ledger::Usec,
-    /// The clock frame `now` and the timestamps are in.
-    frame: i64,
-    props: UnitProperties,
-    read_at: Vec<(&'static str, Sequence)>,
-}
-
-/// Reads a unit's properties; `None` if it cannot be read, is masked or does not exist.
-async fn read_unit(
-    conn: &Connection,
-    name: &str,
-    path: &OwnedObjectPath,
-) -> Result<Option<ReadUnit>, DbusError> {
-    let (now, frame) = clock::now_in_frame();
-    let mut props = UnitProperties::default();
-    let mut read_at = Vec::new();
-    let mut interfaces = vec![UNIT];
-    if name.ends_with(".service") {
-        interfaces.push(SERVICE);
-    }
-    for interface in interfaces {
-        if interface == SERVICE {
-            // The Service interface has some 200 properties; two are needed.
-            for property in ["NRestarts", "Result"] {
-                match call(conn, path.as_str(), PROPERTIES, "Get", &(SERVICE, property)).await {
-                    Ok(reply) => {
-                        read_at.push((SERVICE, reply.recv_position()));
-                        let v: OwnedValue = reply.body().deserialize()?;
-                        if let Some(v) = to_value(&v) {
-                            props.set(property, v);
-                        }
-                    }
-                    Err(e) => {
-                        tracing::debug!(unit = %name, error = %e, "cannot read unit properties");
-                        return Ok(None);
-                    }
-                }
-            }
-            continue;
-        }
-        let all: HashMap<String, OwnedValue> =
-            match call(conn, path.as_str(), PROPERTIES, "GetAll", &(interface,)).await {
-                Ok(reply) => {
-                    read_at.push((interface, reply.recv_position()));
-                    reply.body().deserialize()?
-                }
-                Err(e) => {
-                    tracing::debug!(unit = %name, error = %e, "cannot read unit properties");
-                    return Ok(None);
-                }
-            };
-        if let Some(Value::Str(load)) = all.get("LoadState").and_then(to_value) {
-            if switched_off(&load) {
-                return Ok(None);
-            }
-        }
-        merge(&mut props, &all, frame);
-    }
-    Ok(Some(ReadUnit {
-        now,
-        frame,
-        props,
-        read_at,
-    }))
-}
-
-fn merge(props: &mut UnitProperties, values: &HashMap<String, OwnedValue>, frame: i64) {
-    for name in UnitProperties::NAMES {
-        if let Some(v) = values.get(name).and_then(to_value) {
-            props.set(name, v);
-        }
-    }
-    props.rebase(frame);
-}
-
-async fn call<B>(
-    conn: &Connection,
-    path: &str,
-    interface: &str,
-    method: &str,
-    body: &B,
-) -> zbus::Result<Message>
-where
-    B: serde::Serialize + zbus::zvariant::DynamicType,
-{
-    conn.call_method(Some(SYSTEMD), path, Some(interface), method, body)
-        .await
-}

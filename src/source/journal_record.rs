@@ -9,14 +9,14 @@
 //!
 //! | MESSAGE_ID | record | event |
 //! |---|---|---|
-//! | `7d4958e8…` | Starting… | `activating` |
+//! | `7d4958e8…` | Starting… | `activating`; a run (`INVOCATION_ID`) began |
 //! | `39f53479…` | Started / Finished | `active` (not after a oneshot's "Deactivated successfully") |
 //! | `de5b426a…` | Stopping… | `deactivating` |
 //! | `9d1aaa27…` | Stopped | `inactive`; with `JOB_TYPE=restart` a manual restart if the same job (`JOB_ID`) logged "Stopping…" while the unit was up |
 //! | `d34d037f…` / `7b05ebc6…` | Reloading… / Reloaded | `reloading` / `active` |
 //! | `5eb03494…` | Scheduled restart job | one automatic restart (with `N_RESTARTS`), `activating` |
-//! | `d9b373ed…` | Failed with result … | a failure by `UNIT_RESULT`, `failed` |
-//! | `7ad2d189…` | Deactivated successfully | `inactive` |
+//! | `d9b373ed…` | Failed with result … | a failure by `UNIT_RESULT`, `failed`; the run ended so |
+//! | `7ad2d189…` | Deactivated successfully | `inactive`; the run ended with `success` |
 //!
 //! A restart job (`systemctl restart`, `try-restart`, `reload-or-restart`
 //! of a unit that cannot reload) is a stop and then a start. systemd logs
@@ -168,7 +168,13 @@ impl Mapper {
             )
         };
         let (events, up) = match id.as_str() {
-            STARTING => (vec![state(ActiveState::Activating)], false),
+            STARTING => (
+                vec![
+                    state(ActiveState::Activating),
+                    Event::logged(unit, at, Transition::RunStarted { invocation }),
+                ],
+                false,
+            ),
             STARTED => {
                 // A oneshot logs "Deactivated successfully" before "Finished".
                 let finished_oneshot = matches!(&previous,
@@ -226,13 +232,34 @@ impl Mapper {
                     .unwrap_or_else(|| "unknown".into());
                 (
                     vec![
-                        Event::logged(unit, at, Transition::RunFailed { result, invocation }),
+                        Event::logged(
+                            unit,
+                            at,
+                            Transition::RunFailed {
+                                result: result.clone(),
+                                invocation: invocation.clone(),
+                            },
+                        ),
                         state(ActiveState::Failed),
+                        Event::logged(unit, at, Transition::RunEnded { result, invocation }),
                     ],
                     false,
                 )
             }
-            SUCCESS => (vec![state(ActiveState::Inactive)], false),
+            SUCCESS => (
+                vec![
+                    state(ActiveState::Inactive),
+                    Event::logged(
+                        unit,
+                        at,
+                        Transition::RunEnded {
+                            result: "success".into(),
+                            invocation,
+                        },
+                    ),
+                ],
+                false,
+            ),
             _ => return Vec::new(),
         };
         seen.up = Some(up);
@@ -289,6 +316,8 @@ mod tests {
                         ..
                     } => format!("restart={}/{n}", trigger.as_str()),
                     Transition::Restart { trigger, .. } => format!("restart={}", trigger.as_str()),
+                    Transition::RunStarted { .. } => continue,
+                    Transition::RunEnded { result, .. } => format!("ended={result}"),
                     other => panic!("unexpected {other:?}"),
                 };
                 seen.push((e.unit, what));
@@ -306,18 +335,21 @@ mod tests {
                 "active",
                 "failed=exit-code",
                 "failed",
+                "ended=exit-code",
                 "restart=auto/1",
                 "activating",
                 "inactive",
                 "active",
                 "failed=exit-code",
                 "failed",
+                "ended=exit-code",
                 "restart=auto/2",
                 "activating",
                 "inactive",
                 "active",
                 "deactivating",
                 "inactive",
+                "ended=success",
                 "inactive",
             ]
         );
@@ -327,6 +359,7 @@ mod tests {
                 "active",
                 "deactivating",
                 "inactive",
+                "ended=success",
                 "inactive",
                 "restart=manual",
                 "active",
@@ -334,13 +367,17 @@ mod tests {
                 "active",
                 "deactivating",
                 "inactive",
+                "ended=success",
                 "inactive",
             ]
         );
-        assert_eq!(of("aitbc-oneshot.service"), ["activating", "inactive"]);
+        assert_eq!(
+            of("aitbc-oneshot.service"),
+            ["activating", "inactive", "ended=success"]
+        );
         assert_eq!(
             of("aitbc-segv.service"),
-            ["active", "failed=exit-code", "failed"]
+            ["active", "failed=exit-code", "failed", "ended=exit-code"]
         );
     }
 

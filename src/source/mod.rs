@@ -10,8 +10,10 @@ pub mod dbus;
 pub mod journal;
 pub mod journal_record;
 pub mod properties;
+mod read;
 pub mod signal;
 pub mod signal_queue;
+pub mod timers;
 
 use std::future::Future;
 use std::pin::Pin;

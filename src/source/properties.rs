@@ -34,6 +34,12 @@ pub struct UnitProperties {
     /// The five timestamps above on the monotonic clock (`...Monotonic`),
     /// in the same order as [`UnitProperties::TIMESTAMPS`]; 0 if unknown.
     pub monotonic: [Usec; 5],
+    /// `Type` (services only): `simple`, `oneshot`, ...
+    pub service_type: Option<String>,
+    /// `RemainAfterExit` (services only).
+    pub remain_after_exit: Option<bool>,
+    /// `TriggeredBy`: the units (timers, paths, sockets) that start this one.
+    pub triggered_by: Vec<String>,
 }
 
 /// A property value as read off the bus.
@@ -42,7 +48,9 @@ pub enum Value {
     Str(String),
     U64(u64),
     U32(u32),
+    Bool(bool),
     Bytes(Vec<u8>),
+    Strs(Vec<String>),
 }
 
 impl UnitProperties {
@@ -65,6 +73,9 @@ impl UnitProperties {
                 }
             }
             ("NRestarts", Value::U32(n)) => self.n_restarts = Some(n),
+            ("Type", Value::Str(s)) => self.service_type = Some(s),
+            ("RemainAfterExit", Value::Bool(b)) => self.remain_after_exit = Some(b),
+            ("TriggeredBy", Value::Strs(units)) => self.triggered_by = units,
             ("Result", Value::Str(s)) => self.result = Some(s),
             ("InvocationID", Value::Bytes(b)) => {
                 self.invocation_id = Some(
@@ -79,7 +90,7 @@ impl UnitProperties {
     }
 
     /// Names of the properties [`UnitProperties::set`] takes in.
-    pub const NAMES: [&'static str; 15] = [
+    pub const NAMES: [&'static str; 18] = [
         "ActiveState",
         "SubState",
         "StateChangeTimestamp",
@@ -95,7 +106,30 @@ impl UnitProperties {
         "NRestarts",
         "Result",
         "InvocationID",
+        "Type",
+        "RemainAfterExit",
+        "TriggeredBy",
     ];
+
+    /// The properties of the `Service` interface read (its `GetAll` returns
+    /// some 200).
+    pub const SERVICE: [&'static str; 4] = ["NRestarts", "Result", "Type", "RemainAfterExit"];
+
+    /// Whether its properties make the unit a job: a oneshot that does not
+    /// remain active after it exits, or a unit a timer triggers.
+    pub fn is_job(&self) -> bool {
+        let oneshot =
+            self.service_type.as_deref() == Some("oneshot") && self.remain_after_exit != Some(true);
+        oneshot || self.timer().is_some()
+    }
+
+    /// The timer that triggers the unit, if one does.
+    pub fn timer(&self) -> Option<&str> {
+        self.triggered_by
+            .iter()
+            .map(String::as_str)
+            .find(|u| u.ends_with(".timer"))
+    }
 
     /// The timestamps, each also sent as `<name>Monotonic`.
     pub const TIMESTAMPS: [&'static str; 5] = [
@@ -199,11 +233,31 @@ impl UnitProperties {
                 },
             ));
         }
+        // A new invocation: a run began as the unit left inactive or failed.
+        if self.invocation_id.is_some()
+            && self.invocation_id != before.invocation_id
+            && self.inactive_exit != 0
+        {
+            events.push(Event::new(
+                unit,
+                self.inactive_exit,
+                Transition::RunStarted {
+                    invocation: self.invocation_id.clone(),
+                },
+            ));
+        }
         // A run ended badly: failed, or waiting to be restarted, with a Result
         // other than success. Re-sent on every update while it holds; the
-        // ledger counts one per end-of-run timestamp.
+        // ledger counts one per invocation (or end-of-run timestamp).
         let ended =
             state == ActiveState::Failed || self.sub_state.as_deref() == Some("auto-restart");
+        // The run ended as the unit entered inactive or failed (systemd
+        // passes through failed on its way to auto-restart).
+        let end = if self.inactive_enter != 0 {
+            self.inactive_enter
+        } else {
+            self.state_change
+        };
         if let (true, Some(result)) = (ended, &self.result) {
             if result != "success" && self.state_change != 0 {
                 events.push(Event::new(
@@ -214,7 +268,29 @@ impl UnitProperties {
                         invocation: self.invocation_id.clone(),
                     },
                 ));
+                events.push(Event::new(
+                    unit,
+                    end,
+                    Transition::RunEnded {
+                        result: result.clone(),
+                        invocation: self.invocation_id.clone(),
+                    },
+                ));
             }
+        }
+        if state == ActiveState::Inactive
+            && self.result.as_deref() == Some("success")
+            && self.inactive_enter != 0
+            && self.inactive_enter >= self.inactive_exit
+        {
+            events.push(Event::new(
+                unit,
+                self.inactive_enter,
+                Transition::RunEnded {
+                    result: "success".into(),
+                    invocation: self.invocation_id.clone(),
+                },
+            ));
         }
         if let Some(n) = self.n_restarts {
             if before.n_restarts != Some(n) {

@@ -18,12 +18,13 @@ use zbus::Message;
 pub const MANAGER: &str = "org.freedesktop.systemd1.Manager";
 pub const UNIT: &str = "org.freedesktop.systemd1.Unit";
 pub const SERVICE: &str = "org.freedesktop.systemd1.Service";
+pub const TIMER: &str = "org.freedesktop.systemd1.Timer";
 pub const PROPERTIES: &str = "org.freedesktop.DBus.Properties";
 
 /// A signal of systemd's that unitwatch acts on.
 #[derive(Debug)]
 pub enum Signal {
-    /// `PropertiesChanged` of the `Unit` or `Service` interface of the
+    /// `PropertiesChanged` of the `Unit`, `Service` or `Timer` interface of the
     /// object at `path`.
     Properties {
         path: OwnedObjectPath,
@@ -91,6 +92,7 @@ pub fn decode(
             let interface = match interface.as_str() {
                 UNIT => UNIT,
                 SERVICE => SERVICE,
+                TIMER => TIMER,
                 _ => return Ok(None),
             };
             Signal::Properties {
@@ -188,6 +190,15 @@ pub(crate) fn to_value(v: &OwnedValue) -> Option<Value> {
         ZValue::Str(s) => Some(Value::Str(s.as_str().to_owned())),
         ZValue::U64(t) => Some(Value::U64(*t)),
         ZValue::U32(n) => Some(Value::U32(*n)),
+        ZValue::Bool(b) => Some(Value::Bool(*b)),
+        ZValue::Array(a) if a.element_signature() == "s" => a
+            .iter()
+            .map(|s| match s {
+                ZValue::Str(s) => Some(s.as_str().to_owned()),
+                _ => None,
+            })
+            .collect::<Option<Vec<String>>>()
+            .map(Value::Strs),
         ZValue::Array(a) => a
             .iter()
             .map(|b| match b {

@@ -1,0 +1,144 @@
+//! Reading units over the bus: a unit's properties as the snapshot and a
+//! new unit need them, the properties of the timers that trigger jobs, and
+//! the method call both use.
+
+use std::collections::HashMap;
+
+use zbus::message::Sequence;
+use zbus::zvariant::{OwnedObjectPath, OwnedValue};
+use zbus::{Connection, Message};
+
+use super::dbus::DbusError;
+use super::properties::{UnitProperties, Value};
+use super::signal::{to_value, MANAGER, PROPERTIES, SERVICE, TIMER, UNIT};
+use super::signal_queue::SYSTEMD;
+use super::timers::TimerProperties;
+use crate::clock;
+
+pub(super) const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
+
+/// Whether a unit's `LoadState` rules it out: a masked unit was switched
+/// off on purpose, a not-found one does not exist; neither is a service that
+/// is down.
+pub(super) fn switched_off(load_state: &str) -> bool {
+    matches!(load_state, "masked" | "not-found")
+}
+
+/// How many units the snapshot reads at once.
+pub(super) const READ_AHEAD: usize = 32;
+
+/// A unit's properties as read at `now`, and the receive positions of the replies.
+pub(super) struct ReadUnit {
+    pub now: crate::ledger::Usec,
+    /// The clock frame `now` and the timestamps are in.
+    pub frame: i64,
+    pub props: UnitProperties,
+    pub read_at: Vec<(&'static str, Sequence)>,
+}
+
+/// Reads a unit's properties; `None` if it cannot be read, is masked or does not exist.
+pub(super) async fn read_unit(
+    conn: &Connection,
+    name: &str,
+    path: &OwnedObjectPath,
+) -> Result<Option<ReadUnit>, DbusError> {
+    let (now, frame) = clock::now_in_frame();
+    let mut props = UnitProperties::default();
+    let mut read_at = Vec::new();
+    let mut interfaces = vec![UNIT];
+    if name.ends_with(".service") {
+        interfaces.push(SERVICE);
+    }
+    for interface in interfaces {
+        if interface == SERVICE {
+            for property in UnitProperties::SERVICE {
+                match call(conn, path.as_str(), PROPERTIES, "Get", &(SERVICE, property)).await {
+                    Ok(reply) => {
+                        read_at.push((SERVICE, reply.recv_position()));
+                        let v: OwnedValue = reply.body().deserialize()?;
+                        if let Some(v) = to_value(&v) {
+                            props.set(property, v);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(unit = %name, error = %e, "cannot read unit properties");
+                        return Ok(None);
+                    }
+                }
+            }
+            continue;
+        }
+        let all: HashMap<String, OwnedValue> =
+            match call(conn, path.as_str(), PROPERTIES, "GetAll", &(interface,)).await {
+                Ok(reply) => {
+                    read_at.push((interface, reply.recv_position()));
+                    reply.body().deserialize()?
+                }
+                Err(e) => {
+                    tracing::debug!(unit = %name, error = %e, "cannot read unit properties");
+                    return Ok(None);
+                }
+            };
+        if let Some(Value::Str(load)) = all.get("LoadState").and_then(to_value) {
+            if switched_off(&load) {
+                return Ok(None);
+            }
+        }
+        merge(&mut props, &all, frame);
+    }
+    Ok(Some(ReadUnit {
+        now,
+        frame,
+        props,
+        read_at,
+    }))
+}
+
+pub(super) fn merge(props: &mut UnitProperties, values: &HashMap<String, OwnedValue>, frame: i64) {
+    for name in UnitProperties::NAMES {
+        if let Some(v) = values.get(name).and_then(to_value) {
+            props.set(name, v);
+        }
+    }
+    props.rebase(frame);
+}
+
+pub(super) async fn call<B>(
+    conn: &Connection,
+    path: &str,
+    interface: &str,
+    method: &str,
+    body: &B,
+) -> zbus::Result<Message>
+where
+    B: serde::Serialize + zbus::zvariant::DynamicType,
+{
+    conn.call_method(Some(SYSTEMD), path, Some(interface), method, body)
+        .await
+}
+
+/// Reads a timer's properties; `None` if it cannot be loaded or read.
+pub(super) async fn read_timer(
+    conn: &Connection,
+    name: &str,
+) -> Result<Option<(OwnedObjectPath, TimerProperties)>, DbusError> {
+    let path: OwnedObjectPath = match call(conn, MANAGER_PATH, MANAGER, "LoadUnit", &(name,)).await
+    {
+        Ok(reply) => reply.body().deserialize()?,
+        Err(e) => {
+            tracing::debug!(timer = %name, error = %e, "cannot load timer");
+            return Ok(None);
+        }
+    };
+    let all: HashMap<String, OwnedValue> =
+        match call(conn, path.as_str(), PROPERTIES, "GetAll", &(TIMER,)).await {
+            Ok(reply) => reply.body().deserialize()?,
+            Err(e) => {
+                tracing::debug!(timer = %name, error = %e, "cannot read timer properties");
+                return Ok(None);
+            }
+        };
+    let mut props = TimerProperties::default();
+    props.merge(&all);
+    Ok(Some((path, props)))
+}
