@@ -349,5 +349,6 @@ fn a_wall_clock_step_moves_history_and_keeps_durations() {
 }
 
 /// The same events reported by both sources, as each reports them.
+mod jobs;
 mod sources;
 mod table;
