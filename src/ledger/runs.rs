@@ -60,7 +60,10 @@ impl Run {
 
     /// systemd's `Result` of the run ("other" for one unitwatch does not know).
     pub fn result(&self) -> &'static str {
-        RESULTS.get(self.result as usize).copied().unwrap_or("other")
+        RESULTS
+            .get(self.result as usize)
+            .copied()
+            .unwrap_or("other")
     }
 
     /// How long it ran, in µs, if its start is known.
@@ -97,10 +100,13 @@ impl Durations {
 
     /// Runs at or below each bound, cumulative, as exposition wants them.
     pub fn cumulative(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
-        BUCKETS.iter().zip(self.buckets.iter()).scan(0, |sum, (b, n)| {
-            *sum += n;
-            Some((*b, *sum))
-        })
+        BUCKETS
+            .iter()
+            .zip(self.buckets.iter())
+            .scan(0, |sum, (b, n)| {
+                *sum += n;
+                Some((*b, *sum))
+            })
     }
 }
 
@@ -179,7 +185,10 @@ impl Runs {
             None => {}
         }
         let start = match &self.running {
-            Some(r) if r.start <= at && (invocation.is_none() || r.invocation.as_deref() == invocation) => {
+            Some(r)
+                if r.start <= at
+                    && (invocation.is_none() || r.invocation.as_deref() == invocation) =>
+            {
                 let start = r.start;
                 self.running = None;
                 start
@@ -239,7 +248,12 @@ impl Runs {
     pub fn between(&self, from: Usec, to: Usec) -> (u64, u64) {
         let a = self.log.partition_point(|r| r.end < from);
         let b = self.log.partition_point(|r| r.end < to);
-        let ok = self.log.iter_from(a).take(b - a).filter(|r| r.succeeded()).count();
+        let ok = self
+            .log
+            .iter_from(a)
+            .take(b - a)
+            .filter(|r| r.succeeded())
+            .count();
         ((b - a) as u64, ok as u64)
     }
 
@@ -318,7 +332,10 @@ mod tests {
         assert!(r.results.is_empty());
         assert_eq!(r.log.len(), 0);
         let last = r.last.expect("last run");
-        assert_eq!((last.result(), last.duration()), ("timeout", Some(2_000_000)));
+        assert_eq!(
+            (last.result(), last.duration()),
+            ("timeout", Some(2_000_000))
+        );
     }
 
     #[test]

@@ -62,7 +62,14 @@ pub enum Kind {
     Counter,
     /// One sample of value 1 whose labels are the information.
     Info,
+    /// Buckets (`_bucket` with `le`), `_sum` and `_count`: each sample names
+    /// its suffix in a [`SUFFIX`] label.
+    Histogram,
 }
+
+/// The label key by which a histogram's sample names its suffix
+/// (`_bucket`, `_sum`, `_count`); it is not written as a label.
+pub const SUFFIX: &str = "\0suffix";
 
 /// A sample's value.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -117,12 +124,13 @@ impl<'a> Writer<'a> {
         self.sample = match kind {
             Kind::Counter => format!("{family}_total"),
             Kind::Info => format!("{family}_info"),
-            Kind::Gauge => family.clone(),
+            Kind::Gauge | Kind::Histogram => family.clone(),
         };
         let (described, kind_name) = match (self.format, kind) {
             (Format::OpenMetrics, Kind::Gauge) => (family.as_str(), "gauge"),
             (Format::OpenMetrics, Kind::Counter) => (family.as_str(), "counter"),
             (Format::OpenMetrics, Kind::Info) => (family.as_str(), "info"),
+            (_, Kind::Histogram) => (family.as_str(), "histogram"),
             (Format::Text, Kind::Counter) => (self.sample.as_str(), "counter"),
             (Format::Text, _) => (self.sample.as_str(), "gauge"),
         };
@@ -136,14 +144,18 @@ impl<'a> Writer<'a> {
     /// One sample of the current family; label values already escaped.
     pub fn sample(&mut self, labels: &[(&str, &str)], value: Value) {
         self.out.push_str(&self.sample);
-        if !labels.is_empty() {
-            self.out.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(',');
-                }
-                let _ = write!(self.out, "{k}=\"{v}\"");
+        let mut written = 0;
+        for (k, v) in labels {
+            if *k == SUFFIX {
+                self.out.push_str(v);
             }
+        }
+        for (k, v) in labels.iter().filter(|(k, _)| *k != SUFFIX) {
+            self.out.push(if written == 0 { '{' } else { ',' });
+            written += 1;
+            let _ = write!(self.out, "{k}=\"{v}\"");
+        }
+        if written > 0 {
             self.out.push('}');
         }
         self.out.push(' ');

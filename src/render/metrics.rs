@@ -9,8 +9,9 @@
 
 use std::collections::BTreeSet;
 
-use super::exposition::{escape_label, Format, Kind, Value, Writer};
-use crate::ledger::{ActiveState, Trigger, UnitView, Usec};
+use super::exposition::{escape_label, Format, Kind, Value, Writer, SUFFIX};
+use crate::ledger::runs::BUCKETS;
+use crate::ledger::{seconds, ActiveState, Trigger, UnitView, Usec};
 use crate::snapshot::Snapshot;
 
 /// Takes one sample: its labels besides `unit`, and its value.
@@ -85,6 +86,12 @@ fn flag(b: bool) -> Value {
     Value::Int(u64::from(b))
 }
 
+/// [`BUCKETS`] as `le` label values, in OpenMetrics' canonical form.
+const BUCKET_LABELS: [&str; BUCKETS.len()] = [
+    "0.1", "0.25", "0.5", "1.0", "2.5", "5.0", "10.0", "30.0", "60.0", "120.0", "300.0", "600.0",
+    "1800.0", "3600.0",
+];
+
 /// Every per-unit family, in the order they are exposed.
 pub const UNIT_FAMILIES: &[UnitFamily] = &[
     UnitFamily {
@@ -93,7 +100,11 @@ pub const UNIT_FAMILIES: &[UnitFamily] = &[
         unit: None,
         kind: Kind::Gauge,
         optional: false,
-        samples: |v, emit| emit(&[], flag(v.up())),
+        samples: |v, emit| {
+            if !v.is_job() {
+                emit(&[], flag(v.up()))
+            }
+        },
     },
     UnitFamily {
         name: "service_uptime",
@@ -101,7 +112,11 @@ pub const UNIT_FAMILIES: &[UnitFamily] = &[
         unit: Some("seconds"),
         kind: Kind::Counter,
         optional: false,
-        samples: |v, emit| emit(&[], Value::Float(v.uptime_seconds)),
+        samples: |v, emit| {
+            if !v.is_job() {
+                emit(&[], Value::Float(v.uptime_seconds))
+            }
+        },
     },
     UnitFamily {
         name: "service_downtime",
@@ -109,7 +124,11 @@ pub const UNIT_FAMILIES: &[UnitFamily] = &[
         unit: Some("seconds"),
         kind: Kind::Counter,
         optional: false,
-        samples: |v, emit| emit(&[], Value::Float(v.downtime_seconds)),
+        samples: |v, emit| {
+            if !v.is_job() {
+                emit(&[], Value::Float(v.downtime_seconds))
+            }
+        },
     },
     UnitFamily {
         name: "service_restart_count",
@@ -158,6 +177,128 @@ pub const UNIT_FAMILIES: &[UnitFamily] = &[
         kind: Kind::Gauge,
         optional: true,
         samples: |v, emit| emit(&[], Value::Float(v.state_change_seconds)),
+    },
+    UnitFamily {
+        name: "service_job_runs",
+        help: "Finished runs of a job, by result: success, or systemd's Result of a failure.",
+        unit: None,
+        kind: Kind::Counter,
+        optional: false,
+        samples: |v, emit| {
+            if !v.is_job() {
+                return;
+            }
+            let runs = &v.runs.results;
+            if !runs.contains_key("success") {
+                emit(&[("result", "success")], Value::Int(0));
+            }
+            for (result, n) in runs {
+                emit(&[("result", &escape_label(result))], Value::Int(*n));
+            }
+        },
+    },
+    UnitFamily {
+        name: "service_job_running",
+        help: "1 while a run of the job is in progress (neither inactive nor failed).",
+        unit: None,
+        kind: Kind::Gauge,
+        optional: false,
+        samples: |v, emit| {
+            if v.is_job() {
+                emit(&[], flag(v.running()))
+            }
+        },
+    },
+    UnitFamily {
+        name: "service_job_last_run_success",
+        help: "1 if the job's last finished run succeeded, 0 if it failed.",
+        unit: None,
+        kind: Kind::Gauge,
+        optional: false,
+        samples: |v, emit| {
+            if let (true, Some(last)) = (v.is_job(), &v.runs.last) {
+                emit(&[], flag(last.succeeded()))
+            }
+        },
+    },
+    UnitFamily {
+        name: "service_job_last_start_timestamp",
+        help: "Unix time the job's last run began, as systemd recorded it.",
+        unit: Some("seconds"),
+        kind: Kind::Gauge,
+        optional: false,
+        samples: |v, emit| {
+            if v.is_job() && v.runs.last_start != 0 {
+                emit(&[], Value::Float(seconds(v.runs.last_start)))
+            }
+        },
+    },
+    UnitFamily {
+        name: "service_job_last_duration",
+        help: "Seconds the job's last finished run took, from systemd's timestamps.",
+        unit: Some("seconds"),
+        kind: Kind::Gauge,
+        optional: false,
+        samples: |v, emit| {
+            if let (true, Some(d)) = (v.is_job(), v.runs.last.and_then(|r| r.duration())) {
+                emit(&[], Value::Float(seconds(d)))
+            }
+        },
+    },
+    UnitFamily {
+        name: "service_job_last_success_timestamp",
+        help: "Unix time the job's last successful run ended.",
+        unit: Some("seconds"),
+        kind: Kind::Gauge,
+        optional: false,
+        samples: |v, emit| {
+            if v.is_job() && v.runs.last_success != 0 {
+                emit(&[], Value::Float(seconds(v.runs.last_success)))
+            }
+        },
+    },
+    UnitFamily {
+        name: "service_job_duration",
+        help: "Durations of the job's finished runs.",
+        unit: Some("seconds"),
+        kind: Kind::Histogram,
+        optional: true,
+        samples: |v, emit| {
+            if !v.is_job() {
+                return;
+            }
+            let d = &v.runs.durations;
+            for ((_, n), le) in d.cumulative().zip(BUCKET_LABELS) {
+                emit(&[(SUFFIX, "_bucket"), ("le", le)], Value::Int(n));
+            }
+            emit(&[(SUFFIX, "_bucket"), ("le", "+Inf")], Value::Int(d.count));
+            emit(&[(SUFFIX, "_sum")], Value::Float(seconds(d.sum_usec)));
+            emit(&[(SUFFIX, "_count")], Value::Int(d.count));
+        },
+    },
+    UnitFamily {
+        name: "service_job_last_trigger_timestamp",
+        help: "Unix time the timer that triggers the job last elapsed (LastTriggerUSec).",
+        unit: Some("seconds"),
+        kind: Kind::Gauge,
+        optional: false,
+        samples: |v, emit| {
+            if let Some(t) = v.timer.filter(|t| v.is_job() && t.last_trigger != 0) {
+                emit(&[], Value::Float(seconds(t.last_trigger)))
+            }
+        },
+    },
+    UnitFamily {
+        name: "service_job_next_run_timestamp",
+        help: "Unix time the timer that triggers the job elapses next.",
+        unit: Some("seconds"),
+        kind: Kind::Gauge,
+        optional: false,
+        samples: |v, emit| {
+            if let Some(t) = v.timer.filter(|t| v.is_job() && t.next_elapse != 0) {
+                emit(&[], Value::Float(seconds(t.next_elapse)))
+            }
+        },
     },
 ];
 
@@ -243,6 +384,7 @@ pub fn render(snapshot: &Snapshot, now: Usec, format: Format, families: &Familie
             (f.samples)(view, &mut |extra, value| match extra {
                 [] => w.sample(&[unit], value),
                 [a] => w.sample(&[unit, *a], value),
+                [a, b] => w.sample(&[unit, *a, *b], value),
                 more => {
                     let mut all = vec![unit];
                     all.extend_from_slice(more);

@@ -30,7 +30,11 @@ fn job_ledger() -> Ledger {
 fn dbus_run(l: &mut Ledger, inv: &str, from: u64, to: u64, result: &str) {
     l.apply(Event::new(JOB, T0 + from * S, st(Activating)));
     l.apply(Event::new(JOB, T0 + from * S, started(inv)));
-    let end = if result == "success" { Inactive } else { Failed };
+    let end = if result == "success" {
+        Inactive
+    } else {
+        Failed
+    };
     l.apply(Event::new(JOB, T0 + to * S, st(end)));
     l.apply(Event::new(JOB, T0 + to * S, ended(result, inv)));
 }
@@ -130,7 +134,13 @@ fn each_attempt_under_restart_is_a_run_of_its_own() {
 fn a_known_service_keeps_totals_of_its_runs_but_no_log() {
     let mut l = Ledger::new();
     l.apply(Event::new(JOB, T0, seen(Inactive, "dead", 0)));
-    l.apply(Event::new(JOB, T0, Transition::Kind { kind: Kind::Service }));
+    l.apply(Event::new(
+        JOB,
+        T0,
+        Transition::Kind {
+            kind: Kind::Service,
+        },
+    ));
     dbus_run(&mut l, "a", 10, 11, "success");
     let v = l.unit(JOB, T0 + 20 * S).expect("unit");
     assert!(!v.is_job());

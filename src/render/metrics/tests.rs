@@ -153,9 +153,149 @@ fn readme_families() -> Vec<String> {
         .collect()
 }
 
+/// `l` with a job, `j.service`, that a timer triggers and that ran once
+/// (from T0+1 s for 2.5 s, successfully) and is running again.
+fn with_job(mut l: Ledger) -> Ledger {
+    let j = "j.service";
+    let at = |s: f64| T0 + (s * 1e6) as Usec;
+    for (t, transition) in [
+        (
+            0.0,
+            Transition::Seen {
+                state: ActiveState::Inactive,
+                sub_state: "dead".into(),
+                n_restarts: Some(0),
+            },
+        ),
+        (
+            0.0,
+            Transition::Kind {
+                kind: crate::ledger::Kind::Job,
+            },
+        ),
+        (
+            0.0,
+            Transition::Timer {
+                timer: "j.timer".into(),
+                last_trigger: at(1.0),
+                next_elapse: at(21.0),
+            },
+        ),
+        (
+            1.0,
+            Transition::RunStarted {
+                invocation: Some("a".into()),
+            },
+        ),
+        (
+            3.5,
+            Transition::RunEnded {
+                result: "success".into(),
+                invocation: Some("a".into()),
+            },
+        ),
+        (
+            4.0,
+            Transition::State {
+                state: ActiveState::Activating,
+                sub_state: Some("start".into()),
+            },
+        ),
+        (
+            4.0,
+            Transition::RunStarted {
+                invocation: Some("b".into()),
+            },
+        ),
+    ] {
+        l.apply(Event::new(j, at(t), transition));
+    }
+    l
+}
+
+fn job_text() -> String {
+    render(
+        &Snapshot {
+            ledger: with_job(Ledger::new()),
+            stats: Stats::default(),
+            frame: 0,
+        },
+        T0 + 5 * S,
+        Format::OpenMetrics,
+        &Families::default(),
+    )
+}
+
+#[test]
+fn a_job_has_no_up_uptime_or_downtime() {
+    let text = job_text();
+    for family in ["service_up", "service_uptime", "service_downtime"] {
+        assert!(
+            !text.lines().any(|l| l.starts_with(&format!("{family}{{"))
+                || l.starts_with(&format!("{family}_seconds_total{{"))),
+            "{family} exported for a job:\n{text}"
+        );
+    }
+    assert!(text.contains("service_state{unit=\"j.service\",state=\"activating\"} 1"));
+}
+
+#[test]
+fn a_job_exposes_its_runs_last_run_and_timer() {
+    let text = job_text();
+    for line in [
+        "service_job_runs_total{unit=\"j.service\",result=\"success\"} 1",
+        "service_job_running{unit=\"j.service\"} 1",
+        "service_job_last_run_success{unit=\"j.service\"} 1",
+        "service_job_last_start_timestamp_seconds{unit=\"j.service\"} 1700000004.0",
+        "service_job_last_duration_seconds{unit=\"j.service\"} 2.5",
+        "service_job_last_success_timestamp_seconds{unit=\"j.service\"} 1700000003.5",
+        "service_job_last_trigger_timestamp_seconds{unit=\"j.service\"} 1700000001.0",
+        "service_job_next_run_timestamp_seconds{unit=\"j.service\"} 1700000021.0",
+    ] {
+        assert!(text.contains(line), "no {line} in:\n{text}");
+    }
+}
+
+#[test]
+fn a_jobs_durations_are_a_cumulative_histogram() {
+    let text = job_text();
+    for line in [
+        "# TYPE service_job_duration_seconds histogram",
+        "service_job_duration_seconds_bucket{unit=\"j.service\",le=\"1.0\"} 0",
+        "service_job_duration_seconds_bucket{unit=\"j.service\",le=\"2.5\"} 1",
+        "service_job_duration_seconds_bucket{unit=\"j.service\",le=\"3600.0\"} 1",
+        "service_job_duration_seconds_bucket{unit=\"j.service\",le=\"+Inf\"} 1",
+        "service_job_duration_seconds_sum{unit=\"j.service\"} 2.5",
+        "service_job_duration_seconds_count{unit=\"j.service\"} 1",
+    ] {
+        assert!(text.contains(line), "no {line} in:\n{text}");
+    }
+}
+
+#[test]
+fn the_bucket_labels_are_the_bounds() {
+    for (label, bound) in BUCKET_LABELS.iter().zip(BUCKETS) {
+        assert_eq!(label.parse::<f64>().ok(), Some(bound));
+    }
+}
+
+#[test]
+fn a_service_has_no_job_series() {
+    let text = render(
+        &one_unit(),
+        T0 + 2 * S,
+        Format::OpenMetrics,
+        &Families::default(),
+    );
+    assert!(
+        !text.lines().any(|l| l.starts_with("service_job_")),
+        "{text}"
+    );
+}
+
 #[test]
 fn readme_lists_every_family_exposed_and_no_other() {
-    let l = failed_once("a.service", T0 + S, "signal");
+    let l = with_job(failed_once("a.service", T0 + S, "signal"));
     let text = render(
         &Snapshot {
             ledger: l,
@@ -170,7 +310,14 @@ fn readme_lists_every_family_exposed_and_no_other() {
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .filter_map(|l| l.split(['{', ' ']).next())
-        .map(str::to_owned)
+        .map(|name| {
+            let histogram = "service_job_duration_seconds";
+            if name.starts_with(histogram) {
+                histogram.to_owned()
+            } else {
+                name.to_owned()
+            }
+        })
         .collect();
     exposed.dedup();
     let mut documented = readme_families();
