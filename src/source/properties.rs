@@ -233,10 +233,14 @@ impl UnitProperties {
                 },
             ));
         }
-        // A new invocation: a run began as the unit left inactive or failed.
+        // A run began as the unit left inactive or failed. systemd may
+        // announce the new InvocationID and the timestamp in one signal or
+        // in two; the ledger keeps the first report of each invocation and
+        // ignores those of runs that ended.
         if self.invocation_id.is_some()
-            && self.invocation_id != before.invocation_id
             && self.inactive_exit != 0
+            && (self.invocation_id != before.invocation_id
+                || self.inactive_exit != before.inactive_exit)
         {
             events.push(Event::new(
                 unit,

@@ -289,3 +289,20 @@ mod tests {
         assert_eq!(t.check(t0 + Duration::from_secs(11)), None);
     }
 }
+
+#[cfg(test)]
+mod value_tests {
+    use super::*;
+
+    #[test]
+    fn byte_and_string_arrays_are_told_apart() {
+        let bytes = OwnedValue::try_from(ZValue::from(vec![1u8, 2])).expect("ay");
+        assert_eq!(to_value(&bytes), Some(Value::Bytes(vec![1, 2])));
+        let strs = OwnedValue::try_from(ZValue::from(vec!["a.timer".to_owned()])).expect("as");
+        assert_eq!(to_value(&strs), Some(Value::Strs(vec!["a.timer".into()])));
+        let empty = OwnedValue::try_from(ZValue::from(Vec::<String>::new())).expect("as");
+        assert_eq!(to_value(&empty), Some(Value::Strs(vec![])));
+        let b = OwnedValue::from(true);
+        assert_eq!(to_value(&b), Some(Value::Bool(true)));
+    }
+}
