@@ -18,7 +18,7 @@ const JOB: &str = "aitbc-tick.service";
 const TIMER: &str = "aitbc-tick.timer";
 
 /// A oneshot that takes 0.2 s and fails (exit 1) when `/run/fail-next` exists.
-const ONESHOT: &str = "[Service]\nType=oneshot\n\
+const ONESHOT: &str = "[Unit]\nStartLimitIntervalSec=0\n[Service]\nType=oneshot\n\
     ExecStart=/bin/sh -c 'sleep 0.2; if [ -e /run/fail-next ]; then rm /run/fail-next; exit 1; fi'\n";
 
 /// Every second, on the wall clock (so `NextElapseUSecRealtime` is set).

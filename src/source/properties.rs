@@ -233,14 +233,25 @@ impl UnitProperties {
                 },
             ));
         }
-        // A run began as the unit left inactive or failed. systemd may
-        // announce the new InvocationID and the timestamp in one signal or
-        // in two; the ledger keeps the first report of each invocation and
-        // ignores those of runs that ended.
+        // A run began as the unit left inactive or failed. systemd announces
+        // a new InvocationID a moment before the run begins, while the unit
+        // is still inactive with the last run's timestamps: a start counts
+        // only once the unit is in the run (or the whole run is in this
+        // update), and the ledger keeps the first report of each.
+        let down = |s: Option<ActiveState>| {
+            matches!(s, Some(ActiveState::Inactive | ActiveState::Failed))
+        };
+        let exit_moved = self.inactive_exit != before.inactive_exit;
+        let enter_moved = self.inactive_enter != before.inactive_enter;
+        let in_run = !down(Some(state));
+        let whole_run = exit_moved && enter_moved && self.inactive_enter >= self.inactive_exit;
         if self.invocation_id.is_some()
             && self.inactive_exit != 0
+            && (in_run || whole_run)
             && (self.invocation_id != before.invocation_id
-                || self.inactive_exit != before.inactive_exit)
+                || exit_moved
+                || down(before.active_state)
+                || before.active_state.is_none())
         {
             events.push(Event::new(
                 unit,
@@ -251,10 +262,16 @@ impl UnitProperties {
             ));
         }
         // A run ended badly: failed, or waiting to be restarted, with a Result
-        // other than success. Re-sent on every update while it holds; the
-        // ledger counts one per invocation (or end-of-run timestamp).
-        let ended =
-            state == ActiveState::Failed || self.sub_state.as_deref() == Some("auto-restart");
+        // other than success; reported again on each update that changes the
+        // end (the Result may come after the state), and the ledger counts
+        // one per invocation (or end-of-run timestamp). Not on the update that
+        // only announces the next run's InvocationID.
+        let end_changed = enter_moved
+            || self.result != before.result
+            || Some(state) != before.active_state
+            || self.sub_state != before.sub_state;
+        let ended = end_changed
+            && (state == ActiveState::Failed || self.sub_state.as_deref() == Some("auto-restart"));
         // The run ended as the unit entered inactive or failed (systemd
         // passes through failed on its way to auto-restart).
         let end = if self.inactive_enter != 0 {
@@ -286,6 +303,7 @@ impl UnitProperties {
             && self.result.as_deref() == Some("success")
             && self.inactive_enter != 0
             && self.inactive_enter >= self.inactive_exit
+            && (enter_moved || before.active_state != Some(ActiveState::Inactive))
         {
             events.push(Event::new(
                 unit,
