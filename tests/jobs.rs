@@ -25,7 +25,11 @@ const ONESHOT: &str = "[Unit]\nStartLimitIntervalSec=0\n[Service]\nType=oneshot\
 const EVERY_SECOND: &str = "[Timer]\nOnCalendar=*:*:*\nAccuracySec=1ms\n";
 
 fn runs(result: &str) -> String {
-    series("service_job_runs_total", JOB, &format!(",result=\"{result}\""))
+    series(
+        "service_job_runs_total",
+        JOB,
+        &format!(",result=\"{result}\""),
+    )
 }
 
 fn job_series(family: &str) -> String {
@@ -60,6 +64,36 @@ fn journal_runs(sb: &Sandbox, unit: &str) -> (f64, f64) {
     )
 }
 
+/// Each run's duration as the journal records it: from its "Starting…"
+/// to its end, by `INVOCATION_ID`.
+fn journal_durations(sb: &Sandbox, unit: &str) -> Vec<f64> {
+    let out = sb.sh(&format!(
+        "journalctl -u {unit} -o json --output-fields=MESSAGE_ID,INVOCATION_ID"
+    ));
+    let mut starts = std::collections::HashMap::new();
+    let mut durations = Vec::new();
+    for line in out.lines() {
+        let Ok(record) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let field = |name: &str| record[name].as_str().unwrap_or_default().to_owned();
+        let at: f64 = field("__REALTIME_TIMESTAMP").parse().unwrap_or(0.0) / 1e6;
+        let invocation = field("INVOCATION_ID");
+        match field("MESSAGE_ID").as_str() {
+            "7d4958e842da4a758f6c1cdc7b36dcc5" => {
+                starts.insert(invocation, at);
+            }
+            "7ad2d189f7e94e70a38c781354912448" | "d9b373ed55a64feb8242e02dbe79a49c" => {
+                if let Some(start) = starts.remove(&invocation) {
+                    durations.push(at - start);
+                }
+            }
+            _ => {}
+        }
+    }
+    durations
+}
+
 fn wait_inactive(sb: &Sandbox, unit: &str) {
     wait_for(&format!("{unit} to be inactive or failed"), WAIT, || {
         matches!(sb.show(unit, "ActiveState").as_str(), "inactive" | "failed").then_some(())
@@ -81,17 +115,51 @@ fn a_timer_driven_oneshot_is_accounted_by_its_runs() {
     uw.wait_value(&runs("success"), WAIT, |v| v >= 9.0);
 
     // The timer as systemd reports it, read while it runs.
-    wait_for("the last trigger as systemd reports it", WAIT, || {
-        let systemd = seconds(usec(&sb, TIMER, "Timer", "LastTriggerUSec"));
-        let ours = uw.value(&job_series("service_job_last_trigger_timestamp_seconds"));
-        (ours == Some(systemd)).then_some(())
-    });
-    wait_for("the next run as systemd reports it", WAIT, || {
-        let systemd = seconds(usec(&sb, TIMER, "Timer", "NextElapseUSecRealtime"));
-        let ours = uw.value(&job_series("service_job_next_run_timestamp_seconds"));
-        (ours == Some(systemd)).then_some(())
-    });
-    assert_eq!(uw.value(&series("service_up", JOB, "")), None, "a job is never down");
+    // Read ours between two reads of systemd's that agree: the timer
+    // elapses every second.
+    let agree = |property: &str, family: &str| {
+        let mut seen = Vec::new();
+        let found = common::try_wait_for(WAIT, || {
+            let before = usec(&sb, TIMER, "Timer", property);
+            let ours = uw.value(&job_series(family));
+            let after = usec(&sb, TIMER, "Timer", property);
+            seen.push((before, ours));
+            (before == after && ours == Some(seconds(before))).then_some(())
+        });
+        assert!(
+            found.is_some(),
+            "{family} never matched {property}: {:?}",
+            &seen[seen.len().saturating_sub(5)..]
+        );
+    };
+    agree(
+        "LastTriggerUSec",
+        "service_job_last_trigger_timestamp_seconds",
+    );
+    agree(
+        "NextElapseUSecRealtime",
+        "service_job_next_run_timestamp_seconds",
+    );
+    let last_run = common::try_wait_for(WAIT, || {
+        let read = || {
+            (
+                usec(&sb, JOB, "Unit", "InactiveExitTimestamp"),
+                usec(&sb, JOB, "Unit", "InactiveEnterTimestamp"),
+            )
+        };
+        let before = read();
+        let start = uw.value(&job_series("service_job_last_start_timestamp_seconds"));
+        let duration = uw.value(&job_series("service_job_last_duration_seconds"));
+        let (exit, enter) = read();
+        (before == (exit, enter) && enter > exit && start == Some(seconds(exit)))
+            .then_some((exit, enter, duration?))
+    })
+    .expect("the last run's start as systemd recorded it");
+    assert_eq!(
+        uw.value(&series("service_up", JOB, "")),
+        None,
+        "a job is never down"
+    );
 
     sb.systemctl(&["stop", TIMER]);
     wait_inactive(&sb, JOB);
@@ -103,25 +171,29 @@ fn a_timer_driven_oneshot_is_accounted_by_its_runs() {
     let count = uw.value(&job_series("service_job_duration_seconds_count"));
     assert_eq!(count, Some(ok + failed), "every run's duration is known");
 
-    // The last run's duration and times: systemd's timestamps of it.
-    let (start, end) = (
-        usec(&sb, JOB, "Unit", "InactiveExitTimestamp"),
-        usec(&sb, JOB, "Unit", "InactiveEnterTimestamp"),
+    // Every run's duration against the journal's record of it, and the
+    // last run's against systemd's own timestamps (read while the timer
+    // still holds the job, which systemd unloads once nothing does).
+    let runs_seen = journal_durations(&sb, JOB);
+    assert_eq!(runs_seen.len() as f64, ok + failed);
+    let sum: f64 = runs_seen.iter().sum();
+    let ours = uw
+        .value(&job_series("service_job_duration_seconds_sum"))
+        .expect("a duration sum");
+    assert!(
+        (ours - sum).abs() <= 0.010 * runs_seen.len() as f64,
+        "durations add up to {ours} s, the journal's to {sum} s"
     );
-    let duration = uw
-        .value(&job_series("service_job_last_duration_seconds"))
-        .expect("a last duration");
+    let (start, end, duration) = last_run;
     assert!(
         (duration - seconds(end - start)).abs() <= 0.010,
-        "last run took {duration} s, systemd says {} s",
+        "the last run took {duration} s, systemd says {} s",
         seconds(end - start)
     );
-    let last_start = uw.value(&job_series("service_job_last_start_timestamp_seconds"));
-    assert_eq!(last_start, Some(seconds(start)));
     let last_success = uw.value(&job_series("service_job_last_success_timestamp_seconds"));
     assert!(
-        last_success.is_some_and(|t| (t - seconds(end)).abs() <= 0.010),
-        "last success {last_success:?}, systemd's end {}",
+        last_success.is_some_and(|t| t >= seconds(end)),
+        "last success {last_success:?}, systemd's end of a later run {}",
         seconds(end)
     );
 
@@ -129,20 +201,28 @@ fn a_timer_driven_oneshot_is_accounted_by_its_runs() {
     sb.sh("touch /run/fail-next");
     sb.sh(&format!("systemctl start {JOB} || true"));
     uw.wait_value(&runs("exit-code"), WAIT, |v| v == 2.0);
-    uw.wait_value(&job_series("service_job_last_run_success"), WAIT, |v| v == 0.0);
+    uw.wait_value(&job_series("service_job_last_run_success"), WAIT, |v| {
+        v == 0.0
+    });
     assert_eq!(
         uw.value(&job_series("service_job_last_success_timestamp_seconds")),
         last_success,
         "a failure does not move the last success"
     );
     assert_eq!(
-        uw.value(&series("service_failures_total", JOB, ",result=\"exit-code\"")),
+        uw.value(&series(
+            "service_failures_total",
+            JOB,
+            ",result=\"exit-code\""
+        )),
         Some(2.0),
         "failures of a job count as failures too"
     );
     sb.systemctl(&["start", JOB]);
     uw.wait_value(&runs("success"), WAIT, |v| v == ok + 1.0);
-    uw.wait_value(&job_series("service_job_last_run_success"), WAIT, |v| v == 1.0);
+    uw.wait_value(&job_series("service_job_last_run_success"), WAIT, |v| {
+        v == 1.0
+    });
 }
 
 #[test]
@@ -180,7 +260,9 @@ fn runs_while_unitwatch_was_stopped_or_killed_count_once() {
     uw.wait_value(&runs("success"), WAIT, |v| v == 0.0);
     run(2);
     uw.wait_value(&runs("success"), WAIT, |v| v == 2.0);
-    wait_for("a saved state", WAIT, || uw.state_file().exists().then_some(()));
+    wait_for("a saved state", WAIT, || {
+        uw.state_file().exists().then_some(())
+    });
     uw.kill9();
     run(3);
     let mut uw = Unitwatch::launch(&sb, WATCH, "backfill = \"0\"", &dir);
@@ -217,17 +299,25 @@ fn a_remain_after_exit_oneshot_is_a_service_and_a_timer_started_service_a_job() 
     let uw = Unitwatch::start(&sb, WATCH);
     uw.wait_value(&series("service_up", remains, ""), WAIT, |v| v == 1.0);
     assert_eq!(uw.value(&series("service_job_running", remains, "")), None);
-    uw.wait_value(&series("service_job_running", simple, ""), WAIT, |v| v == 0.0);
+    uw.wait_value(&series("service_job_running", simple, ""), WAIT, |v| {
+        v == 0.0
+    });
     assert_eq!(uw.value(&series("service_up", simple, "")), None);
     assert!(
-        uw.value(&series("service_job_next_run_timestamp_seconds", simple, ""))
-            .is_some(),
+        uw.value(&series(
+            "service_job_next_run_timestamp_seconds",
+            simple,
+            ""
+        ))
+        .is_some(),
         "the timer's next elapse: {}",
         uw.metrics()
     );
     // The timer starts a long-running service: one run while it runs.
     sb.systemctl(&["start", simple]);
-    uw.wait_value(&series("service_job_running", simple, ""), WAIT, |v| v == 1.0);
+    uw.wait_value(&series("service_job_running", simple, ""), WAIT, |v| {
+        v == 1.0
+    });
     uw.wait_value(
         &series("service_job_runs_total", simple, ",result=\"success\""),
         WAIT,

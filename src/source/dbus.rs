@@ -32,7 +32,8 @@ use crate::select::{Kinds, Selector};
 use crate::shutdown::Shutdown;
 use crate::source::properties::UnitProperties;
 use crate::source::read::{
-    call, merge, read_timer, read_unit, switched_off, ReadUnit, MANAGER_PATH, READ_AHEAD,
+    call, merge, read_timer, read_triggers, read_unit, switched_off, ReadUnit, MANAGER_PATH,
+    READ_AHEAD,
 };
 use crate::source::signal::{self, Signal, Throttle, MANAGER, TIMER};
 use crate::source::signal_queue::{self, Queued};
@@ -240,6 +241,7 @@ impl DbusSource {
 
     /// Finds every watched unit and reports its current state.
     async fn snapshot(&mut self, conn: &Connection) -> Result<usize, DbusError> {
+        self.timers.snapshot_taken();
         let patterns = self.selector.include_patterns();
         let listed: Vec<ListedUnit> = call(
             conn,
@@ -487,6 +489,18 @@ impl DbusSource {
                 self.send(events, frame).await
             }
             Signal::UnitNew { name, path } => {
+                if name.ends_with(".timer") && self.timers.first_sight(&name) {
+                    // A timer loaded after the snapshot: the jobs it triggers
+                    // now say so in TriggeredBy, which systemd does not signal.
+                    for unit in read_triggers(conn, &path).await? {
+                        let known = self.paths.iter().find(|(_, n)| **n == unit);
+                        if let Some((path, unit)) = known.map(|(p, n)| (p.clone(), n.clone())) {
+                            if self.timers.timer_of(&unit) != Some(name.as_str()) {
+                                self.observe(conn, unit, path).await?;
+                            }
+                        }
+                    }
+                }
                 if !self.selector.matches(&name) {
                     return Ok(());
                 }

@@ -238,9 +238,8 @@ impl UnitProperties {
         // is still inactive with the last run's timestamps: a start counts
         // only once the unit is in the run (or the whole run is in this
         // update), and the ledger keeps the first report of each.
-        let down = |s: Option<ActiveState>| {
-            matches!(s, Some(ActiveState::Inactive | ActiveState::Failed))
-        };
+        let down =
+            |s: Option<ActiveState>| matches!(s, Some(ActiveState::Inactive | ActiveState::Failed));
         let exit_moved = self.inactive_exit != before.inactive_exit;
         let enter_moved = self.inactive_enter != before.inactive_enter;
         let in_run = !down(Some(state));

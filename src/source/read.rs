@@ -142,3 +142,24 @@ pub(super) async fn read_timer(
     props.merge(&all);
     Ok(Some((path, props)))
 }
+
+/// The units a unit triggers (`Triggers`: a timer's service); none if it
+/// cannot be read.
+pub(super) async fn read_triggers(
+    conn: &Connection,
+    path: &OwnedObjectPath,
+) -> Result<Vec<String>, DbusError> {
+    match call(conn, path.as_str(), PROPERTIES, "Get", &(UNIT, "Triggers")).await {
+        Ok(reply) => {
+            let v: OwnedValue = reply.body().deserialize()?;
+            Ok(match to_value(&v) {
+                Some(Value::Strs(units)) => units,
+                _ => Vec::new(),
+            })
+        }
+        Err(e) => {
+            tracing::debug!(unit = %path.as_str(), error = %e, "cannot read what a timer triggers");
+            Ok(Vec::new())
+        }
+    }
+}

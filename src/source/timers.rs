@@ -89,9 +89,24 @@ pub struct Timers {
     paths: HashMap<String, OwnedObjectPath>,
     /// The timer of each job.
     of: HashMap<String, String>,
+    /// Timers whose `Triggers` were read since the last snapshot.
+    checked: std::collections::HashSet<String>,
 }
 
 impl Timers {
+    /// Whether the timer `name`, just loaded, is news: not followed, and
+    /// what it triggers not read since the last snapshot. (Reading a
+    /// stopped timer loads it again once systemd unloaded it, which would
+    /// announce it again.)
+    pub fn first_sight(&mut self, name: &str) -> bool {
+        !self.paths.contains_key(name) && self.checked.insert(name.to_owned())
+    }
+
+    /// A snapshot reads every unit again: timers may be read again too.
+    pub fn snapshot_taken(&mut self) {
+        self.checked.clear();
+    }
+
     /// The timer of `job`, if it has one followed.
     pub fn timer_of(&self, job: &str) -> Option<&str> {
         self.of.get(job).map(String::as_str)
