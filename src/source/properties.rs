@@ -242,7 +242,9 @@ impl UnitProperties {
             |s: Option<ActiveState>| matches!(s, Some(ActiveState::Inactive | ActiveState::Failed));
         let exit_moved = self.inactive_exit != before.inactive_exit;
         let enter_moved = self.inactive_enter != before.inactive_enter;
-        let in_run = !down(Some(state));
+        // Waiting in auto-restart is between runs: the next attempt comes
+        // with an InvocationID of its own.
+        let in_run = !down(Some(state)) && self.sub_state.as_deref() != Some("auto-restart");
         let whole_run = exit_moved && enter_moved && self.inactive_enter >= self.inactive_exit;
         if self.invocation_id.is_some()
             && self.inactive_exit != 0
@@ -442,5 +444,93 @@ mod tests {
         let v = l.unit("u.service", T0 + 10 * S).expect("unit");
         assert_eq!((v.uptime_seconds, v.downtime_seconds), (3.0, 5.0));
         assert_eq!(v.state_change_seconds, 1_700_000_005.0);
+    }
+
+    fn with_invocation(mut p: UnitProperties, id: u8) -> UnitProperties {
+        p.set("InvocationID", Value::Bytes(vec![id; 16]));
+        p
+    }
+
+    fn runs(events: &[Event]) -> Vec<String> {
+        events
+            .iter()
+            .filter_map(|e| match &e.transition {
+                Transition::RunStarted { .. } => Some(format!("started@{}", (e.at - T0) / S)),
+                Transition::RunEnded { result, .. } => {
+                    Some(format!("{result}@{}", (e.at - T0) / S))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_run_is_reported_as_it_begins_and_as_it_ends() {
+        let idle = with_invocation(props("inactive", "dead", [3, 1, 0, 0, 3], 0, "success"), 1);
+        let start = with_invocation(
+            props("activating", "start", [5, 5, 0, 0, 3], 0, "success"),
+            2,
+        );
+        assert_eq!(
+            runs(&start.changes_since(&idle, "j.service", T0 + 5 * S)),
+            ["started@5"]
+        );
+        let end = with_invocation(props("inactive", "dead", [6, 5, 0, 0, 6], 0, "success"), 2);
+        assert_eq!(
+            runs(&end.changes_since(&start, "j.service", T0 + 6 * S)),
+            ["success@6"]
+        );
+    }
+
+    #[test]
+    fn the_next_invocation_announced_before_its_run_is_no_run() {
+        // systemd sets the new InvocationID a moment before the unit leaves
+        // inactive: the timestamps are still the last run's.
+        let idle = with_invocation(props("inactive", "dead", [3, 1, 0, 0, 3], 0, "success"), 1);
+        let announced = with_invocation(idle.clone(), 2);
+        assert!(runs(&announced.changes_since(&idle, "j.service", T0 + 4 * S)).is_empty());
+        let failed = with_invocation(
+            props("failed", "failed", [3, 1, 0, 0, 3], 0, "exit-code"),
+            1,
+        );
+        let announced = with_invocation(failed.clone(), 2);
+        let events = announced.changes_since(&failed, "j.service", T0 + 4 * S);
+        assert!(runs(&events).is_empty());
+        assert!(!events
+            .iter()
+            .any(|e| matches!(e.transition, Transition::RunFailed { .. })));
+    }
+
+    #[test]
+    fn a_whole_run_in_one_update_is_reported_with_its_start() {
+        let idle = with_invocation(props("inactive", "dead", [3, 1, 0, 0, 3], 0, "success"), 1);
+        let ran = with_invocation(props("inactive", "dead", [6, 5, 0, 0, 6], 0, "success"), 2);
+        assert_eq!(
+            runs(&ran.changes_since(&idle, "j.service", T0 + 6 * S)),
+            ["started@5", "success@6"]
+        );
+    }
+
+    #[test]
+    fn a_failure_on_its_way_to_auto_restart_ends_the_run_as_it_entered_failed() {
+        let running = with_invocation(
+            props("activating", "start", [1, 1, 0, 0, 0], 0, "success"),
+            1,
+        );
+        // Failed at 4, then waiting in auto-restart since 4 (one signal).
+        let waiting = with_invocation(
+            props(
+                "activating",
+                "auto-restart",
+                [5, 5, 0, 0, 4],
+                0,
+                "exit-code",
+            ),
+            1,
+        );
+        assert_eq!(
+            runs(&waiting.changes_since(&running, "j.service", T0 + 5 * S)),
+            ["exit-code@4"]
+        );
     }
 }
