@@ -11,10 +11,11 @@ use axum::Router;
 use tokio::sync::Semaphore;
 
 use super::lane::Lane;
+use super::scrape::Scrapes;
 use crate::health::Health;
 use crate::ledger::Usec;
 use crate::render::exposition::{accepts, Format};
-use crate::render::metrics::{self, Families};
+use crate::render::metrics::Families;
 use crate::render::{api, page};
 use crate::snapshot::{Snapshot, Snapshots};
 
@@ -28,8 +29,8 @@ struct AppState {
     /// neither starves the owner task of a core nor queues scrapes behind it.
     scrapes: Arc<Semaphore>,
     pages: Option<Lane>,
-    /// The optional families `[metrics]` leaves on.
-    families: Arc<Families>,
+    /// Scrape bodies, with the parts kept for the latest snapshot.
+    bodies: Arc<Scrapes>,
 }
 
 /// The routes, reading the latest snapshot from `snapshots` and health from
@@ -46,7 +47,7 @@ pub fn router(snapshots: Snapshots, health: Health, families: Families) -> Route
             health,
             scrapes: Arc::new(Semaphore::new(1)),
             pages: Lane::start("unitwatch-pages"),
-            families: Arc::new(families),
+            bodies: Arc::new(Scrapes::new(&families)),
         })
 }
 
@@ -95,39 +96,18 @@ fn takes_gzip(headers: &HeaderMap) -> bool {
         })
 }
 
-/// gzip's level for scrapes (see BENCHMARKS.md for what each costs).
-const GZIP_LEVEL: u32 = 3;
-
-/// `body` gzipped; `None` (logged) if compression failed.
-fn gzip(body: &[u8]) -> Option<Vec<u8>> {
-    use std::io::Write;
-    // A low level: metric text is repetitive enough that it compresses
-    // over ten times even so, and the scrape's CPU is what we save on.
-    let mut encoder = flate2::write::GzEncoder::new(
-        Vec::with_capacity(body.len() / 8),
-        flate2::Compression::new(GZIP_LEVEL),
-    );
-    match encoder.write_all(body).and_then(|()| encoder.finish()) {
-        Ok(compressed) => Some(compressed),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot gzip a scrape; sending it plain");
-            None
-        }
-    }
-}
-
 async fn scrape(State(app): State<AppState>, headers: HeaderMap) -> Response {
     let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     let gzipped = takes_gzip(&headers);
-    let families = Arc::clone(&app.families);
-    let rendered = render(&app, &app.scrapes, move |s, now| {
-        let body = metrics::render(s, now, format, &families).into_bytes();
-        // Compressed on the blocking pool too, not on the async workers.
-        match gzipped.then(|| gzip(&body)).flatten() {
-            Some(compressed) => (compressed, true),
-            None => (body, false),
-        }
-    })
+    let bodies = Arc::clone(&app.bodies);
+    let rendered = async {
+        let _turn = app.scrapes.acquire().await.ok()?;
+        let snapshot = app.snapshots.latest();
+        // Rendered and compressed on the blocking pool, not on the async workers.
+        tokio::task::spawn_blocking(move || bodies.body(&snapshot, snapshot.now(), format, gzipped))
+            .await
+            .ok()
+    }
     .await;
     let Some((body, compressed)) = rendered else {
         return unavailable();

@@ -26,6 +26,10 @@ pub struct UnitFamily {
     pub kind: Kind,
     /// Whether `[metrics]` may turn it off.
     pub optional: bool,
+    /// Whether its samples change with the time of the read alone (an
+    /// interval still open), not only when the snapshot does: such a
+    /// family is rendered on every scrape, the others once per snapshot.
+    pub reads_now: bool,
     pub samples: fn(&UnitView<'_>, &mut Emit<'_>),
 }
 
@@ -100,6 +104,7 @@ pub const UNIT_FAMILIES: &[UnitFamily] = &[
         unit: None,
         kind: Kind::Gauge,
         optional: false,
+        reads_now: false,
         samples: |v, emit| {
             if !v.is_job() {
                 emit(&[], flag(v.up()))
@@ -112,6 +117,7 @@ pub const UNIT_FAMILIES: &[UnitFamily] = &[
         unit: Some("seconds"),
         kind: Kind::Counter,
         optional: false,
+        reads_now: true,
         samples: |v, emit| {
             if !v.is_job() {
                 emit(&[], Value::Float(v.uptime_seconds))
@@ -124,6 +130,7 @@ pub const UNIT_FAMILIES: &[UnitFamily] = &[
         unit: Some("seconds"),
         kind: Kind::Counter,
         optional: false,
+        reads_now: true,
         samples: |v, emit| {
             if !v.is_job() {
                 emit(&[], Value::Float(v.downtime_seconds))
@@ -136,6 +143,7 @@ pub const UNIT_FAMILIES: &[UnitFamily] = &[
         unit: None,
         kind: Kind::Counter,
         optional: false,
+        reads_now: false,
         samples: |v, emit| {
             for trigger in Trigger::ALL {
                 let n = match trigger {
@@ -152,6 +160,7 @@ pub const UNIT_FAMILIES: &[UnitFamily] = &[
         unit: None,
         kind: Kind::Counter,
         optional: false,
+        reads_now: false,
         samples: |v, emit| {
             for (result, n) in v.failures {
                 emit(&[("result", &escape_label(result))], Value::Int(*n));
@@ -164,6 +173,7 @@ pub const UNIT_FAMILIES: &[UnitFamily] = &[
         unit: None,
         kind: Kind::Gauge,
         optional: true,
+        reads_now: false,
         samples: |v, emit| {
             for state in ActiveState::ALL {
                 emit(&[("state", state.as_str())], flag(v.state == state));
@@ -176,6 +186,7 @@ pub const UNIT_FAMILIES: &[UnitFamily] = &[
         unit: Some("seconds"),
         kind: Kind::Gauge,
         optional: true,
+        reads_now: false,
         samples: |v, emit| emit(&[], Value::Float(v.state_change_seconds)),
     },
     UnitFamily {
@@ -184,6 +195,7 @@ pub const UNIT_FAMILIES: &[UnitFamily] = &[
         unit: None,
         kind: Kind::Counter,
         optional: false,
+        reads_now: false,
         samples: |v, emit| {
             if !v.is_job() {
                 return;
@@ -203,6 +215,7 @@ pub const UNIT_FAMILIES: &[UnitFamily] = &[
         unit: None,
         kind: Kind::Gauge,
         optional: false,
+        reads_now: false,
         samples: |v, emit| {
             if v.is_job() {
                 emit(&[], flag(v.running()))
@@ -215,6 +228,7 @@ pub const UNIT_FAMILIES: &[UnitFamily] = &[
         unit: None,
         kind: Kind::Gauge,
         optional: false,
+        reads_now: false,
         samples: |v, emit| {
             if let (true, Some(last)) = (v.is_job(), &v.runs.last) {
                 emit(&[], flag(last.succeeded()))
@@ -227,6 +241,7 @@ pub const UNIT_FAMILIES: &[UnitFamily] = &[
         unit: Some("seconds"),
         kind: Kind::Gauge,
         optional: false,
+        reads_now: false,
         samples: |v, emit| {
             if v.is_job() && v.runs.last_start != 0 {
                 emit(&[], Value::Float(seconds(v.runs.last_start)))
@@ -239,6 +254,7 @@ pub const UNIT_FAMILIES: &[UnitFamily] = &[
         unit: Some("seconds"),
         kind: Kind::Gauge,
         optional: false,
+        reads_now: false,
         samples: |v, emit| {
             if let (true, Some(d)) = (v.is_job(), v.runs.last.and_then(|r| r.duration())) {
                 emit(&[], Value::Float(seconds(d)))
@@ -251,6 +267,7 @@ pub const UNIT_FAMILIES: &[UnitFamily] = &[
         unit: Some("seconds"),
         kind: Kind::Gauge,
         optional: false,
+        reads_now: false,
         samples: |v, emit| {
             if v.is_job() && v.runs.last_success != 0 {
                 emit(&[], Value::Float(seconds(v.runs.last_success)))
@@ -263,6 +280,7 @@ pub const UNIT_FAMILIES: &[UnitFamily] = &[
         unit: Some("seconds"),
         kind: Kind::Histogram,
         optional: true,
+        reads_now: false,
         samples: |v, emit| {
             if !v.is_job() {
                 return;
@@ -282,6 +300,7 @@ pub const UNIT_FAMILIES: &[UnitFamily] = &[
         unit: Some("seconds"),
         kind: Kind::Gauge,
         optional: false,
+        reads_now: false,
         samples: |v, emit| {
             if let Some(t) = v.timer.filter(|t| v.is_job() && t.last_trigger != 0) {
                 emit(&[], Value::Float(seconds(t.last_trigger)))
@@ -294,6 +313,7 @@ pub const UNIT_FAMILIES: &[UnitFamily] = &[
         unit: Some("seconds"),
         kind: Kind::Gauge,
         optional: false,
+        reads_now: false,
         samples: |v, emit| {
             if let Some(t) = v.timer.filter(|t| v.is_job() && t.next_elapse != 0) {
                 emit(&[], Value::Float(seconds(t.next_elapse)))
@@ -363,42 +383,82 @@ pub const SELF_FAMILIES: &[SelfFamily] = &[
     },
 ];
 
+/// A piece of the exposition, rendered on its own: one per-unit family,
+/// the families about unitwatch, or the end.
+#[derive(Clone, Copy)]
+pub enum Part {
+    Unit(&'static UnitFamily),
+    Own,
+    End,
+}
+
+impl Part {
+    /// Whether the part changes with the time of the read alone.
+    pub fn reads_now(&self) -> bool {
+        matches!(self, Part::Unit(f) if f.reads_now)
+    }
+}
+
+/// The parts of an exposition with the families `families` leaves on, in order.
+pub fn parts(families: &Families) -> Vec<Part> {
+    let mut parts: Vec<Part> = UNIT_FAMILIES
+        .iter()
+        .filter(|f| families.exposes(f))
+        .map(Part::Unit)
+        .collect();
+    parts.extend([Part::Own, Part::End]);
+    parts
+}
+
 /// Renders `snapshot` as of `now` in `format`, with the families `families`
 /// leaves on.
 pub fn render(snapshot: &Snapshot, now: Usec, format: Format, families: &Families) -> String {
-    // Sized up front (about 800 bytes a unit) rather than grown by doubling,
-    // which for thousands of units would copy megabytes and leave a buffer
-    // up to twice the size behind.
-    let mut out = String::with_capacity(4096 + snapshot.ledger.len() * 900);
-    // Escaped once per scrape, not once per sample.
+    render_parts(snapshot, now, format, &parts(families)).concat()
+}
+
+/// Renders each of `parts`.
+pub fn render_parts(snapshot: &Snapshot, now: Usec, format: Format, parts: &[Part]) -> Vec<String> {
+    // Escaped once per render, not once per sample.
     let views: Vec<(String, UnitView<'_>)> = snapshot
         .ledger
         .view(now)
         .map(|v| (escape_label(v.unit), v))
         .collect();
-    let mut w = Writer::new(&mut out, format);
-    for f in UNIT_FAMILIES.iter().filter(|f| families.exposes(f)) {
-        w.family(f.name, f.help, f.kind, f.unit);
-        for (unit, view) in &views {
-            let unit = ("unit", unit.as_str());
-            (f.samples)(view, &mut |extra, value| match extra {
-                [] => w.sample(&[unit], value),
-                [a] => w.sample(&[unit, *a], value),
-                [a, b] => w.sample(&[unit, *a, *b], value),
-                more => {
-                    let mut all = vec![unit];
-                    all.extend_from_slice(more);
-                    w.sample(&all, value);
+    parts
+        .iter()
+        .map(|part| {
+            // Sized up front (about 70 bytes a sample) rather than grown by
+            // doubling, which for thousands of units would copy megabytes.
+            let mut out = String::with_capacity(512 + views.len() * 80);
+            let mut w = Writer::new(&mut out, format);
+            match part {
+                Part::Unit(f) => {
+                    w.family(f.name, f.help, f.kind, f.unit);
+                    for (unit, view) in &views {
+                        let unit = ("unit", unit.as_str());
+                        (f.samples)(view, &mut |extra, value| match extra {
+                            [] => w.sample(&[unit], value),
+                            [a] => w.sample(&[unit, *a], value),
+                            [a, b] => w.sample(&[unit, *a, *b], value),
+                            more => {
+                                let mut all = vec![unit];
+                                all.extend_from_slice(more);
+                                w.sample(&all, value);
+                            }
+                        });
+                    }
                 }
-            });
-        }
-    }
-    for f in SELF_FAMILIES {
-        w.family(f.name, f.help, f.kind, None);
-        (f.samples)(snapshot, &mut |labels, value| w.sample(labels, value));
-    }
-    w.finish();
-    out
+                Part::Own => {
+                    for f in SELF_FAMILIES {
+                        w.family(f.name, f.help, f.kind, None);
+                        (f.samples)(snapshot, &mut |labels, value| w.sample(labels, value));
+                    }
+                }
+                Part::End => w.finish(),
+            }
+            out
+        })
+        .collect()
 }
 
 #[cfg(test)]
