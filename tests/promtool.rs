@@ -307,8 +307,10 @@ fn dashboard_has_the_unit_variable_and_the_panels() {
         .get("definition")
         .and_then(Value::as_str)
         .unwrap_or_default();
+    // Jobs have no service_up: the variable lists them by service_job_running.
     assert!(
-        def.starts_with("label_values(service_up") && def.ends_with(", unit)"),
+        def.starts_with("label_values({__name__=~\"service_up|service_job_running\"")
+            && def.ends_with(", unit)"),
         "unit variable: {def}"
     );
     assert_eq!(unit.get("multi"), Some(&Value::Bool(true)), "unit: multi");
@@ -354,6 +356,24 @@ fn dashboard_has_the_unit_variable_and_the_panels() {
     });
     find("downtime", &|_, e| {
         e.contains("increase(service_downtime_seconds_total")
+    });
+    find("jobs' last result, last success and next run", &|ty, e| {
+        ty == "table"
+            && [
+                "service_job_last_run_success",
+                "service_job_last_success_timestamp_seconds",
+                "service_job_next_run_timestamp_seconds",
+            ]
+            .iter()
+            .all(|m| e.contains(m))
+    });
+    find("job runs by result", &|_, e| {
+        e.contains("increase(service_job_runs_total") && e.contains("result")
+    });
+    find("job duration percentiles", &|_, e| {
+        e.contains(
+            "histogram_quantile(0.95, sum by (unit, le) (rate(service_job_duration_seconds_bucket",
+        )
     });
     // Per-unit queries show only the selected units.
     for p in panels {
