@@ -11,6 +11,8 @@ use common::shipped::{dashboard, dashboard_queries, package, root};
 use common::{wait_for, Sandbox};
 
 const WAIT: Duration = Duration::from_secs(60);
+/// A job: a oneshot its timer runs every 2 s, failing every other run.
+const JOB: &str = "aitbc-settlement.service";
 
 /// The rules file with every `for:` shortened, for this test only.
 fn fast_rules(from: &Path) -> String {
@@ -58,11 +60,22 @@ fn real_prometheus_scrapes_alerts_and_answers_the_dashboard() {
         "aitbc-worker@.service",
         "[Service]\nExecStart=/bin/sleep infinity\n",
     );
+    sb.write_unit(
+        JOB,
+        "[Unit]\nStartLimitIntervalSec=0\n[Service]\nType=oneshot\n\
+         ExecStart=/bin/sh -c 'sleep 0.3; if [ -e /run/settled ]; then rm /run/settled; exit 1; fi; touch /run/settled'\n",
+    );
+    // On the wall clock, so that the timer has a next elapse in real time.
+    sb.write_unit(
+        "aitbc-settlement.timer",
+        "[Timer]\nOnCalendar=*:*:0/2\nAccuracySec=1ms\n",
+    );
     sb.daemon_reload();
     sb.systemctl(&[
         "start",
         "aitbc-coordinator-api.service",
         "aitbc-worker@gpu\\x2d0.service",
+        "aitbc-settlement.timer",
     ]);
     let _ = sb.exec(&["systemctl", "start", "aitbc-marketplace.service"]);
     sb.sh("rm -f /usr/sbin/policy-rc.d");
@@ -119,7 +132,8 @@ fn real_prometheus_scrapes_alerts_and_answers_the_dashboard() {
             .map(|_| ())
     });
 
-    // Every dashboard query parses and returns data.
+    // Every dashboard query parses and returns data (the Jobs row's from
+    // the settlement job).
     let dashboard = dashboard();
     assert_eq!(dashboard["title"], "Service uptime");
     for expr in dashboard_queries(&dashboard) {
@@ -168,6 +182,37 @@ fn real_prometheus_scrapes_alerts_and_answers_the_dashboard() {
     assert!(
         !names.iter().any(|n| n.contains("UnitwatchDown")),
         "{names:?}"
+    );
+
+    // The job's failed runs fire JobFailed (until the next run succeeds) ...
+    wait_for("JobFailed firing for the job", WAIT, || {
+        let r = query(&sb, "/api/v1/alerts", None);
+        r["data"]["alerts"].as_array()?.iter().find(|a| {
+            a["labels"]["alertname"] == "JobFailed"
+                && a["labels"]["unit"] == JOB
+                && a["state"] == "firing"
+        })?;
+        Some(())
+    });
+    // ... and never a service's alert: between runs it is not down, and its
+    // failures are JobFailed's (ALERTS keeps pending alerts too).
+    let service_alerts = format!(
+        "max_over_time(ALERTS{{unit=\"{JOB}\",alertname=~\"ServiceDown|ServiceFailing\"}}[1h])"
+    );
+    let r = query(&sb, "/api/v1/query", Some(&service_alerts));
+    assert_eq!(r["status"], "success", "{r}");
+    assert_eq!(r["data"]["result"], serde_json::json!([]), "{r}");
+    let runs = query(
+        &sb,
+        "/api/v1/query",
+        Some(&format!("sum(service_job_runs_total{{unit=\"{JOB}\"}})")),
+    );
+    assert!(
+        runs["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|v| v.parse::<f64>().ok())
+            .is_some_and(|n| n >= 2.0),
+        "runs of {JOB}: {runs}"
     );
     let _ = sb.exec(&["systemctl", "stop", "prom.service"]);
 }

@@ -92,6 +92,7 @@ fn rule_test_files() -> Vec<String> {
     files.sort();
     for expected in [
         "unitwatch-rules.test.yml",
+        "unitwatch-jobs.test.yml",
         "unitwatch-slo.test.yml",
         "unitwatch-fleet.test.yml",
     ] {
@@ -117,7 +118,7 @@ fn rule_names(rules: &str, kind: &str) -> Vec<String> {
 fn rules_pass_promtool_check() {
     let dir = prometheus_dir();
     let out = promtool_ok(&["check", "rules", "unitwatch-rules.yml"], &dir);
-    assert!(out.contains("SUCCESS: 8 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 11 rules found"), "{out}");
 
     let rules = read(&dir.join("unitwatch-rules.yml"));
     assert_eq!(
@@ -135,6 +136,9 @@ fn rules_pass_promtool_check() {
             "ServiceRestartFlapping",
             "ServiceFailing",
             "ServiceAvailabilityBelowSLO",
+            "JobFailed",
+            "JobOverdue",
+            "JobRunningTooLong",
             "UnitwatchDown",
         ]
     );
@@ -189,6 +193,24 @@ fn rule_unit_tests_catch_broken_rules() {
         ("1h availability over 2h", "[1h]))\n          /", "[2h]))\n          /", "unitwatch-rules.test.yml"),
         ("30-day objective at 99.8 %", "< 0.999", "< 0.998", "unitwatch-slo.test.yml"),
         ("30-day objective at 99.95 %", "< 0.999", "< 0.9995", "unitwatch-slo.test.yml"),
+        // Jobs: not down between runs, their failures JobFailed's alone.
+        ("ServiceDown from systemd's state, so down for a job between runs", "expr: service_up == 0", "expr: max by (instance, job, unit) (service_state{state=~\"inactive|failed\"}) == 1", "unitwatch-rules.test.yml"),
+        ("ServiceFailing on jobs", "\n          unless on (instance, unit) service_job_running", "", "unitwatch-rules.test.yml"),
+        ("JobFailed on successful runs", "service_job_last_run_success == 0", "service_job_last_run_success >= 0", "unitwatch-rules.test.yml"),
+        ("JobFailed never", "service_job_last_run_success == 0", "service_job_last_run_success == 2", "unitwatch-rules.test.yml"),
+        ("JobFailed on hosts cut off", "service_job_last_run_success == 0\n          unless on (instance) up{job=\"unitwatch\"} == 0", "service_job_last_run_success == 0", "unitwatch-rules.test.yml"),
+        ("JobOverdue after one period", "> 2 * (service_job_next_run", "> 1 * (service_job_next_run", "unitwatch-rules.test.yml"),
+        ("JobOverdue after three periods", "> 2 * (service_job_next_run", "> 3 * (service_job_next_run", "unitwatch-rules.test.yml"),
+        ("JobOverdue counting a run in progress", "\n              - service_job_running * (time() - service_job_last_start_timestamp_seconds)", "", "unitwatch-rules.test.yml"),
+        ("JobOverdue without its 2 minutes of grace", "for: 2m", "for: 0s", "unitwatch-rules.test.yml"),
+        ("JobOverdue on hosts cut off", "service_job_next_run_timestamp_seconds\n          )\n          unless on (instance) up{job=\"unitwatch\"} == 0", "service_job_next_run_timestamp_seconds\n          )", "unitwatch-rules.test.yml"),
+        ("JobOverdue without a timer at 24 h", "> 25 * 3600", "> 24 * 3600", "unitwatch-jobs.test.yml"),
+        ("JobOverdue without a timer at 26 h", "> 25 * 3600", "> 26 * 3600", "unitwatch-jobs.test.yml"),
+        ("JobOverdue at 25 h despite a timer", "\n            unless on (instance, unit) service_job_next_run_timestamp_seconds", "", "unitwatch-jobs.test.yml"),
+        ("JobRunningTooLong when not running", "\n          and on (instance, unit) service_job_running == 1", "", "unitwatch-rules.test.yml"),
+        ("JobRunningTooLong at half the period", "              > (service_job_next_run", "              > 0.5 * (service_job_next_run", "unitwatch-rules.test.yml"),
+        ("JobRunningTooLong at twice the period", "              > (service_job_next_run", "              > 2 * (service_job_next_run", "unitwatch-rules.test.yml"),
+        ("JobRunningTooLong on hosts cut off", "service_job_running == 1\n          unless on (instance) up{job=\"unitwatch\"} == 0", "service_job_running == 1", "unitwatch-rules.test.yml"),
     ];
     let rules = read(&prometheus_dir().join("unitwatch-rules.yml"));
     for (what, from, _, _) in mutants {
@@ -285,8 +307,10 @@ fn dashboard_has_the_unit_variable_and_the_panels() {
         .get("definition")
         .and_then(Value::as_str)
         .unwrap_or_default();
+    // Jobs have no service_up: the variable lists them by service_job_running.
     assert!(
-        def.starts_with("label_values(service_up") && def.ends_with(", unit)"),
+        def.starts_with("label_values({__name__=~\"service_up|service_job_running\"")
+            && def.ends_with(", unit)"),
         "unit variable: {def}"
     );
     assert_eq!(unit.get("multi"), Some(&Value::Bool(true)), "unit: multi");
@@ -332,6 +356,24 @@ fn dashboard_has_the_unit_variable_and_the_panels() {
     });
     find("downtime", &|_, e| {
         e.contains("increase(service_downtime_seconds_total")
+    });
+    find("jobs' last result, last success and next run", &|ty, e| {
+        ty == "table"
+            && [
+                "service_job_last_run_success",
+                "service_job_last_success_timestamp_seconds",
+                "service_job_next_run_timestamp_seconds",
+            ]
+            .iter()
+            .all(|m| e.contains(m))
+    });
+    find("job runs by result", &|_, e| {
+        e.contains("increase(service_job_runs_total") && e.contains("result")
+    });
+    find("job duration percentiles", &|_, e| {
+        e.contains(
+            "histogram_quantile(0.95, sum by (unit, le) (rate(service_job_duration_seconds_bucket",
+        )
     });
     // Per-unit queries show only the selected units.
     for p in panels {
@@ -399,6 +441,17 @@ const EXPORTED: &[&str] = &[
     "service_failures_total",
     "service_state",
     "service_state_change_timestamp_seconds",
+    "service_job_runs_total",
+    "service_job_running",
+    "service_job_last_run_success",
+    "service_job_last_start_timestamp_seconds",
+    "service_job_last_duration_seconds",
+    "service_job_last_success_timestamp_seconds",
+    "service_job_duration_seconds_bucket",
+    "service_job_duration_seconds_sum",
+    "service_job_duration_seconds_count",
+    "service_job_last_trigger_timestamp_seconds",
+    "service_job_next_run_timestamp_seconds",
     "unitwatch_build_info",
     "unitwatch_units_watched",
     "unitwatch_units_dropped",

@@ -1,9 +1,9 @@
 //! The monitoring plan's whole stack (demo/stack: Debian's Prometheus, node
-//! and blackbox exporters and Alertmanager, the demo AITBC services,
-//! unitwatch as packaged) running in a sandbox with short scrape and
-//! evaluation intervals: targets up, rules loaded, each alert forced and
-//! seen firing, notifications delivered to a webhook this test runs, the
-//! dashboards' queries answered.
+//! and blackbox exporters and Alertmanager, the demo AITBC services and
+//! settlement job, unitwatch as packaged) running in a sandbox with short
+//! scrape and evaluation intervals: targets up, rules loaded, each alert
+//! forced and seen firing, notifications delivered to a webhook this test
+//! runs, the dashboards' queries answered, the job accounted as a job.
 
 mod common;
 
@@ -281,6 +281,8 @@ fn the_plans_dashboards_have_every_panel_it_lists() {
 
 const NODE: &str = "aitbc-blockchain-node.service";
 const API: &str = "aitbc-coordinator-api.service";
+/// The demo's job, run by aitbc-settlement.timer.
+const JOB: &str = "aitbc-settlement.service";
 
 #[test]
 fn the_stack_boots_with_every_target_up_every_rule_loaded_and_dashboards_answered() {
@@ -362,6 +364,32 @@ fn the_stack_boots_with_every_target_up_every_rule_loaded_and_dashboards_answere
             });
         }
     }
+    // The settlement job (every 20 s): a job with runs and a next run, no
+    // service_up, and no service alert for it.
+    wait_for("a finished run of the settlement job", WAIT, || {
+        stack.value(&format!(
+            "sum(service_job_runs_total{{unit=\"{JOB}\"}}) >= 1"
+        ))
+    });
+    assert!(
+        stack
+            .value(&format!(
+                "service_job_next_run_timestamp_seconds{{unit=\"{JOB}\"}} > time() - 5"
+            ))
+            .is_some(),
+        "no next run for {JOB}"
+    );
+    assert!(stack
+        .query(&format!("service_up{{unit=\"{JOB}\"}}"))
+        .is_empty());
+    assert!(
+        stack
+            .query(&format!(
+                "ALERTS{{unit=\"{JOB}\",alertname=~\"ServiceDown|ServiceFailing\"}}"
+            ))
+            .is_empty(),
+        "a service alert for {JOB}"
+    );
 }
 
 #[test]
