@@ -222,6 +222,30 @@ mod tests {
     }
 
     #[test]
+    fn watch_jobs_and_services_override_what_properties_say() {
+        let c = Config::parse(
+            Path::new("c.toml"),
+            "[watch]\nunits = [\"a-*\"]\njobs = [\"a-batch*\"]\nservices = [\"a-*\"]\n",
+        )
+        .expect("config");
+        use crate::ledger::Kind;
+        assert_eq!(c.kinds.kind("a-batch.service", false), Kind::Job);
+        assert_eq!(c.kinds.kind("a-once.service", true), Kind::Service);
+        let plain = Config::parse(Path::new("c.toml"), "[watch]\nunits = [\"a-*\"]\n")
+            .expect("config");
+        assert_eq!(plain.kinds.kind("a-once.service", true), Kind::Job);
+    }
+
+    #[test]
+    fn a_bad_pattern_in_watch_jobs_names_its_place() {
+        let e = err("[watch]\nunits = [\"a\"]\njobs = [\"[x\"]\n");
+        assert!(
+            e.starts_with("/etc/unitwatch/config.toml:3:") && e.contains("watch.jobs"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn errors_name_file_line_and_key() {
         let cases = [
             (
