@@ -12,6 +12,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use common::inproc::Server;
+use common::saved::{self, JOB, SERVICE};
 use common::tls::{cert_dir, web_config};
 use common::unitwatch::{assert_error, cli, free_port, http_get, temp_dir};
 use common::wait_for;
@@ -148,7 +149,7 @@ fn api_and_status_command_show_what_systemd_did() {
     assert!(row(STABLE).contains("active (running)"), "{text}");
     assert!(row(STABLE).contains("100.00%"), "{text}");
     assert!(row(FLAPPING).trim_end().ends_with(" 3"), "{text}");
-    assert!(text.contains("2 of 2 units up"), "{text}");
+    assert!(text.contains("2 of 2 services up"), "{text}");
     assert!(!text.contains('\x1b'), "no colour when piped:\n{text}");
 
     // --json: the daemon's own JSON.
@@ -166,7 +167,52 @@ fn api_and_status_command_show_what_systemd_did() {
     let out = status(&uw, &[]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("inactive (dead)"), "{text}");
-    assert!(text.contains("1 of 2 units up"), "{text}");
+    assert!(text.contains("1 of 2 services up"), "{text}");
+}
+
+/// Jobs in their own section, after the services: last run, result, how
+/// long it took, next run; the summary counts them apart. From a saved
+/// state, without systemd, as any user.
+#[test]
+fn status_lists_jobs_in_their_own_section() {
+    let (dir, _) = saved::with_job("status-jobs");
+    let uw = Server::start(&dir);
+    let out = status(&uw, &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (services, jobs) = text.split_once("\n\n").expect("two sections");
+    assert!(services.starts_with("UNIT "), "{text}");
+    assert!(services.contains(SERVICE), "{text}");
+    assert!(!services.contains(JOB), "{text}");
+    let lines: Vec<&str> = jobs.lines().collect();
+    assert!(
+        lines[0].starts_with("JOB ")
+            && lines[0].contains("RESULT")
+            && lines[0].contains("NEXT RUN"),
+        "{text}"
+    );
+    let row = lines[1];
+    assert!(row.starts_with(JOB), "{text}");
+    assert!(row.contains(" ago  exit-code  1.5s  "), "{text}");
+    assert!(
+        row.contains(" UTC, in 29m ") || row.contains(" UTC, in 30m "),
+        "{text}"
+    );
+    assert!(row.ends_with("50.00%       50.00%"), "{text}");
+    assert!(
+        text.contains("1 of 1 services up, 1 of 1 jobs failed their last run, as of"),
+        "{text}"
+    );
+
+    // --json: the daemon's own, with the job's fields.
+    let out = status(&uw, &["--json"]);
+    let json: Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+    assert_eq!(find(&json, JOB)["kind"], "job");
+    assert_eq!(find(&json, JOB)["job"]["last_run"]["result"], "exit-code");
 }
 
 #[test]
@@ -238,7 +284,7 @@ fn status_over_tls_with_basic_auth() {
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(stdout.starts_with("UNIT "), "{stdout}");
-    assert!(stdout.contains("0 of 0 units up"), "{stdout}");
+    assert!(stdout.contains("0 of 0 services up"), "{stdout}");
 
     // --json, and the options before the subcommand instead.
     let out = cli()
@@ -287,7 +333,7 @@ fn status_reads_the_web_config_its_config_names() {
         .expect("run unitwatch status");
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
-    assert!(stdout.contains("0 of 0 units up"), "{stdout}");
+    assert!(stdout.contains("0 of 0 services up"), "{stdout}");
 }
 
 /// With --ca: any certificate the CA signed for the host asked.
@@ -415,5 +461,5 @@ fn status_says_when_tls_is_wrong_either_way() {
     let out = status_of(&plain, &[]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
-    assert!(stdout.contains("0 of 0 units up"), "{stdout}");
+    assert!(stdout.contains("0 of 0 services up"), "{stdout}");
 }
