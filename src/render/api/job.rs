@@ -89,10 +89,15 @@ pub fn runs_since(runs: &Runs, from: Usec, now: Usec) -> (u64, u64) {
     runs.between(from, now.saturating_add(1))
 }
 
+/// `ok` runs of `all` as a ratio; none of none.
+pub fn rate(all: u64, ok: u64) -> Option<f64> {
+    (all > 0).then(|| ok as f64 / all as f64)
+}
+
 /// Successful runs over runs that ended in `[from, now]`; none if none did.
 pub fn success_rate(runs: &Runs, from: Usec, now: Usec) -> Option<f64> {
     let (all, ok) = runs_since(runs, from, now);
-    (all > 0).then(|| ok as f64 / all as f64)
+    rate(all, ok)
 }
 
 /// The job fields of `v` (a job) as of `now`.

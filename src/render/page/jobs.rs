@@ -11,7 +11,7 @@ use std::fmt::Write;
 
 use super::{escape, COLUMNS, DAY};
 use crate::ledger::{UnitView, Usec};
-use crate::render::api::job::{runs_since, success_rate};
+use crate::render::api::job::{rate, runs_since};
 use crate::render::human;
 
 /// The colour class of a run's result: up (success) or down (any failure).
@@ -98,7 +98,7 @@ fn rate_cell(v: &UnitView<'_>, from: Usec, now: Usec, class: &str) -> String {
     let (all, ok) = runs_since(v.runs, from, now);
     format!(
         "<td class=\"num {class}\" title=\"{ok} of {all} runs\">{}</td>",
-        human::percent(success_rate(v.runs, from, now))
+        human::percent(rate(all, ok))
     )
 }
 
