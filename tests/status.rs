@@ -28,6 +28,14 @@ const FAILS_THRICE: &str =
      ExecStart=/bin/sh -c 'f=/run/flap.count; c=$$(cat $$f 2>/dev/null || echo 0); \
      echo $$((c+1)) > $$f; [ $$c -ge 3 ] && exec sleep infinity; sleep 0.3; exit 1'\n";
 
+const JOB_UNIT: &str = "aitbc-settlement.service";
+const TIMER: &str = "aitbc-settlement.timer";
+/// A oneshot that settles in 0.2 s, and fails while /run/settle.fail exists.
+const SETTLES: &str = "[Service]\nType=oneshot\n\
+     ExecStart=/bin/sh -c 'sleep 0.2; [ ! -e /run/settle.fail ]'\n";
+/// Its timer, due at the top of every hour.
+const HOURLY: &str = "[Timer]\nOnCalendar=hourly\nUnit=aitbc-settlement.service\n";
+
 fn api(uw: &Server, path: &str) -> (u16, Value) {
     let (status, body) = http_get(&uw.addr, path).expect("GET");
     let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
@@ -213,6 +221,76 @@ fn status_lists_jobs_in_their_own_section() {
     let json: Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
     assert_eq!(find(&json, JOB)["kind"], "job");
     assert_eq!(find(&json, JOB)["job"]["last_run"]["result"], "exit-code");
+}
+
+/// A oneshot on a timer, run by hand three times (the last one failing):
+/// the API, the status page and `unitwatch status` show it as a job.
+#[test]
+fn a_job_on_a_timer_is_shown_as_a_job() {
+    let sb = sandbox!();
+    sb.write_unit(JOB_UNIT, SETTLES);
+    sb.write_unit(TIMER, HOURLY);
+    sb.daemon_reload();
+    sb.systemctl(&["start", TIMER]);
+    let uw = Server::setup(&temp_dir("status-job"))
+        .sandbox(&sb)
+        .watch("units = [\"aitbc-*.service\"]")
+        .start();
+    sb.systemctl(&["start", JOB_UNIT]);
+    sb.systemctl(&["start", JOB_UNIT]);
+    sb.sh(&format!(
+        "touch /run/settle.fail; systemctl start {JOB_UNIT} || true"
+    ));
+    let mut last = Value::Null;
+    let unit = common::try_wait_for(WAIT, || {
+        let (_, units) = api(&uw, "/api/v1/units");
+        last = find(&units, JOB_UNIT).clone();
+        (last["job"]["runs"]["exit-code"] == 1).then(|| last.clone())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the API did not count the three runs: {last}\nlog:\n{}",
+            uw.log()
+        )
+    });
+    assert_eq!(unit["kind"], "job");
+    assert!(unit["availability"].is_null(), "{unit}");
+    let job = &unit["job"];
+    assert_eq!(job["runs"]["success"], 2, "{unit}");
+    assert_eq!(job["last_run"]["result"], "exit-code", "{unit}");
+    let took = job["last_run"]["duration_seconds"].as_f64();
+    assert!(took.is_some_and(|d| (0.2..5.0).contains(&d)), "{unit}");
+    assert!(
+        job["last_success"].as_f64() < job["last_run"]["end"].as_f64(),
+        "{unit}"
+    );
+    assert_eq!(job["timer"]["name"], TIMER, "{unit}");
+    let now = api(&uw, "/api/v1/units").1["now"]
+        .as_f64()
+        .unwrap_or_default();
+    let next = job["timer"]["next_run"].as_f64().unwrap_or_default();
+    assert!(
+        next > now && next <= now + 3600.0,
+        "next run {next}, now {now}"
+    );
+
+    let (_, html) = http_get(&uw.addr, "/").expect("GET /");
+    let row = html
+        .find(&format!("<tr id=\"{JOB_UNIT}\" data-kind=\"job\""))
+        .unwrap_or_else(|| panic!("no job row:\n{html}"));
+    assert!(
+        row > html.find("<h2 id=\"jobs\">").unwrap_or(usize::MAX),
+        "{html}"
+    );
+
+    let out = status(&uw, &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(JOB_UNIT))
+        .unwrap_or_else(|| panic!("no row for {JOB_UNIT}:\n{text}"));
+    assert!(line.contains("  exit-code  "), "{text}");
+    assert!(line.contains(" UTC, in "), "{text}");
 }
 
 #[test]
