@@ -1,9 +1,11 @@
 //! The JSON API and `unitwatch status` against the in-process server
 //! following a real systemd (root: a sandbox): a stable unit and one that
-//! crashes three times and then runs. Then `unitwatch status` over TLS with
-//! basic auth, and the errors it gives (no daemon, wrong credentials,
-//! untrusted certificate, TLS mismatch), against the in-process server
-//! without systemd (its HTTP side works regardless), as any user.
+//! crashes three times and then runs; a oneshot on a timer, a job. Jobs
+//! from a saved state, without systemd, as any user. Then `unitwatch
+//! status` over TLS with basic auth, and the errors it gives (no daemon,
+//! wrong credentials, untrusted certificate, TLS mismatch), against the
+//! in-process server without systemd (its HTTP side works regardless), as
+//! any user.
 
 mod common;
 
