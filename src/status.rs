@@ -1,8 +1,10 @@
 //! `unitwatch status`: asks a running unitwatch for `/api/v1/units` (with
 //! [`client`]: HTTP or HTTPS, basic auth) and prints a `systemctl`-like
-//! table (unit, state, since, availability over 24 h and 30 d, restarts in
-//! 24 h); coloured on a terminal, plain when piped or with `NO_COLOR`, the
-//! daemon's JSON as is with `--json`.
+//! table of the services (unit, state, since, availability over 24 h and
+//! 30 d, restarts in 24 h), then one of the jobs (last run, its result and
+//! duration, next run, success over 24 h and 30 d); coloured on a
+//! terminal, plain when piped or with `NO_COLOR`, the daemon's JSON as is
+//! with `--json`.
 
 pub mod client;
 
@@ -10,7 +12,7 @@ use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 
 pub use self::client::{get, Credentials, StatusError, Target, Trust};
-use crate::render::api::Units;
+use crate::render::api::{JobRun, Unit, Units};
 use crate::render::human;
 use crate::render::page::class;
 
@@ -26,8 +28,11 @@ pub fn local(listen: SocketAddr) -> SocketAddr {
     addr
 }
 
-/// The table `unitwatch status` prints.
+/// The tables `unitwatch status` prints: the services, then the jobs (if
+/// any), then a summary line.
 pub fn table(units: &Units, colour: bool) -> String {
+    let (jobs, services): (Vec<&Unit>, Vec<&Unit>) = units.units.iter().partition(|u| u.is_job());
+    let paint = |code: &'static str| colour.then_some(code);
     let header = [
         "UNIT",
         "STATE",
@@ -36,11 +41,11 @@ pub fn table(units: &Units, colour: bool) -> String {
         "AVAIL 30D",
         "RESTARTS 24H",
     ];
-    let rows: Vec<[String; 6]> = units
-        .units
+    let rows: Vec<_> = services
         .iter()
         .map(|u| {
-            [
+            let availability = u.availability.clone().unwrap_or_default();
+            let cells = [
                 u.unit.clone(),
                 format!("{} ({})", u.state, u.sub_state),
                 format!(
@@ -48,50 +53,129 @@ pub fn table(units: &Units, colour: bool) -> String {
                     human::utc(u.since),
                     human::duration(u.run_seconds)
                 ),
-                human::percent(u.availability.h24),
-                human::percent(u.availability.d30),
+                human::percent(availability.h24),
+                human::percent(availability.d30),
                 (u.restarts_24h.auto + u.restarts_24h.manual).to_string(),
-            ]
+            ];
+            let code = match class(&u.state) {
+                "up" => "32",
+                "down" => "31",
+                "change" => "33",
+                _ => "90",
+            };
+            (cells, paint(code))
         })
         .collect();
+    let mut out = aligned(header, &rows, 1);
+    if !jobs.is_empty() {
+        out.push('\n');
+        out.push_str(&jobs_table(&jobs, units.now, colour));
+    }
+    let up = services.iter().filter(|u| u.up).count();
+    let failed = jobs
+        .iter()
+        .filter(|u| last_run(u).is_some_and(|r| !r.succeeded()))
+        .count();
+    let jobs_line = match jobs.len() {
+        0 => String::new(),
+        n => format!(", {failed} of {n} jobs failed their last run"),
+    };
+    out.push_str(&format!(
+        "\n{up} of {} services up{jobs_line}, as of {} UTC.\n",
+        services.len(),
+        human::utc(units.now)
+    ));
+    out
+}
+
+fn last_run(u: &Unit) -> Option<&JobRun> {
+    u.job.as_ref().and_then(|j| j.last_run.as_ref())
+}
+
+/// The jobs' table: last run (when it ended), its result and how long it
+/// took, the next run (or the run in progress), success over 24 h and 30 d.
+fn jobs_table(jobs: &[&Unit], now: f64, colour: bool) -> String {
+    let header = [
+        "JOB",
+        "LAST RUN",
+        "RESULT",
+        "TOOK",
+        "NEXT RUN",
+        "SUCCESS 24H",
+        "SUCCESS 30D",
+    ];
+    let rows: Vec<_> = jobs
+        .iter()
+        .map(|u| {
+            let job = u.job.as_ref();
+            let last = last_run(u);
+            let next = match job {
+                Some(j) if j.running => match j.running_since {
+                    Some(since) => format!("running, for {}", human::duration(now - since)),
+                    None => "running".to_owned(),
+                },
+                _ => match job.and_then(|j| j.timer.as_ref()).and_then(|t| t.next_run) {
+                    Some(at) => format!("{} UTC, {}", human::utc(at), human::relative(at, now)),
+                    None => "-".to_owned(),
+                },
+            };
+            let rate = job.map(|j| j.success_rate.clone()).unwrap_or_default();
+            let cells = [
+                u.unit.clone(),
+                last.map_or_else(
+                    || "never".to_owned(),
+                    |r| format!("{} UTC, {}", human::utc(r.end), human::relative(r.end, now)),
+                ),
+                last.map_or_else(|| "-".to_owned(), |r| r.result.clone()),
+                last.and_then(|r| r.duration_seconds)
+                    .map_or_else(|| "-".to_owned(), human::run_time),
+                next,
+                human::percent(rate.h24),
+                human::percent(rate.d30),
+            ];
+            let code = match last {
+                Some(r) if r.succeeded() => "32",
+                Some(_) => "31",
+                None => "90",
+            };
+            (cells, colour.then_some(code))
+        })
+        .collect();
+    aligned(header, &rows, 2)
+}
+
+/// `header` and `rows` in columns as wide as their widest cell, two spaces
+/// apart; the cell in column `painted` of a row given an ANSI colour code
+/// is drawn in it.
+fn aligned<const N: usize>(
+    header: [&str; N],
+    rows: &[([String; N], Option<&str>)],
+    painted: usize,
+) -> String {
     let mut width = header.map(str::len);
-    for row in &rows {
+    for (row, _) in rows {
         for (w, cell) in width.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
     let mut out = String::new();
-    let line = |out: &mut String, cells: &[String; 6], paint: Option<&str>| {
+    let line = |out: &mut String, cells: &[String; N], paint: Option<&str>| {
         for (i, (cell, w)) in cells.iter().zip(width).enumerate() {
             let pad = w - cell.chars().count();
-            let last = i == cells.len() - 1;
-            match (i, paint) {
-                (1, Some(code)) => out.push_str(&format!("\x1b[{code}m{cell}\x1b[0m")),
+            match paint {
+                Some(code) if i == painted => out.push_str(&format!("\x1b[{code}m{cell}\x1b[0m")),
                 _ => out.push_str(cell),
             }
-            if !last {
+            if i != N - 1 {
                 out.push_str(&" ".repeat(pad + 2));
             }
         }
         out.push('\n');
     };
-    let head = header.map(str::to_owned);
-    line(&mut out, &head, None);
-    for (row, u) in rows.iter().zip(&units.units) {
-        let paint = colour.then(|| match class(&u.state) {
-            "up" => "32",
-            "down" => "31",
-            "change" => "33",
-            _ => "90",
-        });
-        line(&mut out, row, paint);
+    line(&mut out, &header.map(str::to_owned), None);
+    for (row, paint) in rows {
+        line(&mut out, row, *paint);
     }
-    let up = units.units.iter().filter(|u| u.up).count();
-    out.push_str(&format!(
-        "\n{up} of {} units up, as of {} UTC.\n",
-        units.units.len(),
-        human::utc(units.now)
-    ));
     out
 }
 
@@ -115,32 +199,37 @@ pub fn run(target: &Target, json: bool) -> Result<(), StatusError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::render::api::job::fixture::{
+        job_ledger, run_job, set_timer, start_job, HOUR, JOB, S, T0,
+    };
     use crate::render::api::{PerWindow, Restarts, Unit};
 
     fn unit(name: &str, state: &str, up: bool) -> Unit {
         Unit {
             unit: name.into(),
+            kind: "service".into(),
             state: state.into(),
             sub_state: "running".into(),
             up,
             loaded: true,
             since: 1_700_000_000.0,
             run_seconds: 300.0,
-            uptime_seconds: 0.0,
-            downtime_seconds: 0.0,
-            availability: PerWindow {
+            uptime_seconds: Some(0.0),
+            downtime_seconds: Some(0.0),
+            availability: Some(PerWindow {
                 h1: Some(1.0),
                 h24: Some(0.5),
                 d7: None,
                 d30: None,
-            },
-            mtbf_seconds: PerWindow::default(),
-            mttr_seconds: PerWindow::default(),
+            }),
+            mtbf_seconds: Some(PerWindow::default()),
+            mttr_seconds: Some(PerWindow::default()),
             restarts: Restarts::default(),
             restarts_24h: Restarts { auto: 2, manual: 1 },
             failures: Default::default(),
             last_failure: None,
             history_begins: 0.0,
+            job: None,
         }
     }
 
@@ -162,11 +251,141 @@ mod tests {
         assert!(lines[1].starts_with("a-long-name.service  active (running)"));
         assert!(lines[1].contains("2023-11-14 22:13:20 UTC, 5m 0s ago"));
         assert!(lines[1].ends_with("50.00%     -          3"), "{plain}");
-        assert!(plain.contains("1 of 2 units up"));
+        assert!(plain.contains("1 of 2 services up, as of"), "{plain}");
         assert!(!plain.contains('\x1b'));
         let coloured = table(&units, true);
         assert!(coloured.contains("\x1b[32mactive (running)\x1b[0m"));
         assert!(coloured.contains("\x1b[31mfailed (running)\x1b[0m"));
+    }
+
+    /// The API's list of a ledger with the fixture's job as of `now`, and
+    /// one service that is up.
+    fn with_job(mut l: crate::ledger::Ledger, now: u64) -> Units {
+        l.apply(crate::ledger::Event::new(
+            "web.service",
+            T0,
+            crate::ledger::Transition::Seen {
+                state: crate::ledger::ActiveState::Active,
+                sub_state: "running".into(),
+                n_restarts: Some(0),
+            },
+        ));
+        crate::render::api::units(&l, now)
+    }
+
+    /// The lines of the jobs' section of `text`, its header first.
+    fn jobs_section(text: &str) -> Vec<&str> {
+        text.lines()
+            .skip_while(|l| !l.starts_with("JOB "))
+            .take_while(|l| !l.is_empty())
+            .collect()
+    }
+
+    /// The cells of a line: what columns two or more spaces apart hold.
+    fn cells(line: &str) -> Vec<&str> {
+        line.split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect()
+    }
+
+    #[test]
+    fn jobs_are_listed_in_their_own_section_not_among_the_services() {
+        let mut l = job_ledger();
+        run_job(&mut l, 10 * S, 13 * S, "success");
+        let text = table(&with_job(l, T0 + HOUR), false);
+        let services: Vec<&str> = text.lines().take_while(|l| !l.is_empty()).collect();
+        assert!(services[0].starts_with("UNIT "), "{text}");
+        assert!(!services.iter().any(|l| l.starts_with(JOB)), "{text}");
+        let jobs = jobs_section(&text);
+        assert_eq!(jobs.len(), 2, "{text}");
+        assert!(jobs[1].starts_with(JOB), "{text}");
+    }
+
+    #[test]
+    fn the_jobs_section_has_last_run_result_took_next_run_and_success_rates() {
+        let mut l = job_ledger();
+        run_job(&mut l, 10 * S, 13 * S, "success");
+        let text = table(&with_job(l, T0 + HOUR), false);
+        assert_eq!(
+            cells(jobs_section(&text)[0]),
+            [
+                "JOB",
+                "LAST RUN",
+                "RESULT",
+                "TOOK",
+                "NEXT RUN",
+                "SUCCESS 24H",
+                "SUCCESS 30D"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_job_shows_when_its_last_run_ended_its_result_and_how_long_it_took() {
+        let mut l = job_ledger();
+        run_job(&mut l, 10 * S, 13 * S + S / 5, "exit-code");
+        let text = table(&with_job(l, T0 + 60 * S), false);
+        let row = jobs_section(&text)[1];
+        assert!(
+            row.contains("2023-11-14 22:13:33 UTC, 47s ago  exit-code  3.2s"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_job_shows_its_timers_next_run() {
+        let mut l = job_ledger();
+        set_timer(&mut l, T0, T0 + 2 * HOUR);
+        let text = table(&with_job(l, T0 + HOUR), false);
+        assert!(
+            jobs_section(&text)[1].contains("2023-11-15 00:13:20 UTC, in 1h 0m"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_job_that_never_ran_and_has_no_timer_says_so() {
+        let text = table(&with_job(job_ledger(), T0 + HOUR), false);
+        assert_eq!(
+            cells(jobs_section(&text)[1]),
+            [JOB, "never", "-", "-", "-", "-", "-"],
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_running_job_shows_for_how_long_instead_of_its_next_run() {
+        let mut l = job_ledger();
+        set_timer(&mut l, T0, T0 + 2 * HOUR);
+        start_job(&mut l, 30 * S);
+        let text = table(&with_job(l, T0 + 100 * S), false);
+        assert!(
+            jobs_section(&text)[1].contains("running, for 1m 10s"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_summary_counts_services_up_and_jobs_that_failed_their_last_run() {
+        let mut l = job_ledger();
+        run_job(&mut l, 10 * S, 13 * S, "exit-code");
+        let text = table(&with_job(l, T0 + HOUR), false);
+        assert!(
+            text.contains("1 of 1 services up, 1 of 1 jobs failed their last run, as of"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_result_is_green_for_a_success_and_red_for_a_failure() {
+        let mut l = job_ledger();
+        run_job(&mut l, 10 * S, 13 * S, "success");
+        let green = table(&with_job(l.clone(), T0 + HOUR), true);
+        assert!(green.contains("\x1b[32msuccess\x1b[0m"), "{green}");
+        run_job(&mut l, 20 * S, 23 * S, "timeout");
+        let red = table(&with_job(l, T0 + HOUR), true);
+        assert!(red.contains("\x1b[31mtimeout\x1b[0m"), "{red}");
     }
 
     #[test]

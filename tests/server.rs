@@ -12,7 +12,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::inproc::Server;
+use common::saved::{self, JOB, SERVICE};
 use common::unitwatch::{http_get, temp_dir, value};
+use serde_json::Value;
 
 /// A state as the first release wrote it: one unit, restarted twice by
 /// systemd and once by hand, failed once.
@@ -168,6 +170,120 @@ fn the_status_page_lists_the_saved_units() {
     assert_eq!(status, 200);
     assert!(html.contains("<td class=\"unit\">a.service</td>"), "{html}");
     assert!(html.contains("0 of 1 up"), "{html}");
+}
+
+/// `GET path` as JSON, which must answer 200.
+fn json(s: &Server, path: &str) -> Value {
+    let (status, body) = s.get(path);
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+}
+
+fn seconds(usec: u64) -> f64 {
+    usec as f64 / 1e6
+}
+
+#[test]
+fn the_api_gives_each_unit_its_kind_and_a_job_its_runs() {
+    let (dir, t) = saved::with_job("inproc-api-job");
+    let s = Server::start(&dir);
+    let units = json(&s, "/api/v1/units");
+    let list = units["units"].as_array().expect("units");
+    let unit = |name: &str| {
+        list.iter()
+            .find(|u| u["unit"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {units}"))
+    };
+    assert_eq!(unit(SERVICE)["kind"], "service");
+    assert!(unit(SERVICE)["job"].is_null());
+    assert!(unit(SERVICE)["availability"]["1h"].is_number(), "{units}");
+
+    let job = unit(JOB);
+    assert_eq!(job["kind"], "job");
+    for field in ["availability", "uptime_seconds", "mtbf_seconds"] {
+        assert!(job[field].is_null(), "{field}: {job}");
+    }
+    let j = &job["job"];
+    assert_eq!(j["running"], false);
+    assert_eq!(j["last_run"]["start"], seconds(t.last_start));
+    assert_eq!(j["last_run"]["end"], seconds(t.last_end));
+    assert_eq!(j["last_run"]["duration_seconds"], 1.5);
+    assert_eq!(j["last_run"]["result"], "exit-code");
+    assert_eq!(j["last_success"], seconds(t.first_end));
+    assert_eq!(j["runs"]["success"], 1);
+    assert_eq!(j["runs"]["exit-code"], 1);
+    assert_eq!(j["success_rate"]["1h"], 0.0);
+    assert_eq!(j["success_rate"]["24h"], 0.5);
+    assert_eq!(j["timer"]["name"], "backup.timer");
+    assert_eq!(j["timer"]["last_trigger"], seconds(t.last_start));
+    assert_eq!(j["timer"]["next_run"], seconds(t.next_run));
+    assert_eq!(job["failures"]["exit-code"], 1);
+}
+
+#[test]
+fn one_job_gives_its_runs_of_the_last_30_days() {
+    let (dir, t) = saved::with_job("inproc-api-runs");
+    let s = Server::start(&dir);
+    let detail = json(&s, &format!("/api/v1/units/{JOB}"));
+    let runs: Vec<(f64, &str)> = detail["runs"]
+        .as_array()
+        .expect("a job's runs")
+        .iter()
+        .map(|r| {
+            (
+                r["end"].as_f64().unwrap_or_default(),
+                r["result"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        runs,
+        [
+            (seconds(t.first_end), "success"),
+            (seconds(t.last_end), "exit-code")
+        ]
+    );
+    assert!(json(&s, &format!("/api/v1/units/{SERVICE}"))["runs"].is_null());
+}
+
+#[test]
+fn the_status_page_lists_jobs_apart_from_the_services() {
+    let (dir, _) = saved::with_job("inproc-page-job");
+    let s = Server::start(&dir);
+    let (status, html) = s.get("/");
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("<span id=\"summary\">1 of 1 up</span>"),
+        "{html}"
+    );
+    let jobs = html
+        .find("<h2 id=\"jobs\">Jobs</h2>")
+        .expect("a Jobs section");
+    let row = html
+        .find(&format!("<tr id=\"{JOB}\" data-kind=\"job\""))
+        .unwrap_or_else(|| panic!("no job row:\n{html}"));
+    assert!(row > jobs, "{html}");
+    let row = &html[row..html[row..].find("</tr>").map_or(html.len(), |e| row + e)];
+    assert!(
+        row.contains("<span class=\"badge down\">exit-code</span>"),
+        "{row}"
+    );
+    assert!(row.contains("<td class=\"num took\">1.5s</td>"), "{row}");
+    assert!(row.contains(">50.00%</td>"), "{row}");
+    assert!(
+        row.contains(">in 29m ") || row.contains(">in 30m "),
+        "{row}"
+    );
+    assert_eq!(
+        row.matches("<span class=\"up\" style=\"left:").count(),
+        1,
+        "{row}"
+    );
+    assert_eq!(
+        row.matches("<span class=\"down\" style=\"left:").count(),
+        1,
+        "{row}"
+    );
 }
 
 #[test]

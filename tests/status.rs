@@ -1,9 +1,11 @@
 //! The JSON API and `unitwatch status` against the in-process server
 //! following a real systemd (root: a sandbox): a stable unit and one that
-//! crashes three times and then runs. Then `unitwatch status` over TLS with
-//! basic auth, and the errors it gives (no daemon, wrong credentials,
-//! untrusted certificate, TLS mismatch), against the in-process server
-//! without systemd (its HTTP side works regardless), as any user.
+//! crashes three times and then runs; a oneshot on a timer, a job. Jobs
+//! from a saved state, without systemd, as any user. Then `unitwatch
+//! status` over TLS with basic auth, and the errors it gives (no daemon,
+//! wrong credentials, untrusted certificate, TLS mismatch), against the
+//! in-process server without systemd (its HTTP side works regardless), as
+//! any user.
 
 mod common;
 
@@ -12,6 +14,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use common::inproc::Server;
+use common::saved::{self, JOB, SERVICE};
 use common::tls::{cert_dir, web_config};
 use common::unitwatch::{assert_error, cli, free_port, http_get, temp_dir};
 use common::wait_for;
@@ -26,6 +29,14 @@ const FAILS_THRICE: &str =
     "[Unit]\nStartLimitIntervalSec=0\n[Service]\nRestart=on-failure\nRestartSec=200ms\n\
      ExecStart=/bin/sh -c 'f=/run/flap.count; c=$$(cat $$f 2>/dev/null || echo 0); \
      echo $$((c+1)) > $$f; [ $$c -ge 3 ] && exec sleep infinity; sleep 0.3; exit 1'\n";
+
+const JOB_UNIT: &str = "aitbc-settlement.service";
+const TIMER: &str = "aitbc-settlement.timer";
+/// A oneshot that settles in 0.2 s, and fails while /run/settle.fail exists.
+const SETTLES: &str = "[Service]\nType=oneshot\n\
+     ExecStart=/bin/sh -c 'sleep 0.2; [ ! -e /run/settle.fail ]'\n";
+/// Its timer, due at the top of every hour.
+const HOURLY: &str = "[Timer]\nOnCalendar=hourly\nUnit=aitbc-settlement.service\n";
 
 fn api(uw: &Server, path: &str) -> (u16, Value) {
     let (status, body) = http_get(&uw.addr, path).expect("GET");
@@ -148,7 +159,7 @@ fn api_and_status_command_show_what_systemd_did() {
     assert!(row(STABLE).contains("active (running)"), "{text}");
     assert!(row(STABLE).contains("100.00%"), "{text}");
     assert!(row(FLAPPING).trim_end().ends_with(" 3"), "{text}");
-    assert!(text.contains("2 of 2 units up"), "{text}");
+    assert!(text.contains("2 of 2 services up"), "{text}");
     assert!(!text.contains('\x1b'), "no colour when piped:\n{text}");
 
     // --json: the daemon's own JSON.
@@ -166,7 +177,122 @@ fn api_and_status_command_show_what_systemd_did() {
     let out = status(&uw, &[]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("inactive (dead)"), "{text}");
-    assert!(text.contains("1 of 2 units up"), "{text}");
+    assert!(text.contains("1 of 2 services up"), "{text}");
+}
+
+/// Jobs in their own section, after the services: last run, result, how
+/// long it took, next run; the summary counts them apart. From a saved
+/// state, without systemd, as any user.
+#[test]
+fn status_lists_jobs_in_their_own_section() {
+    let (dir, _) = saved::with_job("status-jobs");
+    let uw = Server::start(&dir);
+    let out = status(&uw, &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (services, jobs) = text.split_once("\n\n").expect("two sections");
+    assert!(services.starts_with("UNIT "), "{text}");
+    assert!(services.contains(SERVICE), "{text}");
+    assert!(!services.contains(JOB), "{text}");
+    let lines: Vec<&str> = jobs.lines().collect();
+    assert!(
+        lines[0].starts_with("JOB ")
+            && lines[0].contains("RESULT")
+            && lines[0].contains("NEXT RUN"),
+        "{text}"
+    );
+    let row = lines[1];
+    assert!(row.starts_with(JOB), "{text}");
+    assert!(row.contains(" ago  exit-code  1.5s  "), "{text}");
+    assert!(
+        row.contains(" UTC, in 29m ") || row.contains(" UTC, in 30m "),
+        "{text}"
+    );
+    assert!(row.ends_with("50.00%       50.00%"), "{text}");
+    assert!(
+        text.contains("1 of 1 services up, 1 of 1 jobs failed their last run, as of"),
+        "{text}"
+    );
+
+    // --json: the daemon's own, with the job's fields.
+    let out = status(&uw, &["--json"]);
+    let json: Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+    assert_eq!(find(&json, JOB)["kind"], "job");
+    assert_eq!(find(&json, JOB)["job"]["last_run"]["result"], "exit-code");
+}
+
+/// A oneshot on a timer, run by hand three times (the last one failing):
+/// the API, the status page and `unitwatch status` show it as a job.
+#[test]
+fn a_job_on_a_timer_is_shown_as_a_job() {
+    let sb = sandbox!();
+    sb.write_unit(JOB_UNIT, SETTLES);
+    sb.write_unit(TIMER, HOURLY);
+    sb.daemon_reload();
+    sb.systemctl(&["start", TIMER]);
+    let uw = Server::setup(&temp_dir("status-job"))
+        .sandbox(&sb)
+        .watch("units = [\"aitbc-*.service\"]")
+        .start();
+    sb.systemctl(&["start", JOB_UNIT]);
+    sb.systemctl(&["start", JOB_UNIT]);
+    sb.sh(&format!(
+        "touch /run/settle.fail; systemctl start {JOB_UNIT} || true"
+    ));
+    let mut last = Value::Null;
+    let unit = common::try_wait_for(WAIT, || {
+        let (_, units) = api(&uw, "/api/v1/units");
+        last = find(&units, JOB_UNIT).clone();
+        (last["job"]["runs"]["exit-code"] == 1).then(|| last.clone())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the API did not count the three runs: {last}\nlog:\n{}",
+            uw.log()
+        )
+    });
+    assert_eq!(unit["kind"], "job");
+    assert!(unit["availability"].is_null(), "{unit}");
+    let job = &unit["job"];
+    assert_eq!(job["runs"]["success"], 2, "{unit}");
+    assert_eq!(job["last_run"]["result"], "exit-code", "{unit}");
+    let took = job["last_run"]["duration_seconds"].as_f64();
+    assert!(took.is_some_and(|d| (0.2..5.0).contains(&d)), "{unit}");
+    assert!(
+        job["last_success"].as_f64() < job["last_run"]["end"].as_f64(),
+        "{unit}"
+    );
+    assert_eq!(job["timer"]["name"], TIMER, "{unit}");
+    let now = api(&uw, "/api/v1/units").1["now"]
+        .as_f64()
+        .unwrap_or_default();
+    let next = job["timer"]["next_run"].as_f64().unwrap_or_default();
+    assert!(
+        next > now && next <= now + 3600.0,
+        "next run {next}, now {now}"
+    );
+
+    let (_, html) = http_get(&uw.addr, "/").expect("GET /");
+    let row = html
+        .find(&format!("<tr id=\"{JOB_UNIT}\" data-kind=\"job\""))
+        .unwrap_or_else(|| panic!("no job row:\n{html}"));
+    assert!(
+        row > html.find("<h2 id=\"jobs\">").unwrap_or(usize::MAX),
+        "{html}"
+    );
+
+    let out = status(&uw, &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(JOB_UNIT))
+        .unwrap_or_else(|| panic!("no row for {JOB_UNIT}:\n{text}"));
+    assert!(line.contains("  exit-code  "), "{text}");
+    assert!(line.contains(" UTC, in "), "{text}");
 }
 
 #[test]
@@ -238,7 +364,7 @@ fn status_over_tls_with_basic_auth() {
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(stdout.starts_with("UNIT "), "{stdout}");
-    assert!(stdout.contains("0 of 0 units up"), "{stdout}");
+    assert!(stdout.contains("0 of 0 services up"), "{stdout}");
 
     // --json, and the options before the subcommand instead.
     let out = cli()
@@ -287,7 +413,7 @@ fn status_reads_the_web_config_its_config_names() {
         .expect("run unitwatch status");
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
-    assert!(stdout.contains("0 of 0 units up"), "{stdout}");
+    assert!(stdout.contains("0 of 0 services up"), "{stdout}");
 }
 
 /// With --ca: any certificate the CA signed for the host asked.
@@ -415,5 +541,5 @@ fn status_says_when_tls_is_wrong_either_way() {
     let out = status_of(&plain, &[]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
-    assert!(stdout.contains("0 of 0 units up"), "{stdout}");
+    assert!(stdout.contains("0 of 0 services up"), "{stdout}");
 }

@@ -1,8 +1,9 @@
 //! The JSON API, `GET /api/v1/units` and `GET /api/v1/units/{unit}`: every
-//! watched unit's state, availability over 1 h / 24 h / 7 d / 30 d,
-//! MTBF/MTTR, restarts and failures, read from the ledger. The same types
-//! are what `unitwatch status` reads back. Field names are stable within
-//! `v1` (docs/API.md); times are Unix seconds, durations seconds.
+//! watched unit's kind and state; a service's availability over 1 h / 24 h /
+//! 7 d / 30 d and MTBF/MTTR, a job's runs ([`job`]); restarts and failures,
+//! read from the ledger. The same types are what `unitwatch status` reads
+//! back. Field names are stable within `v1` (docs/API.md); times are Unix
+//! seconds, durations seconds.
 
 use std::collections::BTreeMap;
 
@@ -10,6 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::ledger::window::Window;
 use crate::ledger::{Ledger, UnitView, Usec};
+
+pub mod job;
+
+pub use self::job::{Job, JobRun, JobTimer};
 
 /// The windows availability, MTBF and MTTR are given for, by name.
 pub const WINDOWS: [(&str, Usec); 4] = [
@@ -67,6 +72,10 @@ pub struct LastFailure {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Unit {
     pub unit: String,
+    /// What it is accounted as: `service` or `job` (a daemon from before
+    /// jobs sends none: a service).
+    #[serde(default = "service")]
+    pub kind: String,
     /// systemd's `ActiveState` and `SubState`.
     pub state: String,
     pub sub_state: String,
@@ -78,16 +87,18 @@ pub struct Unit {
     pub since: f64,
     /// How long it has been in `state`, seconds.
     pub run_seconds: f64,
-    /// Totals since accounting began (as `/metrics`).
-    pub uptime_seconds: f64,
-    pub downtime_seconds: f64,
+    /// Totals since accounting began (as `/metrics`); null for a job,
+    /// which between runs is not down.
+    pub uptime_seconds: Option<f64>,
+    pub downtime_seconds: Option<f64>,
     /// Up time / accounted time over each window, from 0 to 1; null where
-    /// nothing was accounted yet.
-    pub availability: PerWindow,
+    /// nothing was accounted yet. The whole object null for a job, as are
+    /// the next two.
+    pub availability: Option<PerWindow>,
     /// Up time per time it went down, over each window; null if it did not.
-    pub mtbf_seconds: PerWindow,
+    pub mtbf_seconds: Option<PerWindow>,
     /// Down time per time it came back up, over each window; null if it did not.
-    pub mttr_seconds: PerWindow,
+    pub mttr_seconds: Option<PerWindow>,
     /// Restarts since accounting began, and in the last 24 hours.
     pub restarts: Restarts,
     pub restarts_24h: Restarts,
@@ -96,6 +107,19 @@ pub struct Unit {
     pub last_failure: Option<LastFailure>,
     /// Where the kept history (30 days) begins, Unix seconds.
     pub history_begins: f64,
+    /// A job's runs, timer and success rates; null for a service.
+    #[serde(default)]
+    pub job: Option<Job>,
+}
+
+fn service() -> String {
+    "service".to_owned()
+}
+
+impl Unit {
+    pub fn is_job(&self) -> bool {
+        self.kind == "job"
+    }
 }
 
 /// One state change.
@@ -112,6 +136,10 @@ pub struct UnitDetail {
     pub unit: Unit,
     /// The state at `history_begins`, then every change since, oldest first.
     pub history: Vec<Change>,
+    /// A job's counted runs that ended in the last 30 days, oldest first;
+    /// null for a service.
+    #[serde(default)]
+    pub runs: Option<Vec<JobRun>>,
 }
 
 /// `/api/v1/units`.
@@ -131,21 +159,26 @@ fn unit(v: &UnitView<'_>) -> Unit {
     let now = h.now();
     let since = (v.state_change_seconds * 1e6) as Usec;
     let restarts_24h = h.restarts_since(now.saturating_sub(DAY));
-    // Each window read once, for all three figures.
-    let windows = WINDOWS.map(|(_, length)| h.window(now.saturating_sub(length)));
+    let is_job = v.is_job();
+    // Each window read once, for all three figures; a job has none of them.
+    let windows =
+        (!is_job).then(|| WINDOWS.map(|(_, length)| h.window(now.saturating_sub(length))));
+    let per_window =
+        |f: fn(&Window) -> Option<f64>| windows.as_ref().map(|w| PerWindow::from_windows(w, f));
     Unit {
         unit: v.unit.to_owned(),
+        kind: v.kind.as_str().to_owned(),
         state: v.state.as_str().to_owned(),
         sub_state: v.sub_state.to_owned(),
         up: v.up(),
         loaded: v.loaded,
         since: v.state_change_seconds,
         run_seconds: seconds(now.saturating_sub(since)),
-        uptime_seconds: v.uptime_seconds,
-        downtime_seconds: v.downtime_seconds,
-        availability: PerWindow::from_windows(&windows, Window::availability),
-        mtbf_seconds: PerWindow::from_windows(&windows, Window::mtbf_seconds),
-        mttr_seconds: PerWindow::from_windows(&windows, Window::mttr_seconds),
+        uptime_seconds: (!is_job).then_some(v.uptime_seconds),
+        downtime_seconds: (!is_job).then_some(v.downtime_seconds),
+        availability: per_window(Window::availability),
+        mtbf_seconds: per_window(Window::mtbf_seconds),
+        mttr_seconds: per_window(Window::mttr_seconds),
         restarts: Restarts {
             auto: v.restarts_auto,
             manual: v.restarts_manual,
@@ -160,6 +193,7 @@ fn unit(v: &UnitView<'_>) -> Unit {
             result: result.to_owned(),
         }),
         history_begins: seconds(h.begins()),
+        job: is_job.then(|| job::job(v, now)),
     }
 }
 
@@ -185,6 +219,7 @@ pub fn unit_detail(ledger: &Ledger, name: &str, now: Usec) -> Option<UnitDetail>
     Some(UnitDetail {
         unit: unit(&v),
         history,
+        runs: v.is_job().then(|| job::recent_runs(&v, now)),
     })
 }
 
@@ -232,13 +267,14 @@ mod tests {
             ("failed", "failed", false)
         );
         assert_eq!((u.since, u.run_seconds), (1_700_001_800.0, 1800.0));
-        assert_eq!(u.availability.h1, Some(0.5));
+        let availability = u.availability.as_ref().expect("a service's availability");
+        assert_eq!(availability.h1, Some(0.5));
+        assert_eq!(availability.d30, Some(0.5), "cut to where accounting began");
+        let (mtbf, mttr) = (u.mtbf_seconds.as_ref(), u.mttr_seconds.as_ref());
         assert_eq!(
-            u.availability.d30,
-            Some(0.5),
-            "cut to where accounting began"
+            (mtbf.and_then(|m| m.h1), mttr.and_then(|m| m.h1)),
+            (Some(1800.0), None)
         );
-        assert_eq!((u.mtbf_seconds.h1, u.mttr_seconds.h1), (Some(1800.0), None));
         assert_eq!(
             u.last_failure,
             Some(LastFailure {

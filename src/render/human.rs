@@ -32,6 +32,29 @@ pub fn duration(seconds: f64) -> String {
     }
 }
 
+/// A run's duration: to a hundredth of a second under 1 s, a tenth under
+/// 10 s, else as [`duration`]: `0.31s`, `3.2s`, `4m 12s`.
+pub fn run_time(seconds: f64) -> String {
+    let s = seconds.max(0.0);
+    if s < 1.0 {
+        format!("{s:.2}s")
+    } else if s < 10.0 {
+        format!("{s:.1}s")
+    } else {
+        duration(s)
+    }
+}
+
+/// How far the moment `at` is from `now` (Unix seconds): `in 4m 12s`, or
+/// `5m 0s ago` for one that has passed.
+pub fn relative(at: f64, now: f64) -> String {
+    if at > now {
+        format!("in {}", duration(at - now))
+    } else {
+        format!("{} ago", duration(now - at))
+    }
+}
+
 /// A ratio as a percentage with two decimals, rounded down so that only a
 /// perfect record shows 100.00%; `-` when there is none.
 pub fn percent(ratio: Option<f64>) -> String {
@@ -74,5 +97,18 @@ mod tests {
         assert_eq!(percent(Some(1.0)), "100.00%");
         assert_eq!(percent(Some(0.5)), "50.00%");
         assert_eq!(percent(None), "-");
+    }
+
+    #[test]
+    fn run_times_keep_fractions_of_short_runs() {
+        assert_eq!(run_time(0.314), "0.31s");
+        assert_eq!(run_time(3.24), "3.2s");
+        assert_eq!(run_time(252.0), "4m 12s");
+    }
+
+    #[test]
+    fn moments_are_told_from_now_either_way() {
+        assert_eq!(relative(1_000_252.0, 1_000_000.0), "in 4m 12s");
+        assert_eq!(relative(999_700.0, 1_000_000.0), "5m 0s ago");
     }
 }

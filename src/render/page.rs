@@ -1,7 +1,10 @@
-//! The status page at `/`: one row per unit with a coloured state badge,
+//! The status page at `/`: one row per service with a coloured state badge,
 //! availability over 24 hours and 30 days, restarts in 24 hours and a
-//! 24-hour timeline, rendered on the server (no JavaScript; it refreshes
+//! 24-hour timeline; then the jobs, apart ([`jobs`]): a job is not down
+//! between its runs. Rendered on the server (no JavaScript; it refreshes
 //! itself every 10 s). The stylesheet is compiled into the binary.
+
+mod jobs;
 
 use std::fmt::Write;
 
@@ -108,16 +111,38 @@ fn row(out: &mut String, v: &UnitView<'_>, now: Usec) {
 /// The page as of `now`.
 pub fn render(ledger: &Ledger, now: Usec) -> String {
     let views: Vec<UnitView<'_>> = ledger.view(now).collect();
-    let total = views.len();
-    let up = views.iter().filter(|v| v.up()).count();
-    let mut out = String::with_capacity(2048 + total * 1024);
+    let (jobs, services): (Vec<&UnitView<'_>>, Vec<&UnitView<'_>>) =
+        views.iter().partition(|v| v.is_job());
+    let total = services.len();
+    let up = services.iter().filter(|v| v.up()).count();
+    let failed = jobs::failed(&jobs);
+    let count = |n: usize| match n {
+        1 => "1 job".to_owned(),
+        n => format!("{n} jobs"),
+    };
+    let jobs_title = match failed {
+        0 => String::new(),
+        f => format!(", {} failed", count(f)),
+    };
+    let jobs_summary = match (jobs.len(), failed) {
+        (0, _) => String::new(),
+        (n, 0) => format!(
+            " · <a id=\"jobs-summary\" href=\"#jobs\">{}, none failed</a>",
+            count(n)
+        ),
+        (n, f) => format!(
+            " · <a id=\"jobs-summary\" href=\"#jobs\">{}, {f} failed</a>",
+            count(n)
+        ),
+    };
+    let mut out = String::with_capacity(2048 + views.len() * 1024);
     let _ = write!(
         out,
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <meta http-equiv=\"refresh\" content=\"10\">\
-         <title>unitwatch: {up}/{total} up</title><style>{CSS}</style></head>\n<body>\
-         <header><h1>Services</h1><p><span id=\"summary\">{up} of {total} up</span> · \
+         <title>unitwatch: {up}/{total} up{jobs_title}</title><style>{CSS}</style></head>\n<body>\
+         <header><h1>Services</h1><p><span id=\"summary\">{up} of {total} up</span>{jobs_summary} · \
          {now} UTC · refreshes every 10 s</p></header>\n",
         now = human::utc(now as f64 / 1e6),
     );
@@ -126,15 +151,21 @@ pub fn render(ledger: &Ledger, now: Usec) -> String {
          <th>24 h</th><th class=\"avail30\">30 d</th><th>Restarts 24 h</th>\
          <th class=\"timeline\">Last 24 hours</th></tr></thead>\n<tbody>\n",
     );
-    for v in &views {
+    for v in &services {
         row(&mut out, v, now);
     }
-    if total == 0 {
-        out.push_str("<tr><td colspan=\"7\">No units watched yet.</td></tr>\n");
+    match (total, jobs.len()) {
+        (0, 0) => out.push_str("<tr><td colspan=\"7\">No units watched yet.</td></tr>\n"),
+        (0, _) => out.push_str("<tr><td colspan=\"7\">No services watched, only jobs.</td></tr>\n"),
+        _ => {}
+    }
+    out.push_str("</tbody></table>\n");
+    if !jobs.is_empty() {
+        jobs::table(&mut out, &jobs, now);
     }
     let _ = write!(
         out,
-        "</tbody></table>\n<footer>unitwatch {} · <a href=\"metrics\">metrics</a> · \
+        "<footer>unitwatch {} · <a href=\"metrics\">metrics</a> · \
          <a href=\"api/v1/units\">JSON</a> · <a href=\"healthz\">health</a></footer>\n\
          </body></html>\n",
         env!("CARGO_PKG_VERSION")

@@ -5,13 +5,14 @@
 //! harnesses — the whole server in this process ([`inproc::Server`], any
 //! user) and a unitwatch process ([`unitwatch::Unitwatch`], for signals,
 //! exit codes, wrappers and the command line) — TLS material ([`tls`]) and
-//! the shipped files ([`shipped`]), and the names of a unit's series
-//! ([`series`]).
+//! the shipped files ([`shipped`]), the names of a unit's series
+//! ([`series`]), and saved states to start the server from ([`saved`]).
 
 #![allow(dead_code)]
 
 pub mod fleet;
 pub mod inproc;
+pub mod saved;
 pub mod series;
 pub mod shipped;
 pub mod tls;
