@@ -231,8 +231,8 @@ mod tests {
         use crate::ledger::Kind;
         assert_eq!(c.kinds.kind("a-batch.service", false), Kind::Job);
         assert_eq!(c.kinds.kind("a-once.service", true), Kind::Service);
-        let plain = Config::parse(Path::new("c.toml"), "[watch]\nunits = [\"a-*\"]\n")
-            .expect("config");
+        let plain =
+            Config::parse(Path::new("c.toml"), "[watch]\nunits = [\"a-*\"]\n").expect("config");
         assert_eq!(plain.kinds.kind("a-once.service", true), Kind::Job);
     }
 
