@@ -140,6 +140,10 @@ pub struct UnitDetail {
     /// null for a service.
     #[serde(default)]
     pub runs: Option<Vec<JobRun>>,
+    /// A job's run durations over 24 h and 30 d (p50, p95, p99, max);
+    /// null for a service.
+    #[serde(default)]
+    pub run_durations: Option<BTreeMap<String, job::Percentiles>>,
 }
 
 /// `/api/v1/units`.
@@ -220,6 +224,7 @@ pub fn unit_detail(ledger: &Ledger, name: &str, now: Usec) -> Option<UnitDetail>
         unit: unit(&v),
         history,
         runs: v.is_job().then(|| job::recent_runs(&v, now)),
+        run_durations: v.is_job().then(|| job::durations(&v, now)),
     })
 }
 

@@ -131,6 +131,50 @@ pub fn recent_runs(v: &UnitView<'_>, now: Usec) -> Vec<JobRun> {
         .collect()
 }
 
+/// Percentiles of the durations of a job's runs in one window.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Percentiles {
+    /// Runs with a known duration that ended in the window.
+    pub runs: u64,
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+/// Duration percentiles of the runs that ended in the last 24 h and 30 d
+/// (of those kept: at most [`crate::ledger::runs::MAX_RUNS`]); a window
+/// without a run of known duration is absent. Nearest rank, from the runs
+/// themselves rather than the histogram's buckets.
+pub fn durations(v: &UnitView<'_>, now: Usec) -> BTreeMap<String, Percentiles> {
+    [("24h", DAY), ("30d", 30 * DAY)]
+        .into_iter()
+        .filter_map(|(name, length)| {
+            let mut d: Vec<u64> = v
+                .runs
+                .in_window(now.saturating_sub(length), now.saturating_add(1))
+                .filter_map(Run::duration)
+                .collect();
+            if d.is_empty() {
+                return None;
+            }
+            d.sort_unstable();
+            let rank = |p: f64| {
+                let i = ((p * d.len() as f64).ceil() as usize).clamp(1, d.len()) - 1;
+                seconds(d[i])
+            };
+            let p = Percentiles {
+                runs: d.len() as u64,
+                p50: rank(0.50),
+                p95: rank(0.95),
+                p99: rank(0.99),
+                max: rank(1.0),
+            };
+            Some((name.to_owned(), p))
+        })
+        .collect()
+}
+
 /// A job and its runs fed to a ledger as D-Bus reports them, for the
 /// renderers' tests.
 #[cfg(test)]
@@ -428,5 +472,27 @@ mod tests {
         let units: Units = serde_json::from_str(old).expect("an old daemon's list");
         assert_eq!(units.units[0].kind, "service");
         assert_eq!(units.units[0].job, None);
+    }
+
+    #[test]
+    fn run_durations_are_percentiles_of_the_runs_in_each_window() {
+        let mut l = job_ledger();
+        // One run 40 days before the end, lasting an hour: in neither window.
+        run_job(&mut l, 10 * S, 10 * S + HOUR, "success");
+        let base = 40 * 24 * HOUR;
+        for i in 1..=100 {
+            let from = base + i * 200 * S;
+            run_job(&mut l, from, from + i * S, "success");
+        }
+        let now = T0 + base + 30_000 * S;
+        let d = unit_detail(&l, JOB, now)
+            .and_then(|d| d.run_durations)
+            .expect("a job's durations");
+        let day = &d["24h"];
+        assert_eq!(
+            (day.runs, day.p50, day.p95, day.max),
+            (100, 50.0, 95.0, 100.0)
+        );
+        assert_eq!(d["30d"].runs, 100);
     }
 }
