@@ -12,7 +12,7 @@
 //! is closed with an empty final block and the trailer's CRC-32 combined
 //! from the parts' (the way pigz compresses blocks independently).
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use flate2::{Compress, Compression, Crc, FlushCompress, Status};
 
@@ -53,8 +53,9 @@ struct Deflated {
 
 /// The parts of the last snapshot scraped in one format.
 struct Entry {
-    /// Held so that it is the same snapshot, not one at the same address.
-    snapshot: Arc<Snapshot>,
+    /// Which snapshot: a weak reference keeps its address from being
+    /// reused (so it names that snapshot alone) without keeping its ledger.
+    snapshot: Weak<Snapshot>,
     format: Format,
     /// By group of parts; `None` for a group rendered on every scrape.
     segments: Vec<Option<Arc<Segment>>>,
@@ -149,7 +150,9 @@ impl Scrapes {
         let cache = self.cache.lock().ok()?;
         cache
             .iter()
-            .find(|e| e.format == format && Arc::ptr_eq(&e.snapshot, snapshot))
+            .find(|e| {
+                e.format == format && std::ptr::eq(e.snapshot.as_ptr(), Arc::as_ptr(snapshot))
+            })
             .map(|e| e.segments.clone())
     }
 
@@ -159,7 +162,7 @@ impl Scrapes {
         };
         cache.retain(|e| e.format != format);
         cache.push(Entry {
-            snapshot: Arc::clone(snapshot),
+            snapshot: Arc::downgrade(snapshot),
             format,
             segments: self
                 .groups

@@ -49,7 +49,7 @@ pub(super) struct Account {
     pub followed: Vec<(Usec, Option<Usec>)>,
     /// What the unit is, once D-Bus (or `[watch]`) said; a service until then.
     pub kind: Option<Kind>,
-    /// Its runs. Kept in full for jobs; a known service keeps only totals.
+    /// Its runs: a job's, or those of a unit not yet known to be a service.
     pub runs: Runs,
     /// The timer that triggers it.
     pub timer: Option<Timer>,
@@ -312,6 +312,13 @@ impl Account {
                 n_restarts,
             } if at >= self.seen_at => self.count_scheduled_restart(at, invocation, n_restarts),
             Transition::Restart { .. } => Outcome::Quiet,
+            // A service's runs are its restarts and failures, already counted:
+            // keeping them would only cost memory and time.
+            Transition::RunStarted { .. } | Transition::RunEnded { .. }
+                if self.kind == Some(Kind::Service) =>
+            {
+                Outcome::Quiet
+            }
             Transition::RunStarted { invocation } => {
                 if origin == Origin::Journal && self.followed_at(at) {
                     return Outcome::Quiet;
@@ -322,17 +329,12 @@ impl Account {
             Transition::RunEnded { result, invocation } => {
                 let counted = at >= self.seen_at;
                 self.runs.ended(at, &result, invocation.as_deref(), counted);
-                if self.kind == Some(Kind::Service) {
-                    // A service's runs are its restarts and failures, already
-                    // counted; keeping each one would only cost memory.
-                    self.runs.log = Default::default();
-                }
                 Outcome::Quiet
             }
             Transition::Kind { kind } => {
                 self.kind = Some(kind);
                 if kind == Kind::Service {
-                    self.runs.log = Default::default();
+                    self.runs = Runs::default();
                 }
                 Outcome::Quiet
             }

@@ -132,14 +132,25 @@ pub struct Runs {
     /// Counted runs, by end time, within [`RETAIN`] and [`MAX_RUNS`].
     #[serde(default, with = "log")]
     pub log: Chunked<Run>,
-    /// `InvocationID`s of the runs whose end was taken in.
+    /// `InvocationID`s of the runs whose end was taken in (as [`id`]s).
     #[serde(default)]
-    ended: VecDeque<Arc<str>>,
+    ended: VecDeque<u128>,
 }
 
 /// How many ended `InvocationID`s are remembered: reports of one run's end
 /// arrive within moments of each other, from two sources.
-const ENDED: usize = 64;
+const ENDED: usize = 8;
+
+/// An `InvocationID` (128 bits in hex) as a number; any other text by its
+/// hash, which is as good for telling runs apart.
+fn id(invocation: &str) -> u128 {
+    u128::from_str_radix(invocation, 16).unwrap_or_else(|_| {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        invocation.hash(&mut h);
+        u128::from(h.finish())
+    })
+}
 
 impl Runs {
     /// A run `invocation` began at `at`.
@@ -163,8 +174,8 @@ impl Runs {
         self.last_start = self.last_start.max(at);
     }
 
-    fn has_ended(&self, id: &str) -> bool {
-        self.ended.iter().any(|x| &**x == id)
+    fn has_ended(&self, invocation: &str) -> bool {
+        self.ended.contains(&id(invocation))
     }
 
     /// A run ended at `at` with `result`; counted (in totals, histogram and
@@ -172,14 +183,14 @@ impl Runs {
     /// Returns whether it was news.
     pub fn ended(&mut self, at: Usec, result: &str, invocation: Option<&str>, count: bool) -> bool {
         match invocation {
-            Some(id) => {
-                if self.has_ended(id) {
+            Some(invocation) => {
+                if self.has_ended(invocation) {
                     return false;
                 }
                 if self.ended.len() >= ENDED {
                     self.ended.pop_front();
                 }
-                self.ended.push_back(Arc::from(id));
+                self.ended.push_back(id(invocation));
             }
             None if self.last.is_some_and(|l| at <= l.end) => return false,
             None => {}
