@@ -74,6 +74,9 @@ impl Owner {
     fn apply(&mut self, event: Event, stats: &mut Stats) {
         stats.events.count(event.origin);
         tracing::trace!(source = event.origin.as_str(), ?event, "event");
+        if !self.ledger.keeps(&event) {
+            return;
+        }
         let unit = event.unit.clone();
         match self.change(Op::Apply { event }) {
             Outcome::Appeared => tracing::info!(unit = %unit, "watching unit"),

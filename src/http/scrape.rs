@@ -33,7 +33,9 @@ struct Segment {
 }
 
 impl Segment {
-    fn new(text: String) -> Arc<Segment> {
+    fn new(mut text: String) -> Arc<Segment> {
+        // Kept until the next snapshot: without the room it was built in.
+        text.shrink_to_fit();
         Arc::new(Segment {
             text,
             deflated: OnceLock::new(),
@@ -126,6 +128,9 @@ impl Scrapes {
                     .unwrap_or_default()
             }
             None => {
+                // The parts of an older snapshot go first, so that their
+                // memory serves the new ones.
+                self.forget(format);
                 let all: Vec<&Vec<Part>> = self.groups.iter().collect();
                 let all = Scrapes::render(snapshot, now, format, &all);
                 self.keep(snapshot, format, &all);
@@ -154,6 +159,12 @@ impl Scrapes {
                 e.format == format && std::ptr::eq(e.snapshot.as_ptr(), Arc::as_ptr(snapshot))
             })
             .map(|e| e.segments.clone())
+    }
+
+    fn forget(&self, format: Format) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.retain(|e| e.format != format);
+        }
     }
 
     fn keep(&self, snapshot: &Arc<Snapshot>, format: Format, segments: &[Arc<Segment>]) {
@@ -195,6 +206,7 @@ fn deflate(text: &str) -> Option<Deflated> {
             break;
         }
     }
+    out.shrink_to_fit();
     let mut crc = Crc::new();
     crc.update(input);
     Some(Deflated { bytes: out, crc })

@@ -192,6 +192,21 @@ impl Ledger {
         Outcome::Appeared
     }
 
+    /// Whether applying `event` could change anything: not the runs of a
+    /// unit known to be a service, which are not kept (so the owner need
+    /// not record them as ops).
+    pub fn keeps(&self, event: &Event) -> bool {
+        let run = matches!(
+            event.transition,
+            Transition::RunStarted { .. } | Transition::RunEnded { .. }
+        );
+        !(run
+            && self
+                .units
+                .get(event.unit.as_str())
+                .is_some_and(|a| a.kind == Some(Kind::Service)))
+    }
+
     /// Makes the change `op` describes.
     pub fn replay(&mut self, op: Op) -> Outcome {
         match op {

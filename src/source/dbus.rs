@@ -423,9 +423,18 @@ impl DbusSource {
             .map_err(|_| DbusError::LedgerGone)
     }
 
-    /// Sends events whose times are in clock frame `frame`.
+    /// Sends events whose times are in clock frame `frame`; not the runs of
+    /// a unit known to be a service, which the ledger does not keep.
     async fn send(&self, events: Vec<Event>, frame: i64) -> Result<(), DbusError> {
+        let service = |e: &Event| self.kind_of.get(&e.unit) == Some(&Kind::Service);
         for event in events {
+            let run = matches!(
+                event.transition,
+                Transition::RunStarted { .. } | Transition::RunEnded { .. }
+            );
+            if run && service(&event) {
+                continue;
+            }
             self.events
                 .send(Input::Event {
                     event,

@@ -182,3 +182,20 @@ fn runs_survive_a_save_and_load() {
     let v = back.unit(JOB, T0 + 40 * S).expect("job");
     assert_eq!(v.runs.results.get("timeout"), Some(&1));
 }
+
+#[test]
+fn the_runs_of_a_known_service_need_not_be_applied() {
+    let mut l = Ledger::new();
+    l.apply(Event::new(JOB, T0, seen(Inactive, "dead", 0)));
+    let run = Event::logged(JOB, T0 + S, started("a"));
+    assert!(l.keeps(&run), "a unit of unknown kind keeps its runs");
+    l.apply(Event::new(
+        JOB,
+        T0,
+        Transition::Kind {
+            kind: Kind::Service,
+        },
+    ));
+    assert!(!l.keeps(&run));
+    assert!(l.keeps(&Event::logged(JOB, T0 + S, st(Activating))));
+}
