@@ -181,6 +181,17 @@ impl Account {
         Outcome::Restarted(trigger, n)
     }
 
+    /// Whether `transition` could change the account: not the runs of a
+    /// known service, which are its restarts and failures, already counted
+    /// (keeping them would only cost memory and time).
+    pub fn keeps(&self, transition: &Transition) -> bool {
+        let run = matches!(
+            transition,
+            Transition::RunStarted { .. } | Transition::RunEnded { .. }
+        );
+        !(run && self.kind == Some(Kind::Service))
+    }
+
     pub fn apply(&mut self, at: Usec, transition: Transition, origin: Origin) -> Outcome {
         match transition {
             Transition::Seen {
@@ -312,13 +323,7 @@ impl Account {
                 n_restarts,
             } if at >= self.seen_at => self.count_scheduled_restart(at, invocation, n_restarts),
             Transition::Restart { .. } => Outcome::Quiet,
-            // A service's runs are its restarts and failures, already counted:
-            // keeping them would only cost memory and time.
-            Transition::RunStarted { .. } | Transition::RunEnded { .. }
-                if self.kind == Some(Kind::Service) =>
-            {
-                Outcome::Quiet
-            }
+            _ if !self.keeps(&transition) => Outcome::Quiet,
             Transition::RunStarted { invocation } => {
                 if origin == Origin::Journal && self.followed_at(at) {
                     return Outcome::Quiet;

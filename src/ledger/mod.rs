@@ -196,15 +196,9 @@ impl Ledger {
     /// unit known to be a service, which are not kept (so the owner need
     /// not record them as ops).
     pub fn keeps(&self, event: &Event) -> bool {
-        let run = matches!(
-            event.transition,
-            Transition::RunStarted { .. } | Transition::RunEnded { .. }
-        );
-        !(run
-            && self
-                .units
-                .get(event.unit.as_str())
-                .is_some_and(|a| a.kind == Some(Kind::Service)))
+        self.units
+            .get(event.unit.as_str())
+            .is_none_or(|a| a.keeps(&event.transition))
     }
 
     /// Makes the change `op` describes.

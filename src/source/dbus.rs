@@ -423,18 +423,9 @@ impl DbusSource {
             .map_err(|_| DbusError::LedgerGone)
     }
 
-    /// Sends events whose times are in clock frame `frame`; not the runs of
-    /// a unit known to be a service, which the ledger does not keep.
+    /// Sends events whose times are in clock frame `frame`.
     async fn send(&self, events: Vec<Event>, frame: i64) -> Result<(), DbusError> {
-        let service = |e: &Event| self.kind_of.get(&e.unit) == Some(&Kind::Service);
         for event in events {
-            let run = matches!(
-                event.transition,
-                Transition::RunStarted { .. } | Transition::RunEnded { .. }
-            );
-            if run && service(&event) {
-                continue;
-            }
             self.events
                 .send(Input::Event {
                     event,
@@ -491,8 +482,10 @@ impl DbusSource {
                 let kind_may_change = after.service_type != before.service_type
                     || after.remain_after_exit != before.remain_after_exit
                     || after.triggered_by != before.triggered_by;
-                *before = after.clone();
-                if kind_may_change {
+                // A copy only for the rare update that may change the kind.
+                let reclassify = kind_may_change.then(|| after.clone());
+                *before = after;
+                if let Some(after) = reclassify {
                     events.extend(self.classify(conn, &name, &after, now, frame).await?);
                 }
                 self.send(events, frame).await
