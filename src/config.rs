@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 pub use self::error::Error;
 pub use self::value::parse_duration;
-use self::value::{HumanDuration, ListenAddress, NonEmptyPath, UnitCount, Units};
+use self::value::{HumanDuration, Interval, ListenAddress, NonEmptyPath, UnitCount, Units};
 use crate::render::metrics::Families;
 use crate::select::{Glob, Kinds, Selector};
 /// Where the configuration is read from unless `--config` says otherwise.
@@ -51,7 +51,16 @@ pub struct Config {
     pub web_config: Option<PathBuf>,
     /// `[metrics]`: the optional families turned on or off.
     pub families: Families,
+    /// `resources.interval`: how often resources, sockets, watchdogs and
+    /// the host are read.
+    pub resources_interval: Duration,
+    /// `resources.cgroup_root`: where the cgroup v2 hierarchy of the
+    /// followed manager is (detected when not set).
+    pub cgroup_root: Option<PathBuf>,
 }
+
+/// The default of `resources.interval`.
+pub const DEFAULT_RESOURCES_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The default of `journal.backfill`.
 pub const DEFAULT_BACKFILL: &str = "7d";
@@ -68,6 +77,15 @@ struct Raw {
     journal: RawJournal,
     #[serde(default)]
     metrics: RawMetrics,
+    #[serde(default)]
+    resources: RawResources,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawResources {
+    interval: Option<Interval>,
+    cgroup_root: Option<NonEmptyPath>,
 }
 
 /// `[metrics]`: `family = true|false` for each optional family, checked
@@ -176,6 +194,11 @@ impl Config {
             journal_directory: raw.journal.directory.map(|p| p.0),
             web_config: raw.server.web_config.map(|p| p.0),
             families: raw.metrics.0,
+            resources_interval: raw
+                .resources
+                .interval
+                .map_or(DEFAULT_RESOURCES_INTERVAL, |i| i.0),
+            cgroup_root: raw.resources.cgroup_root.map(|p| p.0),
         })
     }
 }
@@ -275,6 +298,14 @@ mod tests {
             (
                 "[watch]\nunits = [\"a\"]\n[metrics]\nstate = false\nup = false\n",
                 "/etc/unitwatch/config.toml:3:1: metrics: no optional family `up`; the optional families are state, state_change_timestamp",
+            ),
+            (
+                "[watch]\nunits = [\"a\"]\n[resources]\ninterval = \"0\"\n",
+                "/etc/unitwatch/config.toml:4:12: resources.interval: `0` is not between 1s and 1h",
+            ),
+            (
+                "[watch]\nunits = [\"a\"]\n[resources]\nevery = \"5s\"\n",
+                "/etc/unitwatch/config.toml:4:1: resources.every: unknown field `every`",
             ),
             (
                 "[watch]\nunits = [\"a\"]\n[metrics]\nstate = \"no\"\n",

@@ -16,6 +16,7 @@ pub mod notify;
 pub mod owner;
 pub mod persist;
 pub mod render;
+pub mod sample;
 pub mod select;
 pub mod server;
 pub mod shutdown;

@@ -2,9 +2,12 @@
 //! into the ledger. Kept apart from the owner so that sources depend on
 //! these types, not on the task that consumes them.
 
+use std::sync::Arc;
+
 use tokio::sync::oneshot;
 
 use crate::ledger::{Event, Usec};
+use crate::sample::Sample;
 
 /// What the ledger task is asked to do.
 #[derive(Debug)]
@@ -35,6 +38,8 @@ pub enum Input {
     /// Journal records between the saved position and what the journal
     /// still holds were rotated away unread.
     JournalGap,
+    /// The sampler's latest round, published with the next snapshot.
+    Sampled(Arc<Sample>),
     /// Save the state and stop.
     Shutdown(oneshot::Sender<()>),
 }

@@ -14,6 +14,7 @@ use crate::ledger::{Event, Ledger, Op, Outcome, Usec};
 use crate::message::{Input, Logged};
 use crate::notify::Notifier;
 use crate::persist::{Frame, Meta, Writer};
+use crate::sample::Sample;
 use crate::snapshot::{Publisher, Snapshot, Stats};
 
 /// How often the state is written when something changed.
@@ -32,6 +33,8 @@ struct Live {
     /// Something to save changed since the last save.
     dirty: bool,
     shutdown_reply: Option<oneshot::Sender<()>>,
+    /// The sampler's last round.
+    sample: Arc<Sample>,
 }
 
 /// `event` with its time in the current frame, if it was taken in another
@@ -130,11 +133,12 @@ impl Owner {
     }
 
     /// Makes the snapshot readers get from now on.
-    fn publish(&self, publisher: &Publisher, stats: &Stats) {
+    fn publish(&self, publisher: &Publisher, live: &Live) {
         publisher.publish(Snapshot {
             ledger: self.ledger.clone(),
-            stats: stats.clone(),
+            stats: live.stats.clone(),
             frame: clock::frame(),
+            sample: Arc::clone(&live.sample),
         });
     }
 
@@ -203,6 +207,7 @@ impl Owner {
                 self.health.set_journal(status);
             }
             Input::JournalGap => live.stats.journal_gaps += 1,
+            Input::Sampled(sample) => live.sample = sample,
             Input::HostDown { at } => {
                 live.dirty = true;
                 self.host_down(at);
@@ -242,7 +247,7 @@ impl Owner {
                     if self.follow_clock() {
                         live.dirty = true;
                         // Readers must see the moved ledger with the new frame.
-                        self.publish(&publisher, &live.stats);
+                        self.publish(&publisher, &live);
                     }
                     if live.dirty || !self.ops.is_empty() {
                         live.dirty = false;
@@ -269,7 +274,7 @@ impl Owner {
             }
             // Every input changes what readers see (the ledger, or
             // unitwatch's own numbers).
-            self.publish(&publisher, &live.stats);
+            self.publish(&publisher, &live);
             if stop {
                 break;
             }

@@ -26,8 +26,10 @@ use crate::persist::{StateFile, Writer};
 use crate::shutdown::Shutdown;
 use crate::snapshot::{self, Snapshot, Stats};
 use crate::source;
+use crate::source::cgroup::Cgroups;
 use crate::source::dbus::{Bus, DbusSource};
 use crate::source::journal::{current_boot_id, JournalSource, Start};
+use crate::source::sampler::{self, Sampler};
 
 /// How many inputs may wait for the ledger task before sources wait.
 const QUEUE: usize = 8192;
@@ -123,9 +125,12 @@ pub async fn run(
         ledger: owner.ledger.clone(),
         stats: Stats::default(),
         frame: clock::frame(),
+        sample: Default::default(),
     });
     let ledger_task = tokio::spawn(owner.run(ledger_inputs, publisher));
 
+    let sampler_snapshots = snapshots.clone();
+    let bus_for_sampler = bus.clone();
     let server = tokio::spawn(serve::serve(
         listener,
         routes::router(snapshots, health.clone(), config.families.clone()),
@@ -165,12 +170,27 @@ pub async fn run(
         shutdown.clone(),
     );
 
+    let sampler = Sampler {
+        bus: bus_for_sampler,
+        snapshots: sampler_snapshots,
+        inputs: inputs.clone(),
+        interval: config.resources_interval,
+        cgroups: config
+            .cgroup_root
+            .clone()
+            .map(Cgroups::at)
+            .or_else(Cgroups::detect),
+        reads: sampler::reads(&config.families),
+    };
+    let sampler = source::spawn(Box::new(sampler), shutdown.clone());
+
     if !interrupted {
         stopping.recv().await;
     }
     Notifier::from_env().stopping();
     let stopped = async {
         let _ = dbus.await;
+        let _ = sampler.await;
         let _ = server.await;
         let (done, saved) = oneshot::channel();
         if inputs.send(Input::Shutdown(done)).await.is_ok() {

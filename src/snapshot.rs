@@ -9,6 +9,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::ledger::{Ledger, Origin};
+use crate::sample::Sample;
 
 /// Events applied to the ledger, by where they came from.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +51,8 @@ pub struct Snapshot {
     pub stats: Stats,
     /// The clock frame the ledger's times are in ([`crate::clock`]).
     pub frame: i64,
+    /// The sampler's last round: resources, sockets, watchdogs, the host.
+    pub sample: Arc<Sample>,
 }
 
 impl Snapshot {
@@ -86,5 +89,11 @@ impl Snapshots {
     /// The latest snapshot. Holds a lock only for the copy of an `Arc`.
     pub fn latest(&self) -> Arc<Snapshot> {
         Arc::clone(&self.0.borrow())
+    }
+
+    /// Waits for a snapshot newer than the last one seen through this
+    /// handle; an error once the owner is gone.
+    pub async fn changed(&mut self) -> Result<(), watch::error::RecvError> {
+        self.0.changed().await
     }
 }

@@ -80,6 +80,24 @@ impl<'de> Deserialize<'de> for HumanDuration {
     }
 }
 
+/// `resources.interval`: a [`HumanDuration`] of 1 s to 1 h.
+#[derive(Debug, Clone, Copy)]
+pub struct Interval(pub Duration);
+
+impl<'de> Deserialize<'de> for Interval {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_str(d, "a duration such as \"5s\"", |s| {
+            match parse_duration(s) {
+                Some(t) if t >= Duration::from_secs(1) && t <= Duration::from_secs(3600) => {
+                    Ok(Interval(t))
+                }
+                Some(_) => Err(format!("`{s}` is not between 1s and 1h")),
+                None => Err(format!("`{s}` is not a duration such as \"5s\" or \"1m\"")),
+            }
+        })
+    }
+}
+
 /// `"0"` or a whole number with a unit: `s`, `m`, `h`, `d`, `w`.
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();

@@ -265,6 +265,7 @@ mod tests {
             ledger: l,
             stats: Stats::default(),
             frame: 0,
+            sample: Default::default(),
         })
     }
 

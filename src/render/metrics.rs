@@ -13,6 +13,9 @@ use super::exposition::{escape_label, Format, Kind, Value, Writer, SUFFIX};
 use crate::ledger::runs::BUCKETS;
 use crate::ledger::{seconds, ActiveState, Trigger, UnitView, Usec};
 use crate::snapshot::Snapshot;
+pub use sampled::{HostFamily, SampleFamily, HOST_FAMILIES, SAMPLE_FAMILIES};
+
+mod sampled;
 
 /// Takes one sample: its labels besides `unit`, and its value.
 pub type Emit<'e> = dyn FnMut(&[(&str, &str)], Value) + 'e;
@@ -62,6 +65,13 @@ impl Families {
             .iter()
             .filter(|f| f.optional)
             .map(UnitFamily::key)
+            .chain(SAMPLE_FAMILIES.iter().map(SampleFamily::key))
+            .chain(HOST_FAMILIES.iter().map(|f| f.name))
+    }
+
+    /// Whether the family with `key` is on.
+    pub fn on(&self, key: &str) -> bool {
+        !self.off.contains(key)
     }
 
     /// Turns the family `key` on or off; the error lists the keys there are.
@@ -384,10 +394,13 @@ pub const SELF_FAMILIES: &[SelfFamily] = &[
 ];
 
 /// A piece of the exposition, rendered on its own: one per-unit family,
-/// the families about unitwatch, or the end.
+/// one sampled per-unit family, the host's families, the families about
+/// unitwatch, or the end.
 #[derive(Clone, Copy)]
 pub enum Part {
     Unit(&'static UnitFamily),
+    Sampled(&'static SampleFamily),
+    Host(&'static HostFamily),
     Own,
     End,
 }
@@ -406,6 +419,18 @@ pub fn parts(families: &Families) -> Vec<Part> {
         .filter(|f| families.exposes(f))
         .map(Part::Unit)
         .collect();
+    parts.extend(
+        SAMPLE_FAMILIES
+            .iter()
+            .filter(|f| families.on(f.key()))
+            .map(Part::Sampled),
+    );
+    parts.extend(
+        HOST_FAMILIES
+            .iter()
+            .filter(|f| families.on(f.name))
+            .map(Part::Host),
+    );
     parts.extend([Part::Own, Part::End]);
     parts
 }
@@ -446,6 +471,28 @@ pub fn render_parts(snapshot: &Snapshot, now: Usec, format: Format, parts: &[Par
                                 w.sample(&all, value);
                             }
                         });
+                    }
+                }
+                Part::Sampled(f) => {
+                    w.family(f.name, f.help, f.kind, f.unit);
+                    for (unit, sample) in &snapshot.sample.units {
+                        let unit = escape_label(unit);
+                        let unit = ("unit", unit.as_str());
+                        (f.samples)(sample, &mut |extra, value| match extra {
+                            [] => w.sample(&[unit], value),
+                            [a] => w.sample(&[unit, *a], value),
+                            more => {
+                                let mut all = vec![unit];
+                                all.extend_from_slice(more);
+                                w.sample(&all, value);
+                            }
+                        });
+                    }
+                }
+                Part::Host(f) => {
+                    w.family(f.name, f.help, f.kind, None);
+                    if let Some(host) = &snapshot.sample.host {
+                        (f.samples)(host, &mut |labels, value| w.sample(labels, value));
                     }
                 }
                 Part::Own => {

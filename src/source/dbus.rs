@@ -66,6 +66,16 @@ pub enum Bus {
     Address(String),
 }
 
+/// Connects to `bus`.
+pub(super) async fn connect(bus: &Bus) -> zbus::Result<Connection> {
+    let builder = match bus {
+        Bus::System => zbus::connection::Builder::system()?,
+        Bus::User => zbus::connection::Builder::session()?,
+        Bus::Address(address) => zbus::connection::Builder::address(address.as_str())?,
+    };
+    builder.max_queued(signal_queue::ZBUS_QUEUED).build().await
+}
+
 /// Why a session with the bus ended.
 #[derive(Debug, thiserror::Error)]
 pub enum DbusError {
@@ -173,18 +183,9 @@ impl DbusSource {
         }
     }
 
-    async fn connect(&self) -> zbus::Result<Connection> {
-        let builder = match &self.bus {
-            Bus::System => zbus::connection::Builder::system()?,
-            Bus::User => zbus::connection::Builder::session()?,
-            Bus::Address(address) => zbus::connection::Builder::address(address.as_str())?,
-        };
-        builder.max_queued(signal_queue::ZBUS_QUEUED).build().await
-    }
-
     /// One connection: subscribe, snapshot, follow. Returns when the connection ends.
     async fn session(&mut self) -> Result<(), DbusError> {
-        let conn = self.connect().await?;
+        let conn = connect(&self.bus).await?;
         tracing::debug!(
             "connected to the bus as {}",
             conn.unique_name().map_or("-", |n| n.as_str())

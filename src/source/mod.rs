@@ -6,11 +6,13 @@
 //! implements [`Source`] and is started by [`spawn`]: a new one is a new
 //! file here and one line in `server::run`.
 
+pub mod cgroup;
 pub mod dbus;
 pub mod journal;
 pub mod journal_record;
 pub mod properties;
 mod read;
+pub mod sampler;
 pub mod signal;
 pub mod signal_queue;
 pub mod timers;

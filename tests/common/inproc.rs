@@ -35,6 +35,7 @@ pub struct Setup {
     web: Option<String>,
     bus: Option<String>,
     journal_dir: Option<PathBuf>,
+    cgroup_root: Option<PathBuf>,
 }
 
 /// A running server; shut down (bounded) when dropped.
@@ -73,6 +74,7 @@ impl Setup {
     pub fn sandbox(mut self, sb: &Sandbox) -> Setup {
         self.bus = Some(sb.bus_address());
         self.journal_dir = Some(sb.path("/run/log/journal"));
+        self.cgroup_root = Some(sb.path("/sys/fs/cgroup"));
         self
     }
 
@@ -88,11 +90,15 @@ impl Setup {
         std::fs::write(
             &config_file,
             format!(
-                "[watch]\n{}\n[state]\ndir = \"{}\"\n[journal]\ndirectory = \"{}\"\n{}\n",
+                "[watch]\n{}\n[state]\ndir = \"{}\"\n[journal]\ndirectory = \"{}\"\n{}\n{}",
                 self.watch,
                 dir.join("state").display(),
                 journal_dir.display(),
                 self.journal,
+                self.cgroup_root
+                    .as_ref()
+                    .map(|c| format!("[resources]\ncgroup_root = \"{}\"\n", c.display()))
+                    .unwrap_or_default(),
             ),
         )
         .expect("write config");
@@ -163,6 +169,7 @@ impl Server {
             web: None,
             bus: None,
             journal_dir: None,
+            cgroup_root: None,
         }
     }
 

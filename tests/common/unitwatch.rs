@@ -100,6 +100,7 @@ pub struct Launch<'a> {
     wrapper: Vec<String>,
     /// Inside the sandbox, as this user if any (see [`Place::Inside`]).
     inside: Option<Option<u32>>,
+    resources: String,
 }
 
 impl<'a> Launch<'a> {
@@ -112,6 +113,13 @@ impl<'a> Launch<'a> {
     /// The `[watch]` table's body (default: the AITBC services).
     pub fn watch(mut self, body: &str) -> Launch<'a> {
         body.clone_into(&mut self.watch);
+        self
+    }
+
+    /// `[resources]` lines (against a sandbox from outside, `cgroup_root`
+    /// is its hierarchy).
+    pub fn resources(mut self, lines: &str) -> Launch<'a> {
+        lines.clone_into(&mut self.resources);
         self
     }
 
@@ -161,7 +169,7 @@ impl<'a> Launch<'a> {
         std::fs::write(
             &config,
             format!(
-                "[watch]\n{}\n[state]\ndir = \"{}\"\n[journal]\n{}\n{}\n",
+                "[watch]\n{}\n[state]\ndir = \"{}\"\n[journal]\n{}\n{}\n[resources]\n{}\n{}\n",
                 self.watch,
                 dir.join("state").display(),
                 if self.journal.contains("directory") || self.inside.is_some() {
@@ -170,6 +178,12 @@ impl<'a> Launch<'a> {
                     format!("directory = \"{}\"", journal_dir.display())
                 },
                 self.journal,
+                match (self.sandbox, self.inside) {
+                    (Some(sb), None) =>
+                        format!("cgroup_root = \"{}\"", sb.path("/sys/fs/cgroup").display()),
+                    _ => String::new(),
+                },
+                self.resources,
             ),
         )
         .expect("write config");
@@ -266,6 +280,7 @@ impl Unitwatch {
             web: None,
             wrapper: Vec::new(),
             inside: None,
+            resources: String::new(),
         }
     }
 

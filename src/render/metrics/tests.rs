@@ -62,6 +62,7 @@ fn renders_every_family() {
                 journal_gaps: 0,
             },
             frame: 0,
+            sample: Default::default(),
         },
         T0 + 5 * S,
         Format::OpenMetrics,
@@ -118,6 +119,7 @@ fn label_values_are_escaped() {
             ledger: l,
             stats: Stats::default(),
             frame: 0,
+            sample: Default::default(),
         },
         T0 + S,
         Format::OpenMetrics,
@@ -219,6 +221,7 @@ fn job_text() -> String {
             ledger: with_job(Ledger::new()),
             stats: Stats::default(),
             frame: 0,
+            sample: Default::default(),
         },
         T0 + 5 * S,
         Format::OpenMetrics,
@@ -301,6 +304,7 @@ fn readme_lists_every_family_exposed_and_no_other() {
             ledger: l,
             stats: Stats::default(),
             frame: 0,
+            sample: std::sync::Arc::new(full_sample()),
         },
         T0 + 2 * S,
         Format::OpenMetrics,
@@ -345,6 +349,7 @@ fn one_unit() -> Snapshot {
         ledger: l,
         stats: Stats::default(),
         frame: 0,
+        sample: Default::default(),
     }
 }
 
@@ -394,4 +399,41 @@ fn optional_families_can_be_turned_off_and_nothing_else() {
 fn the_default_exposes_twelve_series_per_unit() {
     let text = render(&one_unit(), T0 + S, Format::Text, &Families::default());
     assert_eq!(unit_series(&text).len(), 12, "{text}");
+}
+
+/// A round in which everything could be read.
+fn full_sample() -> crate::sample::Sample {
+    use crate::sample::*;
+    let unit = UnitSample {
+        resources: Resources {
+            cpu_user_usec: Some(1),
+            cpu_system_usec: Some(1),
+            memory_bytes: Some(1),
+            memory_peak_bytes: Some(1),
+            memory_max_bytes: Some(1),
+            tasks: Some(1),
+            tasks_max: Some(1),
+            io_read_bytes: Some(1),
+            io_write_bytes: Some(1),
+            oom_kills: Some(1),
+        },
+        socket: Some(Socket {
+            accepted: 1,
+            connections: 1,
+            refused: Some(1),
+        }),
+        watchdog: Some(Watchdog {
+            interval_usec: 1,
+            last_ping: Some(1),
+        }),
+    };
+    Sample {
+        taken_at: 1,
+        units: [("a.service".to_owned(), unit)].into_iter().collect(),
+        host: Some(Host {
+            system_state: "running".into(),
+            version: "252.1".into(),
+            units: Some([("active".to_owned(), 1)].into_iter().collect()),
+        }),
+    }
 }
