@@ -347,6 +347,17 @@ fn dashboard_has_the_unit_variable_and_the_panels() {
         Some(&Value::Bool(true)),
         "unit: include All"
     );
+    // Sockets have no service_up: their own variable.
+    let socket = vars
+        .into_iter()
+        .flatten()
+        .find(|v| v.get("name").and_then(Value::as_str) == Some("socket"))
+        .expect("a `socket` template variable");
+    assert_eq!(
+        socket.get("definition").and_then(Value::as_str),
+        Some("label_values(socket_connections{instance=~\"$instance\"}, unit)"),
+        "socket variable"
+    );
 
     let panels = d.get("panels").and_then(Value::as_array).expect("panels");
     let panel_exprs = |p: &Value| {
@@ -403,13 +414,61 @@ fn dashboard_has_the_unit_variable_and_the_panels() {
             "histogram_quantile(0.95, sum by (unit, le) (rate(service_job_duration_seconds_bucket",
         )
     });
-    // Per-unit queries show only the selected units.
+    // The Resources row.
+    find("CPU by mode", &|_, e| {
+        e.contains("sum by (unit, mode) (rate(service_cpu_seconds_total")
+    });
+    find("memory against MemoryMax=", &|_, e| {
+        e.contains("(service_memory_bytes{") && e.contains("(service_memory_max_bytes{")
+    });
+    find("tasks against TasksMax=", &|_, e| {
+        e.contains("(service_tasks{") && e.contains("(service_tasks_max{")
+    });
+    find("IO read and write", &|_, e| {
+        e.contains("rate(service_io_read_bytes_total")
+            && e.contains("rate(service_io_write_bytes_total")
+    });
+    find("OOM kills", &|_, e| {
+        e.contains("increase(service_oom_kills_total")
+    });
+    find("the watchdog's interval and last ping", &|ty, e| {
+        ty == "table"
+            && e.contains("service_watchdog_seconds")
+            && e.contains("time() - service_watchdog_last_ping_timestamp_seconds")
+    });
+    find("socket connections", &|_, e| {
+        e.contains("(socket_connections{")
+    });
+    find("sockets accepted and refused", &|_, e| {
+        e.contains("rate(socket_connections_accepted_total")
+            && e.contains("rate(socket_connections_refused_total")
+    });
+    find("the hosts' state and systemd version", &|ty, e| {
+        ty == "table" && e.contains("systemd_system_state") && e.contains("systemd_version")
+    });
+    find("units by active state", &|_, e| {
+        e.contains("sum by (active_state) (systemd_units")
+    });
+    // Per-unit queries show only the selected units, sockets only the
+    // selected sockets, host queries only the selected hosts.
     for p in panels {
         for expr in panel_exprs(p).lines() {
             if expr.contains("service_") || expr.contains("unit:") {
                 assert!(
                     expr.contains("unit=~\"$unit\""),
                     "not filtered by $unit: {expr}"
+                );
+            }
+            if expr.contains("socket_") {
+                assert!(
+                    expr.contains("unit=~\"$socket\""),
+                    "not filtered by $socket: {expr}"
+                );
+            }
+            if expr.contains("systemd_") {
+                assert!(
+                    expr.contains("instance=~\"$instance\""),
+                    "not filtered by $instance: {expr}"
                 );
             }
         }
