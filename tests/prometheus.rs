@@ -23,29 +23,68 @@ s.connect(a)\n\
 s.send(b'READY=1')\n\
 while True:\n    s.send(b'WATCHDOG=1')\n    time.sleep(1)\n";
 
-/// The families systemd can only report from a cgroup controller, and the
-/// controller. The sandbox's cgroup2 has none of these where the host has
-/// them on cgroup v1 (a hybrid hierarchy): there, the dashboard's queries of
-/// these families must evaluate but may return nothing. Where the sandbox
-/// has the controller they must return data, like every other query.
-const NEEDS_CONTROLLER: &[(&str, &str)] = &[
-    ("service_memory_bytes", "memory"),
-    ("service_memory_peak_bytes", "memory"),
-    ("service_memory_max_bytes", "memory"),
-    ("service_oom_kills_total", "memory"),
-    ("service_tasks", "pids"),
-    ("service_tasks_max", "pids"),
-    ("service_io_read_bytes_total", "io"),
-    ("service_io_write_bytes_total", "io"),
+/// What a family needs that the sandbox may lack.
+enum Needs {
+    /// A cgroup controller: the sandbox's cgroup2 has none of memory, pids
+    /// and io where the host has them on cgroup v1 (a hybrid hierarchy).
+    Controller(&'static str),
+    /// A systemd of at least this major version.
+    Systemd(u32),
+}
+
+/// The families the sandbox may not have, and why: where it lacks what
+/// they need, the dashboard's queries of these families must evaluate but
+/// may return nothing; where it has it, they must return data like every
+/// other query.
+const NEEDS: &[(&str, Needs)] = &[
+    ("service_memory_bytes", Needs::Controller("memory")),
+    ("service_memory_peak_bytes", Needs::Controller("memory")),
+    ("service_memory_max_bytes", Needs::Controller("memory")),
+    ("service_oom_kills_total", Needs::Controller("memory")),
+    ("service_tasks", Needs::Controller("pids")),
+    ("service_tasks_max", Needs::Controller("pids")),
+    ("service_io_read_bytes_total", Needs::Controller("io")),
+    ("service_io_write_bytes_total", Needs::Controller("io")),
+    // NRefused.
+    ("socket_connections_refused_total", Needs::Systemd(254)),
 ];
 
-/// The controller a family of `expr` needs that is not among `controllers`
-/// (the sandbox's cgroup.controllers), if any.
-fn missing_controller(expr: &str, controllers: &str) -> Option<&'static str> {
+/// What the sandbox has: its cgroup2's controllers (cgroup.controllers)
+/// and systemd's major version.
+struct Has {
+    controllers: String,
+    systemd: u32,
+}
+
+impl Has {
+    fn of(sb: &Sandbox) -> Has {
+        let version = sb.sh("systemctl --version");
+        let systemd = version
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no version in `systemctl --version`: {version}"));
+        Has {
+            controllers: sb.sh("cat /sys/fs/cgroup/cgroup.controllers"),
+            systemd,
+        }
+    }
+}
+
+/// Why a family of `expr` may have no data in a sandbox that has `has`, if
+/// one may not.
+fn lacking(expr: &str, has: &Has) -> Option<String> {
     expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .filter_map(|name| NEEDS_CONTROLLER.iter().find(|(f, _)| *f == name))
-        .map(|(_, controller)| *controller)
-        .find(|c| !controllers.split_whitespace().any(|have| have == *c))
+        .filter_map(|name| NEEDS.iter().find(|(f, _)| *f == name))
+        .find_map(|(family, needs)| match needs {
+            Needs::Controller(c) if !has.controllers.split_whitespace().any(|h| h == *c) => Some(
+                format!("{family}: no {c} controller in the sandbox's cgroup2"),
+            ),
+            Needs::Systemd(v) if has.systemd < *v => {
+                Some(format!("{family}: systemd {} (needs {v})", has.systemd))
+            }
+            _ => None,
+        })
 }
 
 /// The rules file with every `for:` shortened, for this test only.
@@ -187,18 +226,16 @@ fn real_prometheus_scrapes_alerts_and_answers_the_dashboard() {
     });
 
     // Every dashboard query parses and returns data (the Jobs row's from
-    // the settlement job), but for the families of a cgroup controller the
-    // sandbox lacks.
+    // the settlement job), but for the families whose controller or
+    // systemd the sandbox lacks (NEEDS).
     let dashboard = dashboard();
     assert_eq!(dashboard["title"], "Service uptime");
-    let controllers = sb.sh("cat /sys/fs/cgroup/cgroup.controllers");
+    let has = Has::of(&sb);
     for expr in dashboard_queries(&dashboard) {
-        if let Some(controller) = missing_controller(&expr, &controllers) {
+        if let Some(why) = lacking(&expr, &has) {
             let r = query(&sb, "/api/v1/query", Some(&expr));
             assert_eq!(r["status"], "success", "`{expr}`: {r}");
-            eprintln!(
-                "no {controller} controller in the sandbox's cgroup2: `{expr}` may return nothing"
-            );
+            eprintln!("`{expr}` may return nothing ({why})");
             continue;
         }
         wait_for(&format!("data for `{expr}`"), WAIT, || {
@@ -291,19 +328,29 @@ fn real_prometheus_scrapes_alerts_and_answers_the_dashboard() {
 }
 
 #[test]
-fn the_controller_exemption_names_whole_families() {
+fn the_exemptions_name_whole_families_and_what_they_need() {
+    let v1 = Has {
+        controllers: "cpuset cpu\n".into(),
+        systemd: 252,
+    };
+    let all = Has {
+        controllers: "cpuset cpu io memory pids\n".into(),
+        systemd: 254,
+    };
     let tasks = "sum by (unit) (service_tasks_max{unit=~\".*\", instance=~\".*\"})";
-    assert_eq!(missing_controller(tasks, "cpuset cpu"), Some("pids"));
-    assert_eq!(missing_controller(tasks, "cpuset cpu io memory pids"), None);
-    let memory = "sum by (unit) (service_memory_bytes{unit=~\".*\"})";
-    assert_eq!(missing_controller(memory, "pids"), Some("memory"));
-    // Every other family is checked for data, whatever the controllers.
+    assert!(lacking(tasks, &v1).is_some_and(|w| w.contains("no pids controller")));
+    assert_eq!(lacking(tasks, &all), None);
+    let refused = "sum by (unit) (rate(socket_connections_refused_total{unit=~\".*\"}[5m]))";
+    assert!(lacking(refused, &v1).is_some_and(|w| w.contains("systemd 252 (needs 254)")));
+    assert_eq!(lacking(refused, &all), None);
+    // Every other family is checked for data, whatever the sandbox has.
     for other in [
         "sum by (unit, mode) (rate(service_cpu_seconds_total[5m]))",
         "service_tasks_current",
         "socket_connections",
+        "rate(socket_connections_accepted_total[5m])",
         "systemd_units",
     ] {
-        assert_eq!(missing_controller(other, ""), None, "{other}");
+        assert_eq!(lacking(other, &v1), None, "{other}");
     }
 }
