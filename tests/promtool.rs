@@ -95,6 +95,7 @@ fn rule_test_files() -> Vec<String> {
         "unitwatch-jobs.test.yml",
         "unitwatch-slo.test.yml",
         "unitwatch-fleet.test.yml",
+        "unitwatch-resources.test.yml",
     ] {
         assert!(
             files.iter().any(|f| f == expected),
@@ -118,7 +119,7 @@ fn rule_names(rules: &str, kind: &str) -> Vec<String> {
 fn rules_pass_promtool_check() {
     let dir = prometheus_dir();
     let out = promtool_ok(&["check", "rules", "unitwatch-rules.yml"], &dir);
-    assert!(out.contains("SUCCESS: 11 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 15 rules found"), "{out}");
 
     let rules = read(&dir.join("unitwatch-rules.yml"));
     assert_eq!(
@@ -139,6 +140,10 @@ fn rules_pass_promtool_check() {
             "JobFailed",
             "JobOverdue",
             "JobRunningTooLong",
+            "ServiceNearTasksMax",
+            "ServiceMemoryNearMax",
+            "ServiceOOMKilled",
+            "HostDegraded",
             "UnitwatchDown",
         ]
     );
@@ -189,7 +194,7 @@ fn rule_unit_tests_catch_broken_rules() {
         ("ServiceFailing on units just added", "\n            and on (instance, unit)\n            count by (instance, unit) (service_up offset 15m)", "", "unitwatch-rules.test.yml"),
         ("ServiceFailing on old failures", "[15m])) > 0", "[15m])) >= 0", "unitwatch-rules.test.yml"),
         ("ServiceFailing blind to the failed state", "(service_state{state=\"failed\"}) == 1", "(service_state{state=\"failed\"}) == 2", "unitwatch-rules.test.yml"),
-        ("UnitwatchDown too early", "for: 5m", "for: 1m", "unitwatch-rules.test.yml"),
+        ("UnitwatchDown too early", "for: 5m\n        labels:\n          severity: critical", "for: 1m\n        labels:\n          severity: critical", "unitwatch-rules.test.yml"),
         ("1h availability over 2h", "[1h]))\n          /", "[2h]))\n          /", "unitwatch-rules.test.yml"),
         ("30-day objective at 99.8 %", "< 0.999", "< 0.998", "unitwatch-slo.test.yml"),
         ("30-day objective at 99.95 %", "< 0.999", "< 0.9995", "unitwatch-slo.test.yml"),
@@ -211,6 +216,29 @@ fn rule_unit_tests_catch_broken_rules() {
         ("JobRunningTooLong at half the period", "              > (service_job_next_run", "              > 0.5 * (service_job_next_run", "unitwatch-rules.test.yml"),
         ("JobRunningTooLong at twice the period", "              > (service_job_next_run", "              > 2 * (service_job_next_run", "unitwatch-rules.test.yml"),
         ("JobRunningTooLong on hosts cut off", "service_job_running == 1\n          unless on (instance) up{job=\"unitwatch\"} == 0", "service_job_running == 1", "unitwatch-rules.test.yml"),
+        // Resources: above 90 % of a finite limit for 5 minutes, each
+        // user manager's unit on its own; OOM kills within 15 minutes.
+        ("ServiceNearTasksMax at 85 %", "service_tasks / service_tasks_max > 0.9", "service_tasks / service_tasks_max > 0.85", "unitwatch-resources.test.yml"),
+        ("ServiceNearTasksMax at 95 %", "service_tasks / service_tasks_max > 0.9", "service_tasks / service_tasks_max > 0.95", "unitwatch-resources.test.yml"),
+        ("ServiceNearTasksMax without its 5 minutes", "service_tasks_max > 0.9\n          unless on (instance) up{job=\"unitwatch\"} == 0\n        for: 5m", "service_tasks_max > 0.9\n          unless on (instance) up{job=\"unitwatch\"} == 0\n        for: 0s", "unitwatch-resources.test.yml"),
+        ("ServiceNearTasksMax after 10 minutes", "service_tasks_max > 0.9\n          unless on (instance) up{job=\"unitwatch\"} == 0\n        for: 5m", "service_tasks_max > 0.9\n          unless on (instance) up{job=\"unitwatch\"} == 0\n        for: 10m", "unitwatch-resources.test.yml"),
+        ("ServiceNearTasksMax mixing a user manager's unit with the system's", "service_tasks / service_tasks_max", "sum without (user) (service_tasks) / sum without (user) (service_tasks_max)", "unitwatch-resources.test.yml"),
+        ("ServiceNearTasksMax on hosts cut off", "service_tasks / service_tasks_max > 0.9\n          unless on (instance) up{job=\"unitwatch\"} == 0", "service_tasks / service_tasks_max > 0.9", "unitwatch-resources.test.yml"),
+        ("ServiceMemoryNearMax at 85 %", "service_memory_bytes / service_memory_max_bytes > 0.9", "service_memory_bytes / service_memory_max_bytes > 0.85", "unitwatch-resources.test.yml"),
+        ("ServiceMemoryNearMax at 95 %", "service_memory_bytes / service_memory_max_bytes > 0.9", "service_memory_bytes / service_memory_max_bytes > 0.95", "unitwatch-resources.test.yml"),
+        ("ServiceMemoryNearMax without its 5 minutes", "service_memory_max_bytes > 0.9\n          unless on (instance) up{job=\"unitwatch\"} == 0\n        for: 5m", "service_memory_max_bytes > 0.9\n          unless on (instance) up{job=\"unitwatch\"} == 0\n        for: 2m", "unitwatch-resources.test.yml"),
+        ("ServiceMemoryNearMax after 10 minutes", "service_memory_max_bytes > 0.9\n          unless on (instance) up{job=\"unitwatch\"} == 0\n        for: 5m", "service_memory_max_bytes > 0.9\n          unless on (instance) up{job=\"unitwatch\"} == 0\n        for: 10m", "unitwatch-resources.test.yml"),
+        ("ServiceMemoryNearMax mixing a user manager's unit with the system's", "service_memory_bytes / service_memory_max_bytes", "sum without (user) (service_memory_bytes) / sum without (user) (service_memory_max_bytes)", "unitwatch-resources.test.yml"),
+        ("ServiceMemoryNearMax on hosts cut off", "service_memory_bytes / service_memory_max_bytes > 0.9\n          unless on (instance) up{job=\"unitwatch\"} == 0", "service_memory_bytes / service_memory_max_bytes > 0.9", "unitwatch-resources.test.yml"),
+        ("ServiceOOMKilled without a kill", "increase(service_oom_kills_total[15m]) > 0", "increase(service_oom_kills_total[15m]) >= 0", "unitwatch-resources.test.yml"),
+        ("ServiceOOMKilled from the second kill", "increase(service_oom_kills_total[15m]) > 0", "increase(service_oom_kills_total[15m]) > 1", "unitwatch-resources.test.yml"),
+        ("ServiceOOMKilled over 5 minutes", "increase(service_oom_kills_total[15m]) > 0", "increase(service_oom_kills_total[5m]) > 0", "unitwatch-resources.test.yml"),
+        ("ServiceOOMKilled over an hour", "increase(service_oom_kills_total[15m]) > 0", "increase(service_oom_kills_total[1h]) > 0", "unitwatch-resources.test.yml"),
+        ("ServiceOOMKilled on hosts cut off", "increase(service_oom_kills_total[15m]) > 0\n          unless on (instance) up{job=\"unitwatch\"} == 0", "increase(service_oom_kills_total[15m]) > 0", "unitwatch-resources.test.yml"),
+        ("HostDegraded whenever not running", "systemd_system_state{state=\"degraded\"} == 1", "systemd_system_state{state=\"running\"} == 0", "unitwatch-resources.test.yml"),
+        ("HostDegraded after 1 minute", "{state=\"degraded\"} == 1\n          unless on (instance) up{job=\"unitwatch\"} == 0\n        for: 5m", "{state=\"degraded\"} == 1\n          unless on (instance) up{job=\"unitwatch\"} == 0\n        for: 1m", "unitwatch-resources.test.yml"),
+        ("HostDegraded after 10 minutes", "{state=\"degraded\"} == 1\n          unless on (instance) up{job=\"unitwatch\"} == 0\n        for: 5m", "{state=\"degraded\"} == 1\n          unless on (instance) up{job=\"unitwatch\"} == 0\n        for: 10m", "unitwatch-resources.test.yml"),
+        ("HostDegraded on hosts cut off", "systemd_system_state{state=\"degraded\"} == 1\n          unless on (instance) up{job=\"unitwatch\"} == 0", "systemd_system_state{state=\"degraded\"} == 1", "unitwatch-resources.test.yml"),
     ];
     let rules = read(&prometheus_dir().join("unitwatch-rules.yml"));
     for (what, from, _, _) in mutants {
@@ -319,6 +347,17 @@ fn dashboard_has_the_unit_variable_and_the_panels() {
         Some(&Value::Bool(true)),
         "unit: include All"
     );
+    // Sockets have no service_up: their own variable.
+    let socket = vars
+        .into_iter()
+        .flatten()
+        .find(|v| v.get("name").and_then(Value::as_str) == Some("socket"))
+        .expect("a `socket` template variable");
+    assert_eq!(
+        socket.get("definition").and_then(Value::as_str),
+        Some("label_values(socket_connections{instance=~\"$instance\"}, unit)"),
+        "socket variable"
+    );
 
     let panels = d.get("panels").and_then(Value::as_array).expect("panels");
     let panel_exprs = |p: &Value| {
@@ -375,13 +414,61 @@ fn dashboard_has_the_unit_variable_and_the_panels() {
             "histogram_quantile(0.95, sum by (unit, le) (rate(service_job_duration_seconds_bucket",
         )
     });
-    // Per-unit queries show only the selected units.
+    // The Resources row.
+    find("CPU by mode", &|_, e| {
+        e.contains("sum by (unit, mode) (rate(service_cpu_seconds_total")
+    });
+    find("memory against MemoryMax=", &|_, e| {
+        e.contains("(service_memory_bytes{") && e.contains("(service_memory_max_bytes{")
+    });
+    find("tasks against TasksMax=", &|_, e| {
+        e.contains("(service_tasks{") && e.contains("(service_tasks_max{")
+    });
+    find("IO read and write", &|_, e| {
+        e.contains("rate(service_io_read_bytes_total")
+            && e.contains("rate(service_io_write_bytes_total")
+    });
+    find("OOM kills", &|_, e| {
+        e.contains("increase(service_oom_kills_total")
+    });
+    find("the watchdog's interval and last ping", &|ty, e| {
+        ty == "table"
+            && e.contains("service_watchdog_seconds")
+            && e.contains("time() - service_watchdog_last_ping_timestamp_seconds")
+    });
+    find("socket connections", &|_, e| {
+        e.contains("(socket_connections{")
+    });
+    find("sockets accepted and refused", &|_, e| {
+        e.contains("rate(socket_connections_accepted_total")
+            && e.contains("rate(socket_connections_refused_total")
+    });
+    find("the hosts' state and systemd version", &|ty, e| {
+        ty == "table" && e.contains("systemd_system_state") && e.contains("systemd_version")
+    });
+    find("units by active state", &|_, e| {
+        e.contains("sum by (active_state) (systemd_units")
+    });
+    // Per-unit queries show only the selected units, sockets only the
+    // selected sockets, host queries only the selected hosts.
     for p in panels {
         for expr in panel_exprs(p).lines() {
             if expr.contains("service_") || expr.contains("unit:") {
                 assert!(
                     expr.contains("unit=~\"$unit\""),
                     "not filtered by $unit: {expr}"
+                );
+            }
+            if expr.contains("socket_") {
+                assert!(
+                    expr.contains("unit=~\"$socket\""),
+                    "not filtered by $socket: {expr}"
+                );
+            }
+            if expr.contains("systemd_") {
+                assert!(
+                    expr.contains("instance=~\"$instance\""),
+                    "not filtered by $instance: {expr}"
                 );
             }
         }
@@ -460,6 +547,23 @@ const EXPORTED: &[&str] = &[
     "unitwatch_journal_gaps_total",
     "unitwatch_dbus_up",
     "unitwatch_dbus_reconnects_total",
+    "service_cpu_seconds_total",
+    "service_memory_bytes",
+    "service_memory_peak_bytes",
+    "service_memory_max_bytes",
+    "service_tasks",
+    "service_tasks_max",
+    "service_io_read_bytes_total",
+    "service_io_write_bytes_total",
+    "service_oom_kills_total",
+    "service_watchdog_seconds",
+    "service_watchdog_last_ping_timestamp_seconds",
+    "socket_connections_accepted_total",
+    "socket_connections",
+    "socket_connections_refused_total",
+    "systemd_system_state",
+    "systemd_units",
+    "systemd_version",
 ];
 
 /// PromQL parses a misspelt metric name just fine (it only returns no
@@ -481,7 +585,7 @@ fn assert_known_metrics(source: &str, text: &str) {
         .join("\n");
     let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
     for token in code.split(|c: char| !is_ident(c)) {
-        let ours = ["service_", "unitwatch_", "unit:"]
+        let ours = ["service_", "socket_", "systemd_", "unitwatch_", "unit:"]
             .iter()
             .any(|p| token.starts_with(p));
         assert!(
