@@ -27,6 +27,10 @@ pub struct Sample {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct UnitSample {
     pub resources: Resources,
+    /// CPU used since the last round, in millicores (1000: one core busy);
+    /// for people (the page, the API, `unitwatch status`): Prometheus takes
+    /// its own `rate()` of the counter.
+    pub cpu_millicores: Option<u64>,
     pub socket: Option<Socket>,
     pub watchdog: Option<Watchdog>,
 }

@@ -40,6 +40,8 @@ pub fn table(units: &Units, colour: bool) -> String {
         "AVAIL 24H",
         "AVAIL 30D",
         "RESTARTS 24H",
+        "CPU",
+        "MEMORY",
     ];
     let rows: Vec<_> = services
         .iter()
@@ -56,6 +58,8 @@ pub fn table(units: &Units, colour: bool) -> String {
                 human::percent(availability.h24),
                 human::percent(availability.d30),
                 (u.restarts_24h.auto + u.restarts_24h.manual).to_string(),
+                human::cores(u.resources.as_ref().and_then(|r| r.cpu_cores)),
+                human::bytes(u.resources.as_ref().and_then(|r| r.memory_bytes)),
             ];
             let code = match class(&u.state) {
                 "up" => "32",
@@ -66,7 +70,8 @@ pub fn table(units: &Units, colour: bool) -> String {
             (cells, paint(code))
         })
         .collect();
-    let mut out = aligned(header, &rows, 1);
+    let mut out = host_line(units);
+    out.push_str(&aligned(header, &rows, 1));
     if !jobs.is_empty() {
         out.push('\n');
         out.push_str(&jobs_table(&jobs, units.now, colour));
@@ -86,6 +91,25 @@ pub fn table(units: &Units, colour: bool) -> String {
         human::utc(units.now)
     ));
     out
+}
+
+/// The service manager's state, when unitwatch has read it: a line above
+/// the tables.
+fn host_line(units: &Units) -> String {
+    let Some(h) = &units.host else {
+        return String::new();
+    };
+    let mut line = format!("systemd {}: {}", h.version, h.system_state);
+    if let Some(counts) = &h.units {
+        let n = |state: &str| counts.get(state).copied().unwrap_or(0);
+        line.push_str(&format!(
+            ", {} units loaded, {} active, {} failed",
+            counts.values().sum::<u64>(),
+            n("active"),
+            n("failed")
+        ));
+    }
+    line + "\n\n"
 }
 
 fn last_run(u: &Unit) -> Option<&JobRun> {
@@ -230,6 +254,7 @@ mod tests {
             last_failure: None,
             history_begins: 0.0,
             job: None,
+            resources: None,
         }
     }
 
@@ -237,6 +262,7 @@ mod tests {
     fn table_is_aligned_and_coloured_only_when_asked() {
         let units = Units {
             now: 1_700_000_300.0,
+            host: None,
             units: vec![
                 unit("a-long-name.service", "active", true),
                 unit("b.service", "failed", false),
@@ -250,7 +276,10 @@ mod tests {
         );
         assert!(lines[1].starts_with("a-long-name.service  active (running)"));
         assert!(lines[1].contains("2023-11-14 22:13:20 UTC, 5m 0s ago"));
-        assert!(lines[1].ends_with("50.00%     -          3"), "{plain}");
+        assert!(
+            lines[1].ends_with("50.00%     -          3             -    -"),
+            "{plain}"
+        );
         assert!(plain.contains("1 of 2 services up, as of"), "{plain}");
         assert!(!plain.contains('\x1b'));
         let coloured = table(&units, true);
@@ -270,7 +299,7 @@ mod tests {
                 n_restarts: Some(0),
             },
         ));
-        crate::render::api::units(&l, now)
+        crate::render::api::units(&l, &Default::default(), now)
     }
 
     /// The lines of the jobs' section of `text`, its header first.
@@ -386,6 +415,41 @@ mod tests {
         run_job(&mut l, 20 * S, 23 * S, "timeout");
         let red = table(&with_job(l, T0 + HOUR), true);
         assert!(red.contains("\x1b[31mtimeout\x1b[0m"), "{red}");
+    }
+
+    #[test]
+    fn the_host_state_comes_first_and_services_show_cpu_and_memory() {
+        let mut web = unit("web.service", "active", true);
+        web.resources = Some(crate::render::api::Resources {
+            cpu_cores: Some(0.25),
+            memory_bytes: Some(3 * 1024 * 1024),
+            ..Default::default()
+        });
+        let units = Units {
+            now: 1_700_000_300.0,
+            host: Some(crate::render::api::Host {
+                system_state: "degraded".into(),
+                version: "252.39".into(),
+                units: Some([("active".to_owned(), 30), ("failed".to_owned(), 1)].into()),
+            }),
+            units: vec![web, unit("idle.service", "inactive", false)],
+        };
+        let text = table(&units, false);
+        let first = text.lines().next().unwrap_or_default();
+        assert_eq!(
+            first,
+            "systemd 252.39: degraded, 31 units loaded, 30 active, 1 failed"
+        );
+        let line = |start: &str| {
+            let l = text
+                .lines()
+                .find(|l| l.starts_with(start))
+                .unwrap_or_default();
+            cells(l)[6..].to_vec()
+        };
+        assert_eq!(line("UNIT"), ["CPU", "MEMORY"]);
+        assert_eq!(line("web.service"), ["25%", "3.00 MiB"]);
+        assert_eq!(line("idle.service"), ["-", "-"]);
     }
 
     #[test]

@@ -154,7 +154,7 @@ fn json(status: StatusCode, body: Vec<u8>) -> Response {
 }
 
 async fn units(State(app): State<AppState>) -> Response {
-    let read = |s: &Snapshot, now| serde_json::to_vec(&api::units(&s.ledger, now));
+    let read = |s: &Snapshot, now| serde_json::to_vec(&api::units(&s.ledger, &s.sample, now));
     match render_for_people(&app, read).await {
         Some(Ok(body)) => json(StatusCode::OK, body),
         Some(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
@@ -165,7 +165,7 @@ async fn units(State(app): State<AppState>) -> Response {
 async fn unit(State(app): State<AppState>, Path(name): Path<String>) -> Response {
     let wanted = name.clone();
     let read = move |s: &Snapshot, now| {
-        api::unit_detail(&s.ledger, &wanted, now).map(|d| serde_json::to_vec(&d))
+        api::unit_detail(&s.ledger, &s.sample, &wanted, now).map(|d| serde_json::to_vec(&d))
     };
     match render_for_people(&app, read).await {
         Some(Some(Ok(body))) => json(StatusCode::OK, body),
@@ -181,7 +181,7 @@ async fn unit(State(app): State<AppState>, Path(name): Path<String>) -> Response
 }
 
 async fn status_page(State(app): State<AppState>) -> Response {
-    match render_for_people(&app, |s, now| page::render(&s.ledger, now)).await {
+    match render_for_people(&app, |s, now| page::render(&s.ledger, &s.sample, now)).await {
         Some(html) => Html(html).into_response(),
         None => unavailable(),
     }

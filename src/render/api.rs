@@ -11,10 +11,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::ledger::window::Window;
 use crate::ledger::{Ledger, UnitView, Usec};
+use crate::sample::Sample;
 
 pub mod job;
+pub mod resources;
 
 pub use self::job::{Job, JobRun, JobTimer};
+pub use self::resources::{Host, Resources};
 
 /// The windows availability, MTBF and MTTR are given for, by name.
 pub const WINDOWS: [(&str, Usec); 4] = [
@@ -110,6 +113,10 @@ pub struct Unit {
     /// A job's runs, timer and success rates; null for a service.
     #[serde(default)]
     pub job: Option<Job>,
+    /// CPU, memory, tasks, IO (a socket's connections, a watchdog) as last
+    /// sampled; null while the unit has no cgroup or nothing was read.
+    #[serde(default)]
+    pub resources: Option<Resources>,
 }
 
 fn service() -> String {
@@ -151,6 +158,9 @@ pub struct UnitDetail {
 pub struct Units {
     /// When this was read, Unix seconds.
     pub now: f64,
+    /// The service manager's state; null until it was read.
+    #[serde(default)]
+    pub host: Option<Host>,
     pub units: Vec<Unit>,
 }
 
@@ -158,7 +168,7 @@ fn seconds(usec: Usec) -> f64 {
     usec as f64 / 1e6
 }
 
-fn unit(v: &UnitView<'_>) -> Unit {
+fn unit(v: &UnitView<'_>, sample: &Sample) -> Unit {
     let h = &v.history;
     let now = h.now();
     let since = (v.state_change_seconds * 1e6) as Usec;
@@ -198,19 +208,21 @@ fn unit(v: &UnitView<'_>) -> Unit {
         }),
         history_begins: seconds(h.begins()),
         job: is_job.then(|| job::job(v, now)),
+        resources: sample.units.get(v.unit).map(resources::resources),
     }
 }
 
 /// Every unit as of `now`.
-pub fn units(ledger: &Ledger, now: Usec) -> Units {
+pub fn units(ledger: &Ledger, sample: &Sample, now: Usec) -> Units {
     Units {
         now: seconds(now),
-        units: ledger.view(now).map(|v| unit(&v)).collect(),
+        host: sample.host.as_ref().map(resources::host),
+        units: ledger.view(now).map(|v| unit(&v, sample)).collect(),
     }
 }
 
 /// One unit with its history as of `now`.
-pub fn unit_detail(ledger: &Ledger, name: &str, now: Usec) -> Option<UnitDetail> {
+pub fn unit_detail(ledger: &Ledger, sample: &Sample, name: &str, now: Usec) -> Option<UnitDetail> {
     let v = ledger.unit(name, now)?;
     let mut history = vec![Change {
         at: seconds(v.history.begins()),
@@ -221,7 +233,7 @@ pub fn unit_detail(ledger: &Ledger, name: &str, now: Usec) -> Option<UnitDetail>
         state: state.as_str().to_owned(),
     }));
     Some(UnitDetail {
-        unit: unit(&v),
+        unit: unit(&v, sample),
         history,
         runs: v.is_job().then(|| job::recent_runs(&v, now)),
         run_durations: v.is_job().then(|| job::durations(&v, now)),
@@ -265,7 +277,7 @@ mod tests {
             },
         ));
         let now = T0 + 3600 * S;
-        let all = units(&l, now);
+        let all = units(&l, &Default::default(), now);
         let u = &all.units[0];
         assert_eq!(
             (u.state.as_str(), u.sub_state.as_str(), u.up),
@@ -291,12 +303,12 @@ mod tests {
         assert_eq!(json["units"][0]["availability"]["24h"], 0.5);
         assert_eq!(json["units"][0]["restarts_24h"]["manual"], 0);
 
-        let d = unit_detail(&l, "a.service", now).expect("detail");
+        let d = unit_detail(&l, &Default::default(), "a.service", now).expect("detail");
         let states: Vec<_> = d.history.iter().map(|c| (c.at, c.state.as_str())).collect();
         assert_eq!(
             states,
             [(1_700_000_000.0, "active"), (1_700_001_800.0, "failed")]
         );
-        assert!(unit_detail(&l, "b.service", now).is_none());
+        assert!(unit_detail(&l, &Default::default(), "b.service", now).is_none());
     }
 }

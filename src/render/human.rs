@@ -64,6 +64,42 @@ pub fn percent(ratio: Option<f64>) -> String {
     }
 }
 
+/// Bytes in binary units, three significant figures (`512 B`, `1.50 MiB`);
+/// `-` when unknown.
+pub fn bytes(n: Option<u64>) -> String {
+    let Some(n) = n else {
+        return "-".to_owned();
+    };
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = UNITS[0];
+    for u in &UNITS[1..] {
+        if v < 1024.0 {
+            break;
+        }
+        v /= 1024.0;
+        unit = u;
+    }
+    match v {
+        v if v < 10.0 => format!("{v:.2} {unit}"),
+        v if v < 100.0 => format!("{v:.1} {unit}"),
+        v => format!("{v:.0} {unit}"),
+    }
+}
+
+/// CPU use in cores as a percentage of one core (`12.5%`, `250%`); `-`
+/// when unknown.
+pub fn cores(c: Option<f64>) -> String {
+    match c {
+        Some(c) if c * 100.0 < 10.0 => format!("{:.1}%", c * 100.0),
+        Some(c) => format!("{:.0}%", c * 100.0),
+        None => "-".to_owned(),
+    }
+}
+
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
 /// (H. Hinnant's `civil_from_days`).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
@@ -110,5 +146,17 @@ mod tests {
     fn moments_are_told_from_now_either_way() {
         assert_eq!(relative(1_000_252.0, 1_000_000.0), "in 4m 12s");
         assert_eq!(relative(999_700.0, 1_000_000.0), "5m 0s ago");
+    }
+
+    #[test]
+    fn bytes_and_cores_read_at_a_glance() {
+        assert_eq!(bytes(Some(512)), "512 B");
+        assert_eq!(bytes(Some(1536 * 1024)), "1.50 MiB");
+        assert_eq!(bytes(Some(300 * 1024 * 1024)), "300 MiB");
+        assert_eq!(bytes(None), "-");
+        assert_eq!(cores(Some(0.125)), "12%");
+        assert_eq!(cores(Some(0.012)), "1.2%");
+        assert_eq!(cores(Some(2.5)), "250%");
+        assert_eq!(cores(None), "-");
     }
 }

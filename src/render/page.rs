@@ -10,6 +10,7 @@ use std::fmt::Write;
 
 use crate::ledger::{ActiveState, Ledger, UnitView, Usec};
 use crate::render::human;
+use crate::sample::{Sample, UnitSample};
 
 const CSS: &str = include_str!("page.css");
 const DAY: Usec = 24 * 3600 * 1_000_000;
@@ -81,7 +82,7 @@ fn timeline(v: &UnitView<'_>, now: Usec) -> String {
 
 /// One unit's row, read straight from its view: only the two windows the
 /// page shows, no copies of the API's fields.
-fn row(out: &mut String, v: &UnitView<'_>, now: Usec) {
+fn row(out: &mut String, v: &UnitView<'_>, sample: Option<&UnitSample>, now: Usec) {
     let h = &v.history;
     let restarts = h.restarts_since(now.saturating_sub(DAY));
     let since = (v.state_change_seconds * 1e6) as Usec;
@@ -96,6 +97,8 @@ fn row(out: &mut String, v: &UnitView<'_>, now: Usec) {
          <td class=\"num avail24\">{a24}</td>\
          <td class=\"num avail30\">{a30}</td>\
          <td class=\"num restarts\">{restarts}</td>\
+         <td class=\"num cpu\">{cpu}</td>\
+         <td class=\"num memory\">{memory}</td>\
          <td class=\"timeline\">{bar}</td></tr>",
         class = class(state),
         sub = escape(v.sub_state),
@@ -104,12 +107,46 @@ fn row(out: &mut String, v: &UnitView<'_>, now: Usec) {
         a24 = human::percent(h.window(now.saturating_sub(DAY)).availability()),
         a30 = human::percent(h.window(now.saturating_sub(30 * DAY)).availability()),
         restarts = restarts.auto + restarts.manual,
+        cpu = human::cores(
+            sample
+                .and_then(|s| s.cpu_millicores)
+                .map(|m| m as f64 / 1000.0)
+        ),
+        memory = human::bytes(sample.and_then(|s| s.resources.memory_bytes)),
         bar = timeline(v, now),
     );
 }
 
+/// The service manager's state, under the title, once it was read.
+fn host(sample: &Sample) -> String {
+    let Some(h) = &sample.host else {
+        return String::new();
+    };
+    let mut line = format!(
+        "<p id=\"host\">systemd {} · <span class=\"badge {}\">{}</span>",
+        escape(&h.version),
+        match h.system_state.as_str() {
+            "running" => "up",
+            "degraded" | "maintenance" => "down",
+            _ => "change",
+        },
+        escape(&h.system_state)
+    );
+    if let Some(counts) = &h.units {
+        let n = |state: &str| counts.get(state).copied().unwrap_or(0);
+        let _ = write!(
+            line,
+            " · {} units loaded, {} active, {} failed",
+            counts.values().sum::<u64>(),
+            n("active"),
+            n("failed")
+        );
+    }
+    line + "</p>"
+}
+
 /// The page as of `now`.
-pub fn render(ledger: &Ledger, now: Usec) -> String {
+pub fn render(ledger: &Ledger, sample: &Sample, now: Usec) -> String {
     let views: Vec<UnitView<'_>> = ledger.view(now).collect();
     let (jobs, services): (Vec<&UnitView<'_>>, Vec<&UnitView<'_>>) =
         views.iter().partition(|v| v.is_job());
@@ -143,20 +180,22 @@ pub fn render(ledger: &Ledger, now: Usec) -> String {
          <meta http-equiv=\"refresh\" content=\"10\">\
          <title>unitwatch: {up}/{total} up{jobs_title}</title><style>{CSS}</style></head>\n<body>\
          <header><h1>Services</h1><p><span id=\"summary\">{up} of {total} up</span>{jobs_summary} · \
-         {now} UTC · refreshes every 10 s</p></header>\n",
+         {now} UTC · refreshes every 10 s</p>{host}</header>\n",
         now = human::utc(now as f64 / 1e6),
+        host = host(sample),
     );
     out.push_str(
         "<table><thead><tr><th>Unit</th><th>State</th><th class=\"since\">For</th>\
          <th>24 h</th><th class=\"avail30\">30 d</th><th>Restarts 24 h</th>\
+         <th class=\"cpu\">CPU</th><th class=\"memory\">Memory</th>\
          <th class=\"timeline\">Last 24 hours</th></tr></thead>\n<tbody>\n",
     );
     for v in &services {
-        row(&mut out, v, now);
+        row(&mut out, v, sample.units.get(v.unit), now);
     }
     match (total, jobs.len()) {
-        (0, 0) => out.push_str("<tr><td colspan=\"7\">No units watched yet.</td></tr>\n"),
-        (0, _) => out.push_str("<tr><td colspan=\"7\">No services watched, only jobs.</td></tr>\n"),
+        (0, 0) => out.push_str("<tr><td colspan=\"9\">No units watched yet.</td></tr>\n"),
+        (0, _) => out.push_str("<tr><td colspan=\"9\">No services watched, only jobs.</td></tr>\n"),
         _ => {}
     }
     out.push_str("</tbody></table>\n");
@@ -198,7 +237,7 @@ mod tests {
                 },
             ));
         }
-        let html = render(&l, T0 + 12 * 3600 * S);
+        let html = render(&l, &Default::default(), T0 + 12 * 3600 * S);
         assert!(html.contains("1 of 2 up"), "{html}");
         assert!(html.contains("<td class=\"unit\">a&lt;b&gt;.service</td>"));
         assert!(html.contains("<span class=\"badge up\">active</span>"));
@@ -213,6 +252,47 @@ mod tests {
             "{html}"
         );
         assert!(!html.contains("<script"));
+    }
+
+    #[test]
+    fn the_host_is_under_the_title_and_services_show_cpu_and_memory() {
+        let mut l = Ledger::new();
+        l.apply(Event::new(
+            "web.service",
+            T0,
+            Transition::Seen {
+                state: ActiveState::Active,
+                sub_state: "running".into(),
+                n_restarts: None,
+            },
+        ));
+        let mut web = UnitSample {
+            cpu_millicores: Some(500),
+            ..UnitSample::default()
+        };
+        web.resources.memory_bytes = Some(2048);
+        let sample = Sample {
+            units: [("web.service".to_owned(), web)].into(),
+            host: Some(crate::sample::Host {
+                system_state: "degraded".into(),
+                version: "252.39".into(),
+                units: Some([("active".to_owned(), 3), ("failed".to_owned(), 1)].into()),
+            }),
+            ..Sample::default()
+        };
+        let html = render(&l, &sample, T0 + S);
+        assert!(
+            html.contains("<p id=\"host\">systemd 252.39 · <span class=\"badge down\">degraded</span> · 4 units loaded, 3 active, 1 failed</p>"),
+            "{html}"
+        );
+        assert!(html.contains("<td class=\"num cpu\">50%</td>"), "{html}");
+        assert!(
+            html.contains("<td class=\"num memory\">2.00 KiB</td>"),
+            "{html}"
+        );
+        let bare = render(&l, &Sample::default(), T0 + S);
+        assert!(!bare.contains("id=\"host\""));
+        assert!(bare.contains("<td class=\"num memory\">-</td>"));
     }
 
     #[test]
@@ -244,7 +324,7 @@ mod tests {
                 },
             ));
         }
-        let html = render(&l, now);
+        let html = render(&l, &Default::default(), now);
         let spans = html.matches("<span class=").count();
         assert!(spans <= 2 * COLUMNS as usize, "{spans} spans");
         assert!(html.contains("class=\"busy\""), "{html}");

@@ -85,6 +85,8 @@ struct Static {
     accounting: Want,
     watchdog_usec: u64,
     read_at: Instant,
+    /// CPU time at the last round, and when it was read.
+    cpu: Option<(u64, Instant)>,
 }
 
 /// The sampler task.
@@ -298,7 +300,11 @@ impl Sampler {
             .await;
         for (unit, s) in read {
             match s {
-                Some(s) => {
+                Some(mut s) => {
+                    // Same cgroup: the CPU time read before still counts.
+                    if let Some(old) = statics.get(&unit).filter(|o| o.cgroup == s.cgroup) {
+                        s.cpu = old.cpu;
+                    }
                     statics.insert(unit, s);
                 }
                 None => {
@@ -338,7 +344,22 @@ impl Sampler {
         for (unit, r) in resources {
             match r {
                 Some(r) if !r.is_empty() => {
-                    out.entry(unit).or_default().resources = r;
+                    let used = r.cpu_user_usec.zip(r.cpu_system_usec).map(|(u, s)| u + s);
+                    let millicores = statics.get_mut(&unit).and_then(|s| {
+                        let now = Instant::now();
+                        let rate = match (s.cpu, used) {
+                            (Some((before, at)), Some(used)) => {
+                                let span = now.duration_since(at).as_micros() as u64;
+                                (span > 0).then(|| used.saturating_sub(before) * 1000 / span)
+                            }
+                            _ => None,
+                        };
+                        s.cpu = used.map(|u| (u, now));
+                        rate
+                    });
+                    let e = out.entry(unit).or_default();
+                    e.resources = r;
+                    e.cpu_millicores = millicores;
                 }
                 Some(_) => {}
                 // The cgroup is gone or moved: read where it is next round.
@@ -471,6 +492,7 @@ async fn read_static(conn: &Connection, unit: &str) -> Option<Static> {
         watchdog_usec,
         path,
         read_at: Instant::now(),
+        cpu: None,
     })
 }
 

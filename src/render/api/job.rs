@@ -270,7 +270,7 @@ mod tests {
     use crate::render::api::{unit_detail, units, Unit, Units};
 
     fn only(l: &crate::ledger::Ledger, now: u64) -> Unit {
-        units(l, now).units.remove(0)
+        units(l, &Default::default(), now).units.remove(0)
     }
 
     #[test]
@@ -284,7 +284,7 @@ mod tests {
     fn a_job_has_no_uptime_availability_mtbf_or_mttr() {
         let mut l = job_ledger();
         run_job(&mut l, 10 * S, 13 * S, "success");
-        let json = serde_json::to_value(units(&l, T0 + HOUR)).expect("json");
+        let json = serde_json::to_value(units(&l, &Default::default(), T0 + HOUR)).expect("json");
         let u = &json["units"][0];
         for field in [
             "uptime_seconds",
@@ -313,7 +313,7 @@ mod tests {
         assert_eq!(u.kind, "service");
         assert_eq!(u.job, None);
         assert_eq!(u.availability.and_then(|a| a.h1), Some(1.0));
-        let d = unit_detail(&l, "web.service", T0 + HOUR).expect("detail");
+        let d = unit_detail(&l, &Default::default(), "web.service", T0 + HOUR).expect("detail");
         assert_eq!(d.runs, None);
     }
 
@@ -432,7 +432,8 @@ mod tests {
         run_job(&mut l, HOUR, HOUR + S, "success");
         run_job(&mut l, 30 * day, 30 * day + 2 * S, "exit-code");
         run_job(&mut l, 30 * day + HOUR, 30 * day + HOUR + S, "success");
-        let d = unit_detail(&l, JOB, T0 + 30 * day + 2 * HOUR).expect("detail");
+        let d =
+            unit_detail(&l, &Default::default(), JOB, T0 + 30 * day + 2 * HOUR).expect("detail");
         let runs: Vec<_> = d
             .runs
             .expect("a job's runs")
@@ -453,7 +454,7 @@ mod tests {
         let mut l = job_ledger();
         set_timer(&mut l, T0, T0 + HOUR);
         run_job(&mut l, 10 * S, 12 * S, "success");
-        let json = serde_json::to_value(units(&l, T0 + 20 * S)).expect("json");
+        let json = serde_json::to_value(units(&l, &Default::default(), T0 + 20 * S)).expect("json");
         let job = &json["units"][0]["job"];
         assert_eq!(json["units"][0]["kind"], "job");
         assert_eq!(job["running"], false);
@@ -485,7 +486,7 @@ mod tests {
             run_job(&mut l, from, from + i * S, "success");
         }
         let now = T0 + base + 30_000 * S;
-        let d = unit_detail(&l, JOB, now)
+        let d = unit_detail(&l, &Default::default(), JOB, now)
             .and_then(|d| d.run_durations)
             .expect("a job's durations");
         let day = &d["24h"];

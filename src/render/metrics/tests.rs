@@ -405,6 +405,7 @@ fn the_default_exposes_twelve_series_per_unit() {
 fn full_sample() -> crate::sample::Sample {
     use crate::sample::*;
     let unit = UnitSample {
+        cpu_millicores: Some(1),
         resources: Resources {
             cpu_user_usec: Some(1),
             cpu_system_usec: Some(1),

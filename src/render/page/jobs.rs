@@ -206,7 +206,7 @@ mod tests {
 
     #[test]
     fn a_job_is_listed_under_jobs_not_among_the_services() {
-        let html = render(&with_service(job_ledger()), T0 + HOUR);
+        let html = render(&with_service(job_ledger()), &Default::default(), T0 + HOUR);
         let jobs = html
             .find("<h2 id=\"jobs\">Jobs</h2>")
             .expect("a Jobs section");
@@ -219,7 +219,7 @@ mod tests {
     fn a_job_between_runs_does_not_count_as_a_service_that_is_down() {
         let mut l = job_ledger();
         run_job(&mut l, 10 * S, 13 * S, "success");
-        let html = render(&with_service(l), T0 + HOUR);
+        let html = render(&with_service(l), &Default::default(), T0 + HOUR);
         assert!(
             html.contains("<span id=\"summary\">1 of 1 up</span>"),
             "{html}"
@@ -231,7 +231,7 @@ mod tests {
     fn the_last_run_shows_a_green_badge_when_it_ended_and_how_long_it_took() {
         let mut l = job_ledger();
         run_job(&mut l, 10 * S, 13 * S + S / 5, "success");
-        let html = render(&l, T0 + 73 * S);
+        let html = render(&l, &Default::default(), T0 + 73 * S);
         let row = job_row(&html);
         assert!(
             row.contains("<span class=\"badge up\">success</span> <span class=\"ago\" title=\"ended 2023-11-14 22:13:33 UTC\">1m 0s ago</span>"),
@@ -244,7 +244,7 @@ mod tests {
     fn a_failed_last_run_shows_a_red_badge_with_its_result() {
         let mut l = job_ledger();
         run_job(&mut l, 10 * S, 13 * S, "exit-code");
-        let html = render(&l, T0 + HOUR);
+        let html = render(&l, &Default::default(), T0 + HOUR);
         assert!(
             job_row(&html).contains("<span class=\"badge down\">exit-code</span>"),
             "{html}"
@@ -255,7 +255,7 @@ mod tests {
     fn jobs_that_failed_their_last_run_are_counted_in_the_header_and_title() {
         let mut l = job_ledger();
         run_job(&mut l, 10 * S, 13 * S, "exit-code");
-        let html = render(&l, T0 + HOUR);
+        let html = render(&l, &Default::default(), T0 + HOUR);
         assert!(html.contains(">1 job, 1 failed</a>"), "{html}");
         assert!(
             html.contains("<title>unitwatch: 0/0 up, 1 job failed</title>"),
@@ -265,7 +265,7 @@ mod tests {
 
     #[test]
     fn a_job_that_never_ran_says_so() {
-        let html = render(&job_ledger(), T0 + HOUR);
+        let html = render(&job_ledger(), &Default::default(), T0 + HOUR);
         let row = job_row(&html);
         assert!(
             row.contains("<span class=\"badge idle\">never run</span>"),
@@ -278,7 +278,7 @@ mod tests {
     fn the_next_run_is_when_the_timer_elapses_next() {
         let mut l = job_ledger();
         set_timer(&mut l, T0, T0 + 2 * HOUR);
-        let html = render(&l, T0 + HOUR);
+        let html = render(&l, &Default::default(), T0 + HOUR);
         assert!(
             job_row(&html).contains(
                 "<td class=\"next\"><span title=\"2023-11-15 00:13:20 UTC\">in 1h 0m</span></td>"
@@ -289,7 +289,7 @@ mod tests {
 
     #[test]
     fn a_job_without_a_timer_has_no_next_run() {
-        let html = render(&job_ledger(), T0 + HOUR);
+        let html = render(&job_ledger(), &Default::default(), T0 + HOUR);
         assert!(
             job_row(&html).contains("<td class=\"next\">-</td>"),
             "{html}"
@@ -301,7 +301,7 @@ mod tests {
         let mut l = job_ledger();
         set_timer(&mut l, T0, T0 + 2 * HOUR);
         start_job(&mut l, 30 * S);
-        let html = render(&l, T0 + 100 * S);
+        let html = render(&l, &Default::default(), T0 + 100 * S);
         let row = job_row(&html);
         assert!(
             row.contains("<td class=\"next\"><span class=\"badge change\">running</span> <span class=\"ago\" title=\"since 2023-11-14 22:13:50 UTC\">for 1m 10s</span></td>"),
@@ -317,7 +317,7 @@ mod tests {
         run_job(&mut l, HOUR, HOUR + S, "exit-code");
         run_job(&mut l, 40 * HOUR, 40 * HOUR + S, "success");
         run_job(&mut l, 41 * HOUR, 41 * HOUR + S, "timeout");
-        let html = render(&l, T0 + 48 * HOUR);
+        let html = render(&l, &Default::default(), T0 + 48 * HOUR);
         let row = job_row(&html);
         assert!(
             row.contains("<td class=\"num rate24\" title=\"1 of 2 runs\">50.00%</td>"),
@@ -335,7 +335,7 @@ mod tests {
         // Watched for 12 hours: a column is 6 minutes.
         run_job(&mut l, HOUR, HOUR + S, "success");
         run_job(&mut l, 6 * HOUR, 6 * HOUR + S, "signal");
-        let html = render(&l, T0 + 12 * HOUR);
+        let html = render(&l, &Default::default(), T0 + 12 * HOUR);
         let row = job_row(&html);
         assert!(
             row.contains("<span class=\"up\" style=\"left:8.750%\" title=\"1 run, success 23:13–23:19 UTC\"></span>"),
@@ -354,7 +354,7 @@ mod tests {
             let t = HOUR + i as u64 * 60 * S;
             run_job(&mut l, t, t + S, result);
         }
-        let html = render(&l, T0 + 12 * HOUR);
+        let html = render(&l, &Default::default(), T0 + 12 * HOUR);
         let row = job_row(&html);
         assert_eq!(row.matches("<span class=\"down\"").count(), 1, "{row}");
         assert!(!row.contains("<span class=\"up\""), "{row}");
@@ -374,7 +374,7 @@ mod tests {
             let result = if i % 10 == 0 { "exit-code" } else { "success" };
             run_job(&mut l, t, t + S, result);
         }
-        let html = render(&l, now);
+        let html = render(&l, &Default::default(), now);
         let ticks = job_row(&html).matches("style=\"left:").count();
         assert!(ticks <= COLUMNS as usize, "{ticks} ticks");
         assert!(html.contains("runs, "), "{html}");
@@ -382,7 +382,7 @@ mod tests {
 
     #[test]
     fn without_jobs_the_page_has_no_jobs_section() {
-        let html = render(&with_service(Ledger::new()), T0 + HOUR);
+        let html = render(&with_service(Ledger::new()), &Default::default(), T0 + HOUR);
         assert!(!html.contains("id=\"jobs\""), "{html}");
         assert!(!html.contains("jobs-summary"), "{html}");
     }
