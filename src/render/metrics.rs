@@ -383,6 +383,16 @@ pub const SELF_FAMILIES: &[SelfFamily] = &[
         samples: |s, emit| emit(&[], Value::Int(s.stats.dbus_overflows)),
     },
     SelfFamily {
+        name: "unitwatch_sample_timestamp_seconds",
+        help: "Unix time of the last round of reading resources, sockets, watchdogs and the host ([resources] interval).",
+        kind: Kind::Gauge,
+        samples: |s, emit| {
+            if s.sample.taken_at > 0 {
+                emit(&[], Value::Float(s.sample.taken_at as f64 / 1e6))
+            }
+        },
+    },
+    SelfFamily {
         name: "unitwatch_events",
         help: "Events applied to the ledger, by source.",
         kind: Kind::Counter,
