@@ -76,7 +76,7 @@ impl Resources {
 pub struct Socket {
     pub accepted: u64,
     pub connections: u64,
-    /// systemd 254 and later only.
+    /// `None` where systemd does not have `NRefused`.
     pub refused: Option<u64>,
 }
 

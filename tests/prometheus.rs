@@ -28,8 +28,6 @@ enum Needs {
     /// A cgroup controller: the sandbox's cgroup2 has none of memory, pids
     /// and io where the host has them on cgroup v1 (a hybrid hierarchy).
     Controller(&'static str),
-    /// A systemd of at least this major version.
-    Systemd(u32),
 }
 
 /// The families the sandbox may not have, and why: where it lacks what
@@ -45,28 +43,17 @@ const NEEDS: &[(&str, Needs)] = &[
     ("service_tasks_max", Needs::Controller("pids")),
     ("service_io_read_bytes_total", Needs::Controller("io")),
     ("service_io_write_bytes_total", Needs::Controller("io")),
-    // NRefused.
-    ("socket_connections_refused_total", Needs::Systemd(254)),
 ];
 
-/// What the sandbox has: its cgroup2's controllers (cgroup.controllers)
-/// and systemd's major version.
+/// What the sandbox has: its cgroup2's controllers (cgroup.controllers).
 struct Has {
     controllers: String,
-    systemd: u32,
 }
 
 impl Has {
     fn of(sb: &Sandbox) -> Has {
-        let version = sb.sh("systemctl --version");
-        let systemd = version
-            .split_whitespace()
-            .nth(1)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no version in `systemctl --version`: {version}"));
         Has {
             controllers: sb.sh("cat /sys/fs/cgroup/cgroup.controllers"),
-            systemd,
         }
     }
 }
@@ -80,9 +67,6 @@ fn lacking(expr: &str, has: &Has) -> Option<String> {
             Needs::Controller(c) if !has.controllers.split_whitespace().any(|h| h == *c) => Some(
                 format!("{family}: no {c} controller in the sandbox's cgroup2"),
             ),
-            Needs::Systemd(v) if has.systemd < *v => {
-                Some(format!("{family}: systemd {} (needs {v})", has.systemd))
-            }
             _ => None,
         })
 }
@@ -331,24 +315,23 @@ fn real_prometheus_scrapes_alerts_and_answers_the_dashboard() {
 fn the_exemptions_name_whole_families_and_what_they_need() {
     let v1 = Has {
         controllers: "cpuset cpu\n".into(),
-        systemd: 252,
     };
     let all = Has {
         controllers: "cpuset cpu io memory pids\n".into(),
-        systemd: 254,
     };
     let tasks = "sum by (unit) (service_tasks_max{unit=~\".*\", instance=~\".*\"})";
     assert!(lacking(tasks, &v1).is_some_and(|w| w.contains("no pids controller")));
     assert_eq!(lacking(tasks, &all), None);
-    let refused = "sum by (unit) (rate(socket_connections_refused_total{unit=~\".*\"}[5m]))";
-    assert!(lacking(refused, &v1).is_some_and(|w| w.contains("systemd 252 (needs 254)")));
-    assert_eq!(lacking(refused, &all), None);
+    let oom = "sum by (unit) (increase(service_oom_kills_total{unit=~\".*\"}[1h]))";
+    assert!(lacking(oom, &v1).is_some_and(|w| w.contains("no memory controller")));
+    assert_eq!(lacking(oom, &all), None);
     // Every other family is checked for data, whatever the sandbox has.
     for other in [
         "sum by (unit, mode) (rate(service_cpu_seconds_total[5m]))",
         "service_tasks_current",
         "socket_connections",
         "rate(socket_connections_accepted_total[5m])",
+        "rate(socket_connections_refused_total[5m])",
         "systemd_units",
     ] {
         assert_eq!(lacking(other, &v1), None, "{other}");

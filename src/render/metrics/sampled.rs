@@ -123,7 +123,7 @@ pub const SAMPLE_FAMILIES: &[SampleFamily] = &[
     },
     SampleFamily {
         name: "socket_connections_refused",
-        help: "Connections the socket unit refused (NRefused; systemd 254 and later).",
+        help: "Connections the socket unit refused (NRefused).",
         unit: None,
         kind: Kind::Counter,
         samples: |s, emit| int(emit, s.socket.as_ref().and_then(|k| k.refused)),
