@@ -270,6 +270,10 @@ impl Sampler {
 
     /// Reads every watched unit that may have a cgroup.
     async fn round(&self, conn: &Connection, statics: &mut HashMap<String, Static>) -> Sample {
+        let reads = self.reads;
+        if !(reads.resources.any() || reads.sockets || reads.watchdog) {
+            return Sample::default();
+        }
         let snapshot = self.snapshots.latest();
         let now = snapshot.now();
         let units: Vec<String> = snapshot
