@@ -277,6 +277,14 @@ fn survives_the_bus_going_away() {
     });
     uw.wait_value("unitwatch_dbus_reconnects_total", WAIT, |v| v >= 1.0);
     uw.wait_value("unitwatch_dbus_up", WAIT, |v| v == 1.0);
+    // The sampler, on a connection of its own, reads again too.
+    let back = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    uw.wait_value("unitwatch_sample_timestamp_seconds", WAIT, |v| v > back);
+    uw.wait_value("systemd_system_state{state=\"running\"}", WAIT, |v| {
+        v == 1.0
+    });
 
     sb.systemctl(&["stop", unit]);
     uw.wait_value(&restarts(unit, "auto"), WAIT, |v| {

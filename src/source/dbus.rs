@@ -66,13 +66,17 @@ pub enum Bus {
     Address(String),
 }
 
-/// Connects to `bus`.
-pub(super) async fn connect(bus: &Bus) -> zbus::Result<Connection> {
-    let builder = match bus {
+/// Connects to `bus`; with a `timeout`, a method call without a reply in
+/// time fails rather than waiting for ever.
+pub(super) async fn connect(bus: &Bus, timeout: Option<Duration>) -> zbus::Result<Connection> {
+    let mut builder = match bus {
         Bus::System => zbus::connection::Builder::system()?,
         Bus::User => zbus::connection::Builder::session()?,
         Bus::Address(address) => zbus::connection::Builder::address(address.as_str())?,
     };
+    if let Some(t) = timeout {
+        builder = builder.method_timeout(t);
+    }
     builder.max_queued(signal_queue::ZBUS_QUEUED).build().await
 }
 
@@ -185,7 +189,7 @@ impl DbusSource {
 
     /// One connection: subscribe, snapshot, follow. Returns when the connection ends.
     async fn session(&mut self) -> Result<(), DbusError> {
-        let conn = connect(&self.bus).await?;
+        let conn = connect(&self.bus, None).await?;
         tracing::debug!(
             "connected to the bus as {}",
             conn.unique_name().map_or("-", |n| n.as_str())

@@ -6,8 +6,9 @@
 //!
 //! It has a connection of its own, so a slow round never holds up the D-Bus
 //! source. What rarely changes (a unit's `ControlGroup`, its `*Accounting=`,
-//! `WatchdogUSec`) is read once and again every [`STATIC_TTL`] or when its
-//! cgroup is gone; the numbers are read every round. `SystemState` changes
+//! `WatchdogUSec`) is read once, and again after a daemon-reload, every
+//! [`STATIC_TTL`] or when its cgroup is gone; the numbers are read every
+//! round. `SystemState` changes
 //! with jobs and failures, which systemd does signal: after a `JobRemoved`
 //! or a change of what the watched units show, it is read again at once
 //! (at most every [`HOST_AT_MOST`]), not only every round.
@@ -34,8 +35,13 @@ use crate::sample::{Host, Resources, Sample, Socket, UnitSample, Watchdog};
 use crate::shutdown::Shutdown;
 use crate::snapshot::Snapshots;
 
-/// How long what rarely changes is trusted.
-pub const STATIC_TTL: Duration = Duration::from_secs(60);
+/// How long what rarely changes is trusted without a `daemon-reload`
+/// (after one, it is read again at the next round).
+pub const STATIC_TTL: Duration = Duration::from_secs(600);
+
+/// How long a read waits for systemd's reply: a manager that does not
+/// answer ends the round, and the next connects again.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The host's state is read at most this often between rounds.
 pub const HOST_AT_MOST: Duration = Duration::from_millis(200);
@@ -85,6 +91,8 @@ struct Static {
     accounting: Want,
     watchdog_usec: u64,
     read_at: Instant,
+    /// A daemon-reload since it was read.
+    stale: bool,
     /// CPU time at the last round, and when it was read.
     cpu: Option<(u64, Instant)>,
 }
@@ -169,7 +177,7 @@ impl Sampler {
                 _ = tick.tick() => {}
                 _ = shutdown.recv() => return,
             }
-            let conn = match connect(&self.bus).await {
+            let conn = match connect(&self.bus, Some(CALL_TIMEOUT)).await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::debug!(error = %e, "the sampler cannot connect; retrying next round");
@@ -193,23 +201,38 @@ impl Sampler {
         statics: &mut HashMap<String, Static>,
         tick: &mut tokio::time::Interval,
     ) {
-        // Drained by a task of its own: a stream left full would stop zbus
-        // reading the socket, replies included.
+        // Drained by tasks of their own: a stream left full would stop zbus
+        // reading the socket, replies included. After a `JobRemoved`
+        // `SystemState` may have changed; after a `Reloading` (a
+        // daemon-reload) a unit's cgroup or accounting may have.
         let jobs = Arc::new(tokio::sync::Notify::new());
-        let _drain = match job_signals(conn).await {
+        let reloaded = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut drains = Vec::new();
+        match manager_signals(conn, "JobRemoved").await {
             Ok(mut stream) => {
                 let jobs = Arc::clone(&jobs);
-                Some(AbortOnDrop(tokio::spawn(async move {
+                drains.push(AbortOnDrop(tokio::spawn(async move {
                     while stream.next().await.is_some() {
                         jobs.notify_one();
                     }
-                })))
+                })));
             }
             Err(e) => {
                 tracing::debug!(error = %e, "the sampler cannot follow jobs; host state read every round only");
-                None
             }
-        };
+        }
+        match manager_signals(conn, "Reloading").await {
+            Ok(mut stream) => {
+                let reloaded = Arc::clone(&reloaded);
+                drains.push(AbortOnDrop(tokio::spawn(async move {
+                    while stream.next().await.is_some() {
+                        reloaded.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                })));
+            }
+            // Then what rarely changes is read again every STATIC_TTL only.
+            Err(e) => tracing::debug!(error = %e, "the sampler cannot follow reloads"),
+        }
         let mut snapshots = self.snapshots.clone();
         let mut host = Host {
             version: as_str(get(conn, MANAGER_PATH, MANAGER, "Version").await).unwrap_or_default(),
@@ -226,6 +249,11 @@ impl Sampler {
                 }
             }
             let sample = if full {
+                if reloaded.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                    for s in statics.values_mut() {
+                        s.stale = true;
+                    }
+                }
                 if self.reads.units {
                     host.units = list_units(conn).await;
                 }
@@ -423,13 +451,13 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// The manager's `JobRemoved` signals, after which `SystemState` may change.
-async fn job_signals(conn: &Connection) -> zbus::Result<MessageStream> {
+/// The manager's `member` signals.
+async fn manager_signals(conn: &Connection, member: &'static str) -> zbus::Result<MessageStream> {
     let rule = MatchRule::builder()
         .msg_type(zbus::message::Type::Signal)
         .sender(SYSTEMD)?
         .interface(MANAGER)?
-        .member("JobRemoved")?
+        .member(member)?
         .build();
     MessageStream::for_match_rule(rule, conn, Some(64)).await
 }
@@ -466,12 +494,7 @@ async fn list_units(conn: &Connection) -> Option<BTreeMap<String, u64>> {
 /// is not loaded.
 async fn read_static(conn: &Connection, unit: &str) -> Option<Static> {
     let interface = cgroup_interface(unit)?;
-    let path: OwnedObjectPath = call(conn, MANAGER_PATH, MANAGER, "GetUnit", &(unit,))
-        .await
-        .ok()?
-        .body()
-        .deserialize()
-        .ok()?;
+    let path = OwnedObjectPath::try_from(unit_path(unit)).ok()?;
     let p = path.as_str();
     let (cgroup, cpu, memory, tasks, io) = tokio::join!(
         get(conn, p, interface, "ControlGroup"),
@@ -496,8 +519,24 @@ async fn read_static(conn: &Connection, unit: &str) -> Option<Static> {
         watchdog_usec,
         path,
         read_at: Instant::now(),
+        stale: false,
         cpu: None,
     })
+}
+
+/// The object path systemd gives `unit`: every byte but ASCII letters and
+/// digits escaped as `_` and two hex digits (its `bus_label_escape`), so no
+/// `GetUnit` round trip is needed.
+fn unit_path(unit: &str) -> String {
+    let mut path = String::from("/org/freedesktop/systemd1/unit/");
+    for b in unit.bytes() {
+        if b.is_ascii_alphanumeric() {
+            path.push(b as char);
+        } else {
+            path.push_str(&format!("_{b:02x}"));
+        }
+    }
+    path
 }
 
 /// A socket unit's connections; `None` if they cannot be read.
@@ -526,6 +565,14 @@ mod tests {
         assert_eq!(cgroup_interface("a.timer"), None);
         assert_eq!(cgroup_interface("a.target"), None);
         assert_eq!(cgroup_interface("noext"), None);
+    }
+
+    #[test]
+    fn unit_paths_are_escaped_as_systemd_escapes_them() {
+        assert_eq!(
+            unit_path("aitbc-worker@gpu\\x2d0.service"),
+            "/org/freedesktop/systemd1/unit/aitbc_2dworker_40gpu_5cx2d0_2eservice"
+        );
     }
 
     #[test]
