@@ -318,7 +318,11 @@ impl Sampler {
             .filter(|u| {
                 statics
                     .get(*u)
-                    .is_none_or(|s| s.read_at.elapsed() >= STATIC_TTL)
+                    // Without a cgroup yet (read while it was starting),
+                    // read again: it has one while it runs.
+                    .is_none_or(|s| {
+                        s.stale || s.cgroup.is_none() || s.read_at.elapsed() >= STATIC_TTL
+                    })
             })
             .cloned()
             .collect();
