@@ -35,8 +35,26 @@ pub enum Input {
     /// Journal records between the saved position and what the journal
     /// still holds were rotated away unread.
     JournalGap,
+    /// News of `user`'s manager, from the source following it (`[watch]
+    /// user_managers`); the system manager's comes as the variants above.
+    UserManager { user: String, news: Manager },
     /// Save the state and stop.
     Shutdown(oneshot::Sender<()>),
+}
+
+/// What the source following a user's manager says about the manager.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Manager {
+    /// Its snapshot of `units` units is in (as [`Input::SnapshotDone`]).
+    Up { units: usize },
+    /// The connection to it was lost at `at`.
+    Lost { at: Usec },
+    /// Its signals overflowed the queue from `at` on (as
+    /// [`Input::DbusOverflow`]); its units are read again.
+    Overflow { at: Usec },
+    /// It went away at `at` (its `user@UID.service` stopped); it is not
+    /// followed any more, until it starts again.
+    Gone { at: Usec },
 }
 
 /// One thing a journal record said.

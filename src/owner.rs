@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::clock;
 use crate::health::Health;
 use crate::ledger::{Event, Ledger, Op, Outcome, Usec};
-use crate::message::{Input, Logged};
+use crate::message::{Input, Logged, Manager};
 use crate::notify::Notifier;
 use crate::persist::{Frame, Meta, Writer};
 use crate::snapshot::{Publisher, Snapshot, Stats};
@@ -115,6 +115,36 @@ impl Owner {
         true
     }
 
+    /// News of `user`'s manager.
+    fn user_manager(&mut self, user: String, news: Manager, stats: &mut Stats) {
+        match news {
+            Manager::Up { units } => match stats.user_managers.insert(user.clone(), true) {
+                None => tracing::info!(user = %user, units, "following the user manager of {user}"),
+                Some(false) => {
+                    tracing::info!(user = %user, units, "following the user manager of {user} again")
+                }
+                Some(true) => {}
+            },
+            Manager::Lost { at } => {
+                stats.user_managers.insert(user.clone(), false);
+                self.change(Op::UserLost { user, at });
+            }
+            Manager::Overflow { at } => {
+                stats.dbus_overflows += 1;
+                self.change(Op::UserLost { user, at });
+            }
+            Manager::Gone { at } => {
+                tracing::info!(user = %user, "the user manager of {user} stopped; no longer following it, its units count as down until it starts again");
+                stats.user_managers.insert(user.clone(), false);
+                self.change(Op::UserLost {
+                    user: user.clone(),
+                    at,
+                });
+                self.change(Op::UserDown { user, at });
+            }
+        }
+    }
+
     /// What a save records besides the ledger, as of now.
     fn meta(&self) -> Meta {
         Meta {
@@ -206,6 +236,10 @@ impl Owner {
             Input::HostDown { at } => {
                 live.dirty = true;
                 self.host_down(at);
+            }
+            Input::UserManager { user, news } => {
+                live.dirty = true;
+                self.user_manager(user, news, &mut live.stats);
             }
             Input::Shutdown(reply) => {
                 live.shutdown_reply = Some(reply);
