@@ -115,32 +115,45 @@ impl Owner {
         true
     }
 
-    /// News of `user`'s manager.
-    fn user_manager(&mut self, user: String, news: Manager, stats: &mut Stats) {
+    /// News of `user`'s manager; whether it changed the ledger. A manager
+    /// that cannot be reached is retried for good: its units are unfollowed
+    /// once, not at every try.
+    fn user_manager(&mut self, user: String, news: Manager, stats: &mut Stats) -> bool {
         match news {
-            Manager::Up { units } => match stats.user_managers.insert(user.clone(), true) {
-                None => tracing::info!(user = %user, units, "following the user manager of {user}"),
-                Some(false) => {
-                    tracing::info!(user = %user, units, "following the user manager of {user} again")
+            Manager::Up { units } => {
+                match stats.user_managers.insert(user.clone(), true) {
+                    None => {
+                        tracing::info!(user = %user, units, "following the user manager of {user}")
+                    }
+                    Some(false) => {
+                        tracing::info!(user = %user, units, "following the user manager of {user} again")
+                    }
+                    Some(true) => {}
                 }
-                Some(true) => {}
-            },
+                false
+            }
             Manager::Lost { at } => {
-                stats.user_managers.insert(user.clone(), false);
-                self.change(Op::UserLost { user, at });
+                let was = stats.user_managers.insert(user.clone(), false);
+                if was != Some(false) {
+                    self.change(Op::UserLost { user, at });
+                }
+                was != Some(false)
             }
             Manager::Overflow { at } => {
                 stats.dbus_overflows += 1;
                 self.change(Op::UserLost { user, at });
+                true
             }
             Manager::Gone { at } => {
                 tracing::info!(user = %user, "the user manager of {user} stopped; no longer following it, its units count as down until it starts again");
-                stats.user_managers.insert(user.clone(), false);
-                self.change(Op::UserLost {
-                    user: user.clone(),
-                    at,
-                });
+                if stats.user_managers.insert(user.clone(), false) != Some(false) {
+                    self.change(Op::UserLost {
+                        user: user.clone(),
+                        at,
+                    });
+                }
                 self.change(Op::UserDown { user, at });
+                true
             }
         }
     }
@@ -238,8 +251,7 @@ impl Owner {
                 self.host_down(at);
             }
             Input::UserManager { user, news } => {
-                live.dirty = true;
-                self.user_manager(user, news, &mut live.stats);
+                live.dirty |= self.user_manager(user, news, &mut live.stats);
             }
             Input::Shutdown(reply) => {
                 live.shutdown_reply = Some(reply);

@@ -347,3 +347,34 @@ fn the_shipped_unit_reaches_user_managers_only_with_the_shipped_drop_in() {
     );
     assert_eq!(sb.show("unitwatch.service", "NoNewPrivileges"), "yes");
 }
+
+/// `user_managers` follows the managers beside the system manager; with
+/// `--user` (a user's own manager) it is an error, before anything runs.
+#[test]
+fn user_managers_with_user_is_a_one_line_error() {
+    let dir = temp_dir("users-cli");
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[watch]\n{WATCH}\n[state]\ndir = \"{}\"\n",
+            dir.join("state").display()
+        ),
+    )
+    .expect("config");
+    let config = config.display().to_string();
+    let out = cli_run(&["check-config", &config]);
+    assert!(out.status.success(), "{out:?}");
+    let out = cli_run(&[
+        "--user",
+        "--config",
+        &config,
+        "--web.listen-address",
+        "127.0.0.1:0",
+    ]);
+    common::unitwatch::assert_error(
+        &out,
+        &format!("unitwatch: {config}: watch.user_managers follows the user managers beside the system manager; it cannot be used with --user"),
+    );
+    assert!(!dir.join("state").exists(), "nothing was written");
+}

@@ -58,6 +58,12 @@ use crate::shutdown::Shutdown;
 /// gone) before it is stopped.
 pub const GRACE: Duration = Duration::from_secs(5);
 
+/// How many of systemd's signals wait here at most. This connection hears
+/// every unit's (the bus cannot pick out the `user@` ones), but only those
+/// of a few units matter, and an overflow costs one `ListUnitsByPatterns`:
+/// a short queue bounds the memory a storm of other units' signals takes.
+const QUEUE: usize = 512;
+
 /// The private socket of user `uid`'s manager.
 pub fn socket(uid: u32) -> String {
     format!("/run/user/{uid}/systemd/private")
@@ -241,7 +247,7 @@ impl UserManagers {
     /// One connection: subscribe, snapshot, follow.
     async fn session(&mut self, shutdown: &Shutdown) -> Result<(), DbusError> {
         let conn = self.connect().await?;
-        let (_drain, mut queue) = signal_queue::open(&conn, signal_queue::CAPACITY).await?;
+        let (_drain, mut queue) = signal_queue::open(&conn, QUEUE).await?;
         call(&conn, MANAGER_PATH, MANAGER, "Subscribe", &()).await?;
         self.snapshot(&conn, shutdown).await?;
         while let Some(item) = queue.recv().await {
