@@ -5,7 +5,9 @@
 //! (unitwatch's own numbers). A family from data the ledger already has is
 //! one row here and one row in README's metrics table; a test checks the two
 //! agree. A per-unit family marked `optional` can be turned off in
-//! `[metrics]` by its name without `service_` ([`Families`]).
+//! `[metrics]` by its name without `service_` ([`Families`]). Every
+//! per-unit sample is labelled `unit`, and `user` after it for a unit of a
+//! user's manager ([`key::split`] of the ledger's key).
 
 use std::collections::BTreeSet;
 

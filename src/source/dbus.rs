@@ -14,6 +14,12 @@
 //! source re-reads every watched unit as the snapshot does. A signal that
 //! cannot be read is logged and skipped ([`signal`]); only the connection
 //! failing ends a session.
+//!
+//! The same source follows a user's manager ([`Bus::UserManager`], started
+//! and ended by [`users`]) over a direct connection to its private socket:
+//! its events are keyed with the user ([`crate::ledger::key`]), its news
+//! (snapshot in, connection lost, overflow, gone) tells the owner which
+//! manager it is about, and `/healthz` is not its to set.
 
 use std::collections::HashMap;
 use std::time::Duration;
