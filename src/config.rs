@@ -39,6 +39,8 @@ pub struct Config {
     pub max_units: usize,
     /// `watch.jobs` and `watch.services`
     pub kinds: Kinds,
+    /// `watch.user_managers`: also follow every running user manager.
+    pub user_managers: bool,
     /// `state.dir`
     pub state_dir: PathBuf,
     /// `journal.backfill`: how far back to read the journal on a first start.
@@ -141,6 +143,8 @@ struct RawWatch {
     jobs: Vec<Glob>,
     #[serde(default)]
     services: Vec<Glob>,
+    #[serde(default)]
+    user_managers: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -186,6 +190,7 @@ impl Config {
                 .max_units
                 .map_or(crate::ledger::DEFAULT_MAX_UNITS, |n| n.0),
             kinds: Kinds::new(watch.jobs, watch.services),
+            user_managers: watch.user_managers,
             state_dir: raw
                 .state
                 .dir
@@ -242,6 +247,29 @@ mod tests {
         assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
         assert_eq!(c.max_units, crate::ledger::DEFAULT_MAX_UNITS);
         assert_eq!(c.backfill, Duration::from_secs(7 * 86_400));
+        assert!(!c.user_managers);
+    }
+
+    #[test]
+    fn watch_user_managers_turns_on_the_user_managers() {
+        let c = Config::parse(
+            Path::new("c.toml"),
+            "[watch]\nunits = [\"a.service\"]\nuser_managers = true\n",
+        )
+        .expect("config");
+        assert!(c.user_managers);
+        let e = err("[watch]\nunits = [\"a\"]\nuser_managers = \"yes\"\n");
+        assert!(
+            e.starts_with(
+                "/etc/unitwatch/config.toml:3:17: watch.user_managers: invalid type: string"
+            ),
+            "{e}"
+        );
+        let e = err("[watch]\nunits = [\"a\"]\nuser_manager = true\n");
+        assert!(
+            e.starts_with("/etc/unitwatch/config.toml:3:1: watch.user_manager: unknown field"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -40,8 +40,26 @@ pub enum Input {
     JournalGap,
     /// The sampler's latest round, published with the next snapshot.
     Sampled(Arc<Sample>),
+    /// News of `user`'s manager, from the source following it (`[watch]
+    /// user_managers`); the system manager's comes as the variants above.
+    UserManager { user: String, news: Manager },
     /// Save the state and stop.
     Shutdown(oneshot::Sender<()>),
+}
+
+/// What the source following a user's manager says about the manager.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Manager {
+    /// Its snapshot of `units` units is in (as [`Input::SnapshotDone`]).
+    Up { units: usize },
+    /// The connection to it was lost at `at`.
+    Lost { at: Usec },
+    /// Its signals overflowed the queue from `at` on (as
+    /// [`Input::DbusOverflow`]); its units are read again.
+    Overflow { at: Usec },
+    /// It went away at `at` (its `user@UID.service` stopped); it is not
+    /// followed any more, until it starts again.
+    Gone { at: Usec },
 }
 
 /// One thing a journal record said.

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::clock;
 use crate::health::Health;
 use crate::ledger::{Event, Ledger, Op, Outcome, Usec};
-use crate::message::{Input, Logged};
+use crate::message::{Input, Logged, Manager};
 use crate::notify::Notifier;
 use crate::persist::{Frame, Meta, Writer};
 use crate::sample::Sample;
@@ -118,6 +118,49 @@ impl Owner {
         true
     }
 
+    /// News of `user`'s manager; whether it changed the ledger. A manager
+    /// that cannot be reached is retried for good: its units are unfollowed
+    /// once, not at every try.
+    fn user_manager(&mut self, user: String, news: Manager, stats: &mut Stats) -> bool {
+        match news {
+            Manager::Up { units } => {
+                match stats.user_managers.insert(user.clone(), true) {
+                    None => {
+                        tracing::info!(user = %user, units, "following the user manager of {user}")
+                    }
+                    Some(false) => {
+                        tracing::info!(user = %user, units, "following the user manager of {user} again")
+                    }
+                    Some(true) => {}
+                }
+                false
+            }
+            Manager::Lost { at } => {
+                let was = stats.user_managers.insert(user.clone(), false);
+                if was != Some(false) {
+                    self.change(Op::UserLost { user, at });
+                }
+                was != Some(false)
+            }
+            Manager::Overflow { at } => {
+                stats.dbus_overflows += 1;
+                self.change(Op::UserLost { user, at });
+                true
+            }
+            Manager::Gone { at } => {
+                tracing::info!(user = %user, "the user manager of {user} stopped; no longer following it, its units count as down until it starts again");
+                if stats.user_managers.insert(user.clone(), false) != Some(false) {
+                    self.change(Op::UserLost {
+                        user: user.clone(),
+                        at,
+                    });
+                }
+                self.change(Op::UserDown { user, at });
+                true
+            }
+        }
+    }
+
     /// What a save records besides the ledger, as of now.
     fn meta(&self) -> Meta {
         Meta {
@@ -211,6 +254,9 @@ impl Owner {
             Input::HostDown { at } => {
                 live.dirty = true;
                 self.host_down(at);
+            }
+            Input::UserManager { user, news } => {
+                live.dirty |= self.user_manager(user, news, &mut live.stats);
             }
             Input::Shutdown(reply) => {
                 live.shutdown_reply = Some(reply);

@@ -5,7 +5,11 @@
 //! Startup order matters for exact accounting: the state file is loaded,
 //! the journal is read from the saved position (or the backfill window) up to
 //! now, and only then does the D-Bus source take its snapshot and follow
-//! live, so history is always applied before the present.
+//! live, so history is always applied before the present. With `[watch]
+//! user_managers`, the running user managers are followed beside it, each
+//! over a connection of its own ([`source::users`]); their units are
+//! accounted from D-Bus alone (the journal source reads the system manager's
+//! records only).
 
 use std::time::Duration;
 
@@ -30,6 +34,7 @@ use crate::source::cgroup::Cgroups;
 use crate::source::dbus::{Bus, DbusSource};
 use crate::source::journal::{current_boot_id, JournalSource, Start};
 use crate::source::sampler::{self, Sampler};
+use crate::source::users::UserManagers;
 
 /// How many inputs may wait for the ledger task before sources wait.
 const QUEUE: usize = 8192;
@@ -46,6 +51,12 @@ pub async fn run(
     bus: Bus,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
+    if config.user_managers && bus == Bus::User {
+        anyhow::bail!(
+            "{}: watch.user_managers follows the user managers beside the system manager; it cannot be used with --user",
+            config.path.display()
+        );
+    }
     let local = listener
         .local_addr()
         .context("cannot read the listen address")?;
@@ -159,6 +170,17 @@ pub async fn run(
     };
     tracing::debug!("journal history read; going live on D-Bus");
     // The live sources.
+    let users = config.user_managers.then(|| {
+        source::spawn(
+            Box::new(UserManagers::new(
+                bus.clone(),
+                config.watch.clone(),
+                config.kinds.clone(),
+                inputs.clone(),
+            )),
+            shutdown.clone(),
+        )
+    });
     let dbus = source::spawn(
         Box::new(DbusSource::new(
             bus,
@@ -191,6 +213,9 @@ pub async fn run(
     let stopped = async {
         let _ = dbus.await;
         let _ = sampler.await;
+        if let Some(users) = users {
+            let _ = users.await;
+        }
         let _ = server.await;
         let (done, saved) = oneshot::channel();
         if inputs.send(Input::Shutdown(done)).await.is_ok() {

@@ -4,6 +4,7 @@
 //! latest one and render it wherever they run; the owner never waits for
 //! them, and a reader never sees half of a burst.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -41,6 +42,9 @@ pub struct Stats {
     pub dbus_overflows: u64,
     /// Times the journal had lost records unitwatch had not read yet.
     pub journal_gaps: u64,
+    /// The user managers followed since unitwatch started (`[watch]
+    /// user_managers`), by user: whether connected now.
+    pub user_managers: BTreeMap<String, bool>,
 }
 
 /// The state of everything as of the last burst of events.

@@ -1,6 +1,7 @@
 //! `unitwatch status`: asks a running unitwatch for `/api/v1/units` (with
 //! [`client`]: HTTP or HTTPS, basic auth) and prints a `systemctl`-like
-//! table of the services (unit, state, since, availability over 24 h and
+//! table of the services (unit — with its user, for a user manager's —,
+//! state, since, availability over 24 h and
 //! 30 d, restarts in 24 h), then one of the jobs (last run, its result and
 //! duration, next run, success over 24 h and 30 d); coloured on a
 //! terminal, plain when piped or with `NO_COLOR`, the daemon's JSON as is
@@ -48,7 +49,7 @@ pub fn table(units: &Units, colour: bool) -> String {
         .map(|u| {
             let availability = u.availability.clone().unwrap_or_default();
             let cells = [
-                u.unit.clone(),
+                named(u),
                 format!("{} ({})", u.state, u.sub_state),
                 format!(
                     "{} UTC, {} ago",
@@ -112,6 +113,14 @@ fn host_line(units: &Units) -> String {
     line + "\n\n"
 }
 
+/// A unit's name, and the user whose manager it is of in parentheses.
+fn named(u: &Unit) -> String {
+    match &u.user {
+        Some(user) => format!("{} ({user})", u.unit),
+        None => u.unit.clone(),
+    }
+}
+
 fn last_run(u: &Unit) -> Option<&JobRun> {
     u.job.as_ref().and_then(|j| j.last_run.as_ref())
 }
@@ -145,7 +154,7 @@ fn jobs_table(jobs: &[&Unit], now: f64, colour: bool) -> String {
             };
             let rate = job.map(|j| j.success_rate.clone()).unwrap_or_default();
             let cells = [
-                u.unit.clone(),
+                named(u),
                 last.map_or_else(
                     || "never".to_owned(),
                     |r| format!("{} UTC, {}", human::utc(r.end), human::relative(r.end, now)),
@@ -231,6 +240,7 @@ mod tests {
     fn unit(name: &str, state: &str, up: bool) -> Unit {
         Unit {
             unit: name.into(),
+            user: None,
             kind: "service".into(),
             state: state.into(),
             sub_state: "running".into(),
@@ -285,6 +295,27 @@ mod tests {
         let coloured = table(&units, true);
         assert!(coloured.contains("\x1b[32mactive (running)\x1b[0m"));
         assert!(coloured.contains("\x1b[31mfailed (running)\x1b[0m"));
+    }
+
+    #[test]
+    fn a_user_managers_unit_shows_its_user() {
+        let mut alice = unit("demo.service", "active", true);
+        alice.user = Some("alice".into());
+        let units = Units {
+            now: 1_700_000_300.0,
+            host: None,
+            units: vec![unit("demo.service", "active", true), alice],
+        };
+        let plain = table(&units, false);
+        let lines: Vec<&str> = plain.lines().collect();
+        assert!(
+            lines[1].starts_with("demo.service          active"),
+            "{plain}"
+        );
+        assert!(
+            lines[2].starts_with("demo.service (alice)  active"),
+            "{plain}"
+        );
     }
 
     /// The API's list of a ledger with the fixture's job as of `now`, and

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -162,10 +162,47 @@ async fn units(State(app): State<AppState>) -> Response {
     }
 }
 
-async fn unit(State(app): State<AppState>, Path(name): Path<String>) -> Response {
-    let wanted = name.clone();
+/// The value of `name` in a query string (`a=1&user=alice`), percent- and
+/// `+`-decoded; `None` if it is not there or does not decode to UTF-8.
+fn query_value(query: &str, name: &str) -> Option<String> {
+    let raw = query
+        .split('&')
+        .find_map(|pair| pair.split_once('=').filter(|(k, _)| *k == name))?
+        .1;
+    let mut bytes = Vec::with_capacity(raw.len());
+    let mut rest = raw.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        rest = tail;
+        match b {
+            b'+' => bytes.push(b' '),
+            b'%' => {
+                let hex = rest.get(..2).and_then(|h| std::str::from_utf8(h).ok());
+                let byte = hex.and_then(|h| u8::from_str_radix(h, 16).ok())?;
+                bytes.push(byte);
+                rest = &rest[2..];
+            }
+            b => bytes.push(b),
+        }
+    }
+    String::from_utf8(bytes).ok()
+}
+
+/// `/api/v1/units/{unit}`: a system unit, or with `?user=NAME` a unit of
+/// that user's manager.
+async fn unit(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let user = query.as_deref().and_then(|q| query_value(q, "user"));
+    let (wanted, of) = (name.clone(), user.clone());
     let read = move |s: &Snapshot, now| {
-        api::unit_detail(&s.ledger, &s.sample, &wanted, now).map(|d| serde_json::to_vec(&d))
+        api::unit_detail(&s.ledger, &s.sample, &wanted, of.as_deref(), now)
+            .map(|d| serde_json::to_vec(&d))
+    };
+    let name = match &user {
+        Some(user) => format!("{name} of user {user}"),
+        None => name,
     };
     match render_for_people(&app, read).await {
         Some(Some(Ok(body))) => json(StatusCode::OK, body),
@@ -184,5 +221,23 @@ async fn status_page(State(app): State<AppState>) -> Response {
     match render_for_people(&app, |s, now| page::render(&s.ledger, &s.sample, now)).await {
         Some(html) => Html(html).into_response(),
         None => unavailable(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::query_value;
+
+    #[test]
+    fn query_values_are_decoded() {
+        assert_eq!(query_value("user=alice", "user").as_deref(), Some("alice"));
+        assert_eq!(
+            query_value("x=1&user=a%20b+c%2Fd", "user").as_deref(),
+            Some("a b c/d")
+        );
+        assert_eq!(query_value("users=alice", "user"), None);
+        assert_eq!(query_value("user=%zz", "user"), None);
+        assert_eq!(query_value("user=%e2%82", "user"), None);
+        assert_eq!(query_value("user=", "user").as_deref(), Some(""));
     }
 }

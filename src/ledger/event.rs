@@ -229,16 +229,34 @@ impl Event {
     }
 }
 
-/// One change to the ledger, as the owner task makes it: applying an event
-/// and the three host-wide changes. Replaying the ops applied since a saved
+/// One change to the ledger, as the owner task makes it: applying an event,
+/// the three host-wide changes and the two of one user's manager. Replaying the ops applied since a saved
 /// ledger onto that ledger gives the same ledger (persistence relies on it).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
-    Apply { event: Event },
-    HostDown { at: Usec },
-    DbusLost { at: Usec },
-    Shift { delta: i64 },
+    Apply {
+        event: Event,
+    },
+    HostDown {
+        at: Usec,
+    },
+    DbusLost {
+        at: Usec,
+    },
+    Shift {
+        delta: i64,
+    },
+    /// The connection to `user`'s manager was lost at `at`.
+    UserLost {
+        user: String,
+        at: Usec,
+    },
+    /// `user`'s manager was gone at `at` (its `user@UID.service` stopped).
+    UserDown {
+        user: String,
+        at: Usec,
+    },
 }
 
 /// What applying an event did, for logging by the caller.

@@ -61,6 +61,10 @@
 //!   are not counted; a run both sources report is counted once.
 //! - A reboot: for units up at the last journal record of a boot, the time
 //!   until the next boot's records is downtime ([`Ledger::host_down`]).
+//! - A unit of a user's manager is kept under a key of its own ([`key`]).
+//!   Each manager is followed over a connection of its own, lost and seen
+//!   again on its own; when a manager goes away, its units still up then
+//!   are down from that moment until it returns ([`Ledger::user_down`]).
 
 use std::sync::Arc;
 
@@ -71,6 +75,7 @@ mod account;
 mod chunked;
 mod event;
 mod history;
+pub mod key;
 mod restarts;
 pub mod runs;
 mod view;
@@ -208,6 +213,8 @@ impl Ledger {
             Op::HostDown { at } => self.host_down(at),
             Op::DbusLost { at } => self.dbus_lost(at),
             Op::Shift { delta } => self.shift(delta),
+            Op::UserLost { user, at } => self.user_lost(&user, at),
+            Op::UserDown { user, at } => self.user_down(&user, at),
         }
         Outcome::Quiet
     }
@@ -217,7 +224,7 @@ impl Ledger {
     /// is seen again.
     pub fn restarted(&mut self) {
         self.each_mut(
-            |_| true,
+            |_, _| true,
             |account| {
                 account.jobs.clear();
                 account.followed.clear();
@@ -225,12 +232,23 @@ impl Ledger {
         );
     }
 
-    /// The D-Bus connection was lost at `at`: no unit is followed from then
-    /// until it is seen again.
+    /// The D-Bus connection to the system manager was lost at `at`: no
+    /// system unit is followed from then until it is seen again (the units
+    /// of user managers are followed over connections of their own).
     pub fn dbus_lost(&mut self, at: Usec) {
+        self.lost(|key| key::user_of(key).is_none(), at);
+    }
+
+    /// The connection to `user`'s manager was lost at `at`: none of its
+    /// units is followed from then until it is seen again.
+    pub fn user_lost(&mut self, user: &str, at: Usec) {
+        self.lost(|key| key::user_of(key) == Some(user), at);
+    }
+
+    fn lost(&mut self, only: impl Fn(&str) -> bool, at: Usec) {
         // Jobs whose end was not heard can never be matched now.
         self.each_mut(
-            |_| true,
+            |key, _| only(key),
             |account| {
                 account.unfollow(at);
                 account.jobs.clear();
@@ -238,12 +256,24 @@ impl Ledger {
         );
     }
 
+    /// `user`'s manager was gone at `at`: its units still up then (their
+    /// stop went unheard) are down from `at` on, as units are at a reboot,
+    /// until the manager's return shows them starting.
+    pub fn user_down(&mut self, user: &str, at: Usec) {
+        self.down(|key| key::user_of(key) == Some(user), at);
+    }
+
     /// The host went down at `at` (the last journal record of a boot): units
     /// up then are down from `at` on, until records of the next boot say
     /// otherwise.
     pub fn host_down(&mut self, at: Usec) {
+        self.down(|_| true, at);
+    }
+
+    /// Units for which `only` holds of their key, up at `at`, are down from then.
+    fn down(&mut self, only: impl Fn(&str) -> bool, at: Usec) {
         self.each_mut(
-            |a| a.state().is_up() && at > a.last_change(),
+            |key, a| only(key) && a.state().is_up() && at > a.last_change(),
             |account| {
                 account.unfollow(at);
                 account.jobs.clear();
@@ -258,16 +288,16 @@ impl Ledger {
     /// the same amount, so durations stay as measured and timestamps read
     /// in the new wall clock.
     pub fn shift(&mut self, delta: i64) {
-        self.each_mut(|_| true, |account| account.shift(delta));
+        self.each_mut(|_, _| true, |account| account.shift(delta));
     }
 
-    /// Runs `f` on every account for which `only` holds (copying those a
-    /// snapshot still shares; the others stay shared).
-    fn each_mut(&mut self, only: impl Fn(&Account) -> bool, mut f: impl FnMut(&mut Account)) {
+    /// Runs `f` on every account for which `only` holds of its key and it
+    /// (copying those a snapshot still shares; the others stay shared).
+    fn each_mut(&mut self, only: impl Fn(&str, &Account) -> bool, mut f: impl FnMut(&mut Account)) {
         let names: Vec<Arc<str>> = self
             .units
             .iter()
-            .filter(|(_, a)| only(a))
+            .filter(|(name, a)| only(name, a))
             .map(|(name, _)| name.clone())
             .collect();
         for name in names {

@@ -220,6 +220,64 @@ fn reboot_counts_as_downtime_for_units_that_were_up() {
     assert_eq!((v.uptime_seconds, v.downtime_seconds), (5.0, 7.0));
 }
 
+/// `unit` of `user`'s manager, its key.
+fn of(unit: &str, user: &str) -> String {
+    key::user_unit(unit, user).expect("a unit name")
+}
+
+#[test]
+fn a_user_managers_end_takes_down_its_units_and_no_others() {
+    let mut l = Ledger::new();
+    let (alice, bob) = (of("u.service", "alice"), of("u.service", "bob"));
+    for unit in ["u.service", alice.as_str(), bob.as_str()] {
+        l.apply(Event::new(unit, T0, seen(Active, "running", 0)));
+    }
+    l.replay(Op::UserDown {
+        user: "alice".into(),
+        at: T0 + 4 * S,
+    });
+    let now = T0 + 10 * S;
+    let a = l.unit(&alice, now).expect("alice's unit");
+    assert_eq!(
+        (a.state, a.uptime_seconds, a.downtime_seconds),
+        (Inactive, 4.0, 6.0)
+    );
+    for unit in ["u.service", bob.as_str()] {
+        let v = l.unit(unit, now).expect("unit");
+        assert_eq!((v.state, v.uptime_seconds), (Active, 10.0), "{unit}");
+    }
+    // Back: its snapshot sees the unit running again.
+    l.apply(Event::new(&alice, T0 + 12 * S, seen(Active, "running", 0)));
+    l.apply(Event::new(&alice, T0 + 12 * S, st(Active)));
+    let a = l.unit(&alice, T0 + 14 * S).expect("alice's unit");
+    assert_eq!((a.uptime_seconds, a.downtime_seconds), (6.0, 8.0));
+}
+
+#[test]
+fn a_lost_connection_unfollows_only_the_units_of_its_manager() {
+    let mut l = Ledger::new();
+    let alice = of("u.service", "alice");
+    for unit in ["u.service", alice.as_str()] {
+        l.apply(Event::new(unit, T0, seen(Active, "running", 0)));
+    }
+    // The system bus went away: the journal fills in for system units
+    // only; alice's manager is still followed over its own connection.
+    l.dbus_lost(T0 + 2 * S);
+    for unit in ["u.service", alice.as_str()] {
+        l.apply(Event::logged(unit, T0 + 3 * S, st(Inactive)));
+    }
+    let now = T0 + 10 * S;
+    assert_eq!(l.unit("u.service", now).map(|v| v.state), Some(Inactive));
+    assert_eq!(l.unit(&alice, now).map(|v| v.state), Some(Active));
+    // And the other way round.
+    l.replay(Op::UserLost {
+        user: "alice".into(),
+        at: T0 + 4 * S,
+    });
+    l.apply(Event::logged(&alice, T0 + 5 * S, st(Inactive)));
+    assert_eq!(l.unit(&alice, now).map(|v| v.state), Some(Inactive));
+}
+
 #[test]
 fn survives_a_round_trip_through_json() {
     let mut l = Ledger::new();

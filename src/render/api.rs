@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::ledger::window::Window;
-use crate::ledger::{Ledger, UnitView, Usec};
+use crate::ledger::{key, Ledger, UnitView, Usec};
 use crate::sample::Sample;
 
 pub mod job;
@@ -75,6 +75,10 @@ pub struct LastFailure {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Unit {
     pub unit: String,
+    /// The user whose manager the unit is of (`[watch] user_managers`, as
+    /// the `user` label); null for the system manager's.
+    #[serde(default)]
+    pub user: Option<String>,
     /// What it is accounted as: `service` or `job` (a daemon from before
     /// jobs sends none: a service).
     #[serde(default = "service")]
@@ -179,8 +183,10 @@ fn unit(v: &UnitView<'_>, sample: &Sample) -> Unit {
         (!is_job).then(|| WINDOWS.map(|(_, length)| h.window(now.saturating_sub(length))));
     let per_window =
         |f: fn(&Window) -> Option<f64>| windows.as_ref().map(|w| PerWindow::from_windows(w, f));
+    let (name, user) = key::split(v.unit);
     Unit {
-        unit: v.unit.to_owned(),
+        unit: name.to_owned(),
+        user: user.map(str::to_owned),
         kind: v.kind.as_str().to_owned(),
         state: v.state.as_str().to_owned(),
         sub_state: v.sub_state.to_owned(),
@@ -221,9 +227,20 @@ pub fn units(ledger: &Ledger, sample: &Sample, now: Usec) -> Units {
     }
 }
 
-/// One unit with its history as of `now`.
-pub fn unit_detail(ledger: &Ledger, sample: &Sample, name: &str, now: Usec) -> Option<UnitDetail> {
-    let v = ledger.unit(name, now)?;
+/// One unit, of `user`'s manager if given (else the system manager's),
+/// with its history as of `now`.
+pub fn unit_detail(
+    ledger: &Ledger,
+    sample: &Sample,
+    name: &str,
+    user: Option<&str>,
+    now: Usec,
+) -> Option<UnitDetail> {
+    let v = match user {
+        Some(user) => ledger.unit(&key::user_unit(name, user)?, now)?,
+        None if key::is_unit_name(name) => ledger.unit(name, now)?,
+        None => return None,
+    };
     let mut history = vec![Change {
         at: seconds(v.history.begins()),
         state: v.history.first_state().as_str().to_owned(),
@@ -303,12 +320,52 @@ mod tests {
         assert_eq!(json["units"][0]["availability"]["24h"], 0.5);
         assert_eq!(json["units"][0]["restarts_24h"]["manual"], 0);
 
-        let d = unit_detail(&l, &Default::default(), "a.service", now).expect("detail");
+        let d = unit_detail(&l, &Default::default(), "a.service", None, now).expect("detail");
         let states: Vec<_> = d.history.iter().map(|c| (c.at, c.state.as_str())).collect();
         assert_eq!(
             states,
             [(1_700_000_000.0, "active"), (1_700_001_800.0, "failed")]
         );
-        assert!(unit_detail(&l, &Default::default(), "b.service", now).is_none());
+        assert!(unit_detail(&l, &Default::default(), "b.service", None, now).is_none());
+        assert!(unit_detail(&l, &Default::default(), "a.service", Some("alice"), now).is_none());
+        assert_eq!(json["units"][0]["user"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn a_user_managers_unit_is_named_by_unit_and_user() {
+        let mut l = Ledger::new();
+        let alice = key::user_unit("a.service", "alice").expect("key");
+        for unit in ["a.service", alice.as_str()] {
+            l.apply(Event::new(
+                unit,
+                T0,
+                Transition::Seen {
+                    state: ActiveState::Active,
+                    sub_state: "running".into(),
+                    n_restarts: Some(0),
+                },
+            ));
+        }
+        let now = T0 + 60 * S;
+        let all = units(&l, &Default::default(), now);
+        let named: Vec<_> = all
+            .units
+            .iter()
+            .map(|u| (u.unit.as_str(), u.user.as_deref()))
+            .collect();
+        assert_eq!(named, [("a.service", None), ("a.service", Some("alice"))]);
+        let d =
+            unit_detail(&l, &Default::default(), "a.service", Some("alice"), now).expect("alice's");
+        assert_eq!(d.unit.user.as_deref(), Some("alice"));
+        assert!(unit_detail(&l, &Default::default(), "a.service", Some("bob"), now).is_none());
+        // A key is not a unit's name.
+        assert!(unit_detail(&l, &Default::default(), &alice, None, now).is_none());
+        let json = serde_json::to_value(&all).expect("json");
+        assert_eq!(json["units"][1]["user"], "alice");
+        // What a daemon from before user managers sends still reads.
+        let mut old = json["units"][0].clone();
+        old.as_object_mut().map(|o| o.remove("user"));
+        let back: Unit = serde_json::from_value(old).expect("an older daemon's unit");
+        assert_eq!(back.user, None);
     }
 }

@@ -5,19 +5,22 @@
 //! (unitwatch's own numbers). A family from data the ledger already has is
 //! one row here and one row in README's metrics table; a test checks the two
 //! agree. A per-unit family marked `optional` can be turned off in
-//! `[metrics]` by its name without `service_` ([`Families`]).
+//! `[metrics]` by its name without `service_` ([`Families`]). Every
+//! per-unit sample is labelled `unit`, and `user` after it for a unit of a
+//! user's manager ([`key::split`] of the ledger's key).
 
 use std::collections::BTreeSet;
 
 use super::exposition::{escape_label, Format, Kind, Value, Writer, SUFFIX};
 use crate::ledger::runs::BUCKETS;
-use crate::ledger::{seconds, ActiveState, Trigger, UnitView, Usec};
+use crate::ledger::{key, seconds, ActiveState, Trigger, UnitView, Usec};
 use crate::snapshot::Snapshot;
 pub use sampled::{HostFamily, SampleFamily, HOST_FAMILIES, SAMPLE_FAMILIES};
 
 mod sampled;
 
-/// Takes one sample: its labels besides `unit`, and its value.
+/// Takes one sample: its labels besides `unit` (and `user`, for a unit of
+/// a user's manager), and its value.
 pub type Emit<'e> = dyn FnMut(&[(&str, &str)], Value) + 'e;
 
 /// A per-unit family: its descriptor and how to read its samples from a unit.
@@ -393,6 +396,16 @@ pub const SELF_FAMILIES: &[SelfFamily] = &[
         },
     },
     SelfFamily {
+        name: "unitwatch_user_manager_up",
+        help: "1 while unitwatch follows the user's manager ([watch] user_managers), 0 since it stopped or its connection was lost.",
+        kind: Kind::Gauge,
+        samples: |s, emit| {
+            for (user, up) in &s.stats.user_managers {
+                emit(&[("user", &escape_label(user))], flag(*up));
+            }
+        },
+    },
+    SelfFamily {
         name: "unitwatch_events",
         help: "Events applied to the ledger, by source.",
         kind: Kind::Counter,
@@ -453,11 +466,15 @@ pub fn render(snapshot: &Snapshot, now: Usec, format: Format, families: &Familie
 
 /// Renders each of `parts`.
 pub fn render_parts(snapshot: &Snapshot, now: Usec, format: Format, parts: &[Part]) -> Vec<String> {
-    // Escaped once per render, not once per sample.
-    let views: Vec<(String, UnitView<'_>)> = snapshot
+    // Escaped once per render, not once per sample: `unit`, and `user` for
+    // a unit of a user's manager.
+    let views: Vec<(String, Option<String>, UnitView<'_>)> = snapshot
         .ledger
         .view(now)
-        .map(|v| (escape_label(v.unit), v))
+        .map(|v| {
+            let (unit, user) = key::split(v.unit);
+            (escape_label(unit), user.map(escape_label), v)
+        })
         .collect();
     parts
         .iter()
@@ -469,17 +486,14 @@ pub fn render_parts(snapshot: &Snapshot, now: Usec, format: Format, parts: &[Par
             match part {
                 Part::Unit(f) => {
                     w.family(f.name, f.help, f.kind, f.unit);
-                    for (unit, view) in &views {
-                        let unit = ("unit", unit.as_str());
-                        (f.samples)(view, &mut |extra, value| match extra {
-                            [] => w.sample(&[unit], value),
-                            [a] => w.sample(&[unit, *a], value),
-                            [a, b] => w.sample(&[unit, *a, *b], value),
-                            more => {
-                                let mut all = vec![unit];
-                                all.extend_from_slice(more);
-                                w.sample(&all, value);
-                            }
+                    for (unit, user, view) in &views {
+                        let own = [
+                            ("unit", unit.as_str()),
+                            ("user", user.as_deref().unwrap_or("")),
+                        ];
+                        let own = &own[..if user.is_some() { 2 } else { 1 }];
+                        (f.samples)(view, &mut |extra, value| {
+                            labelled(own, extra, |labels| w.sample(labels, value))
                         });
                     }
                 }
@@ -507,8 +521,27 @@ pub fn render_parts(snapshot: &Snapshot, now: Usec, format: Format, parts: &[Par
                 }
                 Part::Own => {
                     for f in SELF_FAMILIES {
+                        // A family without samples (the user managers', when
+                        // none is followed) is left out.
+                        let mut samples = Vec::new();
+                        (f.samples)(snapshot, &mut |labels, value| {
+                            let labels: Vec<(String, String)> = labels
+                                .iter()
+                                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                                .collect();
+                            samples.push((labels, value));
+                        });
+                        if samples.is_empty() {
+                            continue;
+                        }
                         w.family(f.name, f.help, f.kind, None);
-                        (f.samples)(snapshot, &mut |labels, value| w.sample(labels, value));
+                        for (labels, value) in samples {
+                            let labels: Vec<(&str, &str)> = labels
+                                .iter()
+                                .map(|(k, v)| (k.as_str(), v.as_str()))
+                                .collect();
+                            w.sample(&labels, value);
+                        }
                     }
                 }
                 Part::End => w.finish(),
@@ -516,6 +549,27 @@ pub fn render_parts(snapshot: &Snapshot, now: Usec, format: Format, parts: &[Par
             out
         })
         .collect()
+}
+
+/// Calls `f` with the labels `own` then `extra`, without allocating for the
+/// few labels samples have.
+fn labelled<'l>(
+    own: &[(&'l str, &'l str)],
+    extra: &[(&'l str, &'l str)],
+    f: impl FnOnce(&[(&'l str, &'l str)]),
+) {
+    const FEW: usize = 6;
+    let n = own.len() + extra.len();
+    if n <= FEW {
+        let mut all = [("", ""); FEW];
+        all[..own.len()].copy_from_slice(own);
+        all[own.len()..n].copy_from_slice(extra);
+        f(&all[..n]);
+    } else {
+        let mut all = own.to_vec();
+        all.extend_from_slice(extra);
+        f(&all);
+    }
 }
 
 #[cfg(test)]

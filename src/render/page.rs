@@ -1,4 +1,5 @@
-//! The status page at `/`: one row per service with a coloured state badge,
+//! The status page at `/`: one row per service (named with its user, for a
+//! unit of a user's manager) with a coloured state badge,
 //! availability over 24 hours and 30 days, restarts in 24 hours and a
 //! 24-hour timeline; then the jobs, apart ([`jobs`]): a job is not down
 //! between its runs. Rendered on the server (no JavaScript; it refreshes
@@ -8,7 +9,7 @@ mod jobs;
 
 use std::fmt::Write;
 
-use crate::ledger::{ActiveState, Ledger, UnitView, Usec};
+use crate::ledger::{key, ActiveState, Ledger, UnitView, Usec};
 use crate::render::human;
 use crate::sample::{Sample, UnitSample};
 
@@ -38,6 +39,21 @@ fn escape(text: &str) -> String {
         }
     }
     out
+}
+
+/// A unit's row id (its ledger key) and the contents of its name's cell:
+/// the unit, and the user whose manager it is of in parentheses.
+pub(super) fn named(v: &UnitView<'_>) -> (String, String) {
+    let id = escape(v.unit);
+    let cell = match key::split(v.unit) {
+        (unit, Some(user)) => format!(
+            "{} <span class=\"user\">({})</span>",
+            escape(unit),
+            escape(user)
+        ),
+        (unit, None) => escape(unit),
+    };
+    (id, cell)
 }
 
 /// How many columns a timeline is drawn in: finer than any screen shows in
@@ -86,12 +102,12 @@ fn row(out: &mut String, v: &UnitView<'_>, sample: Option<&UnitSample>, now: Use
     let h = &v.history;
     let restarts = h.restarts_since(now.saturating_sub(DAY));
     let since = (v.state_change_seconds * 1e6) as Usec;
-    let id = escape(v.unit);
+    let (id, name) = named(v);
     let state = v.state.as_str();
     let _ = writeln!(
         out,
         "<tr id=\"{id}\" data-state=\"{state}\">\
-         <td class=\"unit\">{id}</td>\
+         <td class=\"unit\">{name}</td>\
          <td><span class=\"badge {class}\">{state}</span> <span class=\"sub\">{sub}</span></td>\
          <td class=\"since num\" title=\"{since_utc} UTC\">{run}</td>\
          <td class=\"num avail24\">{a24}</td>\
@@ -293,6 +309,28 @@ mod tests {
         let bare = render(&l, &Sample::default(), T0 + S);
         assert!(!bare.contains("id=\"host\""));
         assert!(bare.contains("<td class=\"num memory\">-</td>"));
+    }
+
+    #[test]
+    fn a_user_managers_unit_is_named_with_its_user() {
+        let mut l = Ledger::new();
+        let alice = key::user_unit("demo.service", "alice").expect("key");
+        l.apply(Event::new(
+            alice.as_str(),
+            T0,
+            Transition::Seen {
+                state: ActiveState::Active,
+                sub_state: "running".into(),
+                n_restarts: None,
+            },
+        ));
+        let html = render(&l, &Default::default(), T0 + S);
+        assert!(
+            html.contains(
+                "<tr id=\"demo.service/alice\" data-state=\"active\"><td class=\"unit\">demo.service <span class=\"user\">(alice)</span></td>"
+            ),
+            "{html}"
+        );
     }
 
     #[test]

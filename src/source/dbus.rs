@@ -14,6 +14,12 @@
 //! source re-reads every watched unit as the snapshot does. A signal that
 //! cannot be read is logged and skipped ([`signal`]); only the connection
 //! failing ends a session.
+//!
+//! The same source follows a user's manager ([`Bus::UserManager`], started
+//! and ended by [`users`]) over a direct connection to its private socket:
+//! its events are keyed with the user ([`crate::ledger::key`]), its news
+//! (snapshot in, connection lost, overflow, gone) tells the owner which
+//! manager it is about, and `/healthz` is not its to set.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -26,33 +32,20 @@ use zbus::{Connection, Message};
 
 use crate::clock;
 use crate::health::Health;
-use crate::ledger::{Event, Kind, Transition, Usec};
-use crate::message::Input;
+use crate::ledger::{key, Event, Kind, Transition, Usec};
+use crate::message::{Input, Manager};
 use crate::select::{Kinds, Selector};
 use crate::shutdown::Shutdown;
+use crate::source::private;
 use crate::source::properties::UnitProperties;
 use crate::source::read::{
-    call, merge, read_timer, read_triggers, read_unit, switched_off, ReadUnit, MANAGER_PATH,
+    call, list_watched, merge, read_timer, read_triggers, read_unit, ReadUnit, MANAGER_PATH,
     READ_AHEAD,
 };
 use crate::source::signal::{self, Signal, Throttle, MANAGER, TIMER};
 use crate::source::signal_queue::{self, Queued};
 use crate::source::timers::Timers;
-
-/// One entry of `ListUnitsByPatterns`: name, description, load state,
-/// active state, sub state, following, object path, job id, job type, job path.
-type ListedUnit = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    OwnedObjectPath,
-    u32,
-    String,
-    OwnedObjectPath,
-);
+use crate::source::users::{self, Gone};
 
 /// Which service manager to follow.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,6 +57,19 @@ pub enum Bus {
     /// The system manager on the bus at this D-Bus address (a manager in a
     /// container, or tests).
     Address(String),
+    /// The manager of user `uid`, named `user` in labels, over its private
+    /// socket (a direct connection: no bus; [`users`]).
+    UserManager { uid: u32, user: String },
+}
+
+impl Bus {
+    /// The user whose manager this is; `None` for the system manager's.
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            Bus::UserManager { user, .. } => Some(user),
+            _ => None,
+        }
+    }
 }
 
 /// Connects to `bus`; with a `timeout`, a method call without a reply in
@@ -73,6 +79,12 @@ pub(super) async fn connect(bus: &Bus, timeout: Option<Duration>) -> zbus::Resul
         Bus::System => zbus::connection::Builder::system()?,
         Bus::User => zbus::connection::Builder::session()?,
         Bus::Address(address) => zbus::connection::Builder::address(address.as_str())?,
+        Bus::UserManager { uid, .. } => {
+            let stream = private::connect(&users::socket(*uid))
+                .await
+                .map_err(|e| zbus::Error::InputOutput(e.into()))?;
+            zbus::connection::Builder::unix_stream(stream).p2p()
+        }
     };
     if let Some(t) = timeout {
         builder = builder.method_timeout(t);
@@ -116,6 +128,8 @@ pub struct DbusSource {
     queue: usize,
     /// Warnings about signals that cannot be read.
     malformed: Throttle,
+    /// A user manager's: when it went away ([`DbusSource::until_gone`]).
+    gone: Gone,
 }
 
 impl super::Source for DbusSource {
@@ -149,42 +163,72 @@ impl DbusSource {
             read_at: HashMap::new(),
             queue: signal_queue::capacity(),
             malformed: Throttle::new(signal::WARN_EVERY),
+            gone: Gone::default(),
         }
+    }
+
+    /// Follows until `gone` says the manager went away, then reads what its
+    /// connection still holds, says so ([`Manager::Gone`]) and ends.
+    pub fn until_gone(mut self, gone: Gone) -> Self {
+        self.gone = gone;
+        self
     }
 
     /// Runs until shutdown, reconnecting with backoff when the bus goes away.
     pub async fn run(mut self, mut shutdown: Shutdown) {
         let mut backoff = Duration::from_millis(250);
+        let mut gone = std::mem::take(&mut self.gone);
+        let mut warned: Option<String> = None;
         loop {
             let result = tokio::select! {
                 r = self.session() => r,
                 _ = shutdown.recv() => return,
+                at = gone.for_long() => return self.gone(at).await,
             };
             let reason = match result {
                 Ok(()) => "the bus connection closed".to_owned(),
                 Err(DbusError::LedgerGone) => return,
                 Err(e) => e.to_string(),
             };
-            if self
-                .events
-                .send(Input::DbusLost { at: clock::now() })
-                .await
-                .is_err()
-            {
+            let lost = self.news(Manager::Lost { at: clock::now() });
+            if self.events.send(lost).await.is_err() {
                 return;
             }
-            if self.health.set_down(&reason) {
+            if let Some(at) = gone.at() {
+                return self.gone(at).await;
+            }
+            // Retried soon after a session that got going, then less often.
+            if self.health.is_up() {
+                backoff = Duration::from_millis(250);
+                warned = None;
+            }
+            let news = self.health.set_down(&reason);
+            if news && self.bus.user().is_none() {
                 tracing::warn!(reason = %reason, retry_in_ms = backoff.as_millis() as u64, "lost systemd over D-Bus; reconnecting");
             }
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
                 _ = shutdown.recv() => return,
+                at = gone.wait() => return self.gone(at).await,
+            }
+            // A user manager's connection ends when it stops: warned about
+            // if it is not gone by the time to retry, once for each reason.
+            if let Some(user) = self.bus.user().filter(|_| warned.as_ref() != Some(&reason)) {
+                tracing::warn!(reason = %reason, "lost or cannot reach the user manager of {user} over its private socket ({reason}); retrying (it accepts root only, with CAP_DAC_OVERRIDE: README, \"User managers\")");
+                warned = Some(reason);
             }
             backoff = (backoff * 2).min(Duration::from_secs(10));
-            if self.health.is_up() {
-                backoff = Duration::from_millis(250);
-            }
         }
+    }
+
+    /// Says that the manager went away at `at`.
+    async fn gone(&self, at: Usec) {
+        let _ = self.events.send(self.news(Manager::Gone { at })).await;
+    }
+
+    /// `news` of the manager followed, as the owner takes it.
+    fn news(&self, news: Manager) -> Input {
+        users::input(self.bus.user(), news)
     }
 
     /// One connection: subscribe, snapshot, follow. Returns when the connection ends.
@@ -196,7 +240,10 @@ impl DbusSource {
         );
         // Receive positions are only comparable within one connection.
         self.read_at.clear();
-        let (_drain, mut queue) = signal_queue::open(&conn, self.queue).await?;
+        let (_drain, mut queue) = match self.bus {
+            Bus::UserManager { .. } => signal_queue::open_direct(&conn, self.queue).await?,
+            _ => signal_queue::open(&conn, self.queue).await?,
+        };
         self.follow(&conn, &mut queue).await
     }
 
@@ -227,7 +274,7 @@ impl DbusSource {
     async fn overflowed(
         &mut self,
         conn: &Connection,
-        since: crate::ledger::Usec,
+        since: Usec,
         dropped: u64,
     ) -> Result<(), DbusError> {
         tracing::warn!(
@@ -236,7 +283,7 @@ impl DbusSource {
             "more of systemd's signals came at once than unitwatch queues; dropped them and re-reading every watched unit"
         );
         self.events
-            .send(Input::DbusOverflow { at: since })
+            .send(self.news(Manager::Overflow { at: since }))
             .await
             .map_err(|_| DbusError::LedgerGone)?;
         let n = self.snapshot(conn).await?;
@@ -247,52 +294,7 @@ impl DbusSource {
     /// Finds every watched unit and reports its current state.
     async fn snapshot(&mut self, conn: &Connection) -> Result<usize, DbusError> {
         self.timers.snapshot_taken();
-        let patterns = self.selector.include_patterns();
-        let listed: Vec<ListedUnit> = call(
-            conn,
-            MANAGER_PATH,
-            MANAGER,
-            "ListUnitsByPatterns",
-            &(Vec::<String>::new(), &patterns),
-        )
-        .await?
-        .body()
-        .deserialize()?;
-        let mut found: HashMap<String, OwnedObjectPath> = listed
-            .into_iter()
-            .filter(|u| self.selector.matches(&u.0) && !switched_off(&u.2))
-            .map(|u| (u.0, u.6))
-            .collect();
-        // Units with a unit file but not loaded right now (e.g. stopped and
-        // garbage-collected) are loaded so they are accounted as down.
-        let files: Vec<(String, String)> = call(
-            conn,
-            MANAGER_PATH,
-            MANAGER,
-            "ListUnitFilesByPatterns",
-            &(Vec::<String>::new(), &patterns),
-        )
-        .await?
-        .body()
-        .deserialize()?;
-        for (path, file_state) in files {
-            if file_state.starts_with("masked") {
-                continue;
-            }
-            let Some(name) = path.rsplit('/').next().map(str::to_owned) else {
-                continue;
-            };
-            if found.contains_key(&name) || name.contains("@.") || !self.selector.matches(&name) {
-                continue;
-            }
-            match call(conn, MANAGER_PATH, MANAGER, "LoadUnit", &(&name,)).await {
-                Ok(reply) => {
-                    let object: OwnedObjectPath = reply.body().deserialize()?;
-                    found.insert(name, object);
-                }
-                Err(e) => tracing::debug!(unit = %name, error = %e, "cannot load unit"),
-            }
-        }
+        let found = list_watched(conn, &self.selector).await?;
         tracing::debug!(units = found.len(), "listed watched units; reading them");
         let mut names: Vec<_> = found.into_iter().collect();
         names.sort_by(|a, b| a.0.cmp(&b.0));
@@ -423,14 +425,21 @@ impl DbusSource {
 
     async fn snapshot_done(&self, units: usize) -> Result<(), DbusError> {
         self.events
-            .send(Input::SnapshotDone { units })
+            .send(self.news(Manager::Up { units }))
             .await
             .map_err(|_| DbusError::LedgerGone)
     }
 
-    /// Sends events whose times are in clock frame `frame`.
+    /// Sends events whose times are in clock frame `frame`; a user
+    /// manager's under its units' keys ([`crate::ledger::key`]).
     async fn send(&self, events: Vec<Event>, frame: i64) -> Result<(), DbusError> {
-        for event in events {
+        for mut event in events {
+            if let Some(user) = self.bus.user() {
+                let Some(key) = key::user_unit(&event.unit, user) else {
+                    continue;
+                };
+                event.unit = key;
+            }
             self.events
                 .send(Input::Event {
                     event,

@@ -147,7 +147,8 @@ impl Mapper {
                 return Vec::new();
             }
         }
-        if !self.selector.matches(unit) {
+        // Not a unit name, and it could pass for a user manager's key.
+        if !self.selector.matches(unit) || !crate::ledger::key::is_unit_name(unit) {
             return Vec::new();
         }
         let Some(id) = fields.get("MESSAGE_ID") else {
@@ -518,6 +519,21 @@ mod tests {
                 invocation: Some("aa".into()),
             }
         );
+    }
+
+    #[test]
+    fn a_record_naming_no_unit_cannot_reach_a_user_managers_keys() {
+        let mut m = Mapper::new({
+            let mut s = Selector::default();
+            s.include("*").expect("pattern");
+            s
+        });
+        let forged = record(&[
+            ("MESSAGE_ID", FAILURE_RESULT),
+            ("UNIT", "demo.service/alice"),
+            ("UNIT_RESULT", "signal"),
+        ]);
+        assert!(m.events(&forged, 1).is_empty());
     }
 
     /// `systemctl restart` of a unit still starting: systemd stops it

@@ -10,12 +10,14 @@ pub mod cgroup;
 pub mod dbus;
 pub mod journal;
 pub mod journal_record;
+mod private;
 pub mod properties;
 mod read;
 pub mod sampler;
 pub mod signal;
 pub mod signal_queue;
 pub mod timers;
+pub mod users;
 
 use std::future::Future;
 use std::pin::Pin;

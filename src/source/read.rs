@@ -1,4 +1,4 @@
-//! Reading units over the bus: a unit's properties as the snapshot and a
+//! Reading units over the bus: which are watched, a unit's properties as the snapshot and a
 //! new unit need them, the properties of the timers that trigger jobs, and
 //! the method call both use.
 
@@ -14,8 +14,24 @@ use super::signal::{to_value, MANAGER, PROPERTIES, SERVICE, TIMER, UNIT};
 use super::signal_queue::SYSTEMD;
 use super::timers::TimerProperties;
 use crate::clock;
+use crate::select::Selector;
 
 pub(super) const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
+
+/// One entry of `ListUnitsByPatterns`: name, description, load state,
+/// active state, sub state, following, object path, job id, job type, job path.
+pub(super) type ListedUnit = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    OwnedObjectPath,
+    u32,
+    String,
+    OwnedObjectPath,
+);
 
 /// Whether a unit's `LoadState` rules it out: a masked unit was switched
 /// off on purpose, a not-found one does not exist; neither is a service that
@@ -34,6 +50,63 @@ pub(super) struct ReadUnit {
     pub frame: i64,
     pub props: UnitProperties,
     pub read_at: Vec<(&'static str, Sequence)>,
+}
+
+/// The watched units of the manager on `conn`, by name: those loaded that
+/// `selector` matches and are neither masked nor missing, and those with a
+/// unit file (not a template's) that match, loaded so that a stopped one is
+/// accounted as down.
+pub(super) async fn list_watched(
+    conn: &Connection,
+    selector: &Selector,
+) -> Result<HashMap<String, OwnedObjectPath>, DbusError> {
+    let patterns = selector.include_patterns();
+    let listed: Vec<ListedUnit> = call(
+        conn,
+        MANAGER_PATH,
+        MANAGER,
+        "ListUnitsByPatterns",
+        &(Vec::<String>::new(), &patterns),
+    )
+    .await?
+    .body()
+    .deserialize()?;
+    let mut found: HashMap<String, OwnedObjectPath> = listed
+        .into_iter()
+        .filter(|u| selector.matches(&u.0) && !switched_off(&u.2))
+        .map(|u| (u.0, u.6))
+        .collect();
+    // Units with a unit file but not loaded right now (e.g. stopped and
+    // garbage-collected) are loaded so they are accounted as down.
+    let files: Vec<(String, String)> = call(
+        conn,
+        MANAGER_PATH,
+        MANAGER,
+        "ListUnitFilesByPatterns",
+        &(Vec::<String>::new(), &patterns),
+    )
+    .await?
+    .body()
+    .deserialize()?;
+    for (path, file_state) in files {
+        if file_state.starts_with("masked") {
+            continue;
+        }
+        let Some(name) = path.rsplit('/').next().map(str::to_owned) else {
+            continue;
+        };
+        if found.contains_key(&name) || name.contains("@.") || !selector.matches(&name) {
+            continue;
+        }
+        match call(conn, MANAGER_PATH, MANAGER, "LoadUnit", &(&name,)).await {
+            Ok(reply) => {
+                let object: OwnedObjectPath = reply.body().deserialize()?;
+                found.insert(name, object);
+            }
+            Err(e) => tracing::debug!(unit = %name, error = %e, "cannot load unit"),
+        }
+    }
+    Ok(found)
 }
 
 /// Reads a unit's properties; `None` if it cannot be read, is masked or does not exist.

@@ -40,6 +40,10 @@
 //! signals, so an owner change is seen before anything its new owner sends:
 //! zbus hands each message to every matching stream before reading the next,
 //! and the owner stream is looked at first.
+//!
+//! On a direct connection to systemd ([`open_direct`]: a user manager's
+//! private socket) there is no bus: every message comes from the peer at
+//! the other end, and there is no one else who could send one.
 
 use std::time::Instant;
 
@@ -105,12 +109,15 @@ pub enum Queued {
 struct Owner {
     name: Option<OwnedUniqueName>,
     at: Sequence,
+    /// A direct connection: every message is systemd's.
+    direct: bool,
 }
 
 impl Owner {
     fn heard(&mut self, name: Option<OwnedUniqueName>, at: Sequence) {
         if at >= self.at {
-            *self = Owner { name, at };
+            self.name = name;
+            self.at = at;
         }
     }
 
@@ -131,6 +138,9 @@ impl Owner {
     /// Whether `msg` was sent by systemd; logs (throttled) a signal sent by
     /// anyone else but the bus.
     fn sent(&self, msg: &Message, foreign: &mut Throttle) -> bool {
+        if self.direct {
+            return true;
+        }
         let header = msg.header();
         let sender = header.sender().map(|s| s.as_str());
         if sender.is_some() && sender == self.name.as_ref().map(|o| o.as_str()) {
@@ -155,8 +165,9 @@ impl Owner {
 
 /// What the queue starts from once systemd's name is known.
 pub struct Start<S> {
-    /// systemd's unique name, as `GetNameOwner` for [`SYSTEMD`] said...
-    pub owner: OwnedUniqueName,
+    /// systemd's unique name, as `GetNameOwner` for [`SYSTEMD`] said
+    /// (`None`: a direct connection, where every message is systemd's)...
+    pub owner: Option<OwnedUniqueName>,
     /// ... in the reply received here.
     pub at: Sequence,
     /// systemd's signals (match rule sender [`SYSTEMD`]).
@@ -205,7 +216,7 @@ pub async fn open(
             &(SYSTEMD,),
         )
         .await?;
-    let owner = reply.body().deserialize()?;
+    let owner = Some(reply.body().deserialize()?);
     // All of systemd's signals through one stream, so their order is kept;
     // created once their sender is known and handed over at once, so no
     // storm can fill it before it is drained.
@@ -222,6 +233,25 @@ pub async fn open(
     // Only fails if the task ended, and then so did the connection: the
     // queue is already closed, which ends the session.
     let _ = starter.send(start);
+    Ok((drain, queue))
+}
+
+/// Like [`open`], on a direct connection to systemd (no bus, no owner to
+/// follow: every message is from the peer).
+pub async fn open_direct(
+    conn: &Connection,
+    capacity: usize,
+) -> zbus::Result<(Drain, mpsc::Receiver<Queued>)> {
+    let owners = futures_util::stream::pending::<zbus::Result<Message>>();
+    let (drain, starter, queue) = spawn(owners, capacity);
+    // No sender: messages on a direct connection carry none.
+    let rule = MatchRule::builder().msg_type(MessageType::Signal).build();
+    let signals = MessageStream::for_match_rule(rule, conn, Some(ZBUS_QUEUED)).await?;
+    let _ = starter.send(Start {
+        owner: None,
+        at: Sequence::default(),
+        signals,
+    });
     Ok((drain, queue))
 }
 
@@ -266,7 +296,8 @@ async fn drain<S, O>(
             }
             start = &mut started => {
                 let Ok(Start { owner: name, at, signals }) = start else { return };
-                owner.heard(Some(name), at);
+                owner.direct = name.is_none();
+                owner.heard(name, at);
                 break signals;
             }
         }
@@ -341,7 +372,7 @@ mod tests {
         let (owners, owner_stream) = feed();
         let (drain, start, rx) = spawn(owner_stream, capacity);
         let start = start.send(Start {
-            owner: OwnedUniqueName::try_from(":1.0").expect("a name"),
+            owner: Some(OwnedUniqueName::try_from(":1.0").expect("a name")),
             at: Sequence::default(),
             signals: signal_stream,
         });
@@ -449,6 +480,37 @@ mod tests {
         assert_eq!(id(rx.recv().await), Some(5));
         settle().await;
         assert!(rx.try_recv().is_err(), "nothing else got in");
+    }
+
+    #[tokio::test]
+    async fn on_a_direct_connection_every_message_is_systemds() {
+        let (signals, signal_stream) = feed();
+        let owners = futures_util::stream::pending::<zbus::Result<Message>>();
+        let (_drain, start, mut rx) = spawn(owners, 4);
+        let start = start.send(Start {
+            owner: None,
+            at: Sequence::default(),
+            signals: signal_stream,
+        });
+        assert!(start.is_ok(), "the queue takes its start");
+        // A peer's messages carry no sender.
+        let unsent = Message::signal(
+            "/org/freedesktop/systemd1",
+            "org.freedesktop.systemd1.Manager",
+            "JobNew",
+        )
+        .and_then(|b| {
+            b.build(&(
+                7u32,
+                zbus::zvariant::ObjectPath::try_from("/org/freedesktop/systemd1/job/7")
+                    .expect("path"),
+                "a.service",
+            ))
+        });
+        signals.send(unsent).expect("feed");
+        signals.send(job_new(":1.3", 8)).expect("feed");
+        assert_eq!(id(rx.recv().await), Some(7));
+        assert_eq!(id(rx.recv().await), Some(8));
     }
 
     #[tokio::test]

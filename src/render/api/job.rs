@@ -313,7 +313,8 @@ mod tests {
         assert_eq!(u.kind, "service");
         assert_eq!(u.job, None);
         assert_eq!(u.availability.and_then(|a| a.h1), Some(1.0));
-        let d = unit_detail(&l, &Default::default(), "web.service", T0 + HOUR).expect("detail");
+        let d =
+            unit_detail(&l, &Default::default(), "web.service", None, T0 + HOUR).expect("detail");
         assert_eq!(d.runs, None);
     }
 
@@ -432,8 +433,8 @@ mod tests {
         run_job(&mut l, HOUR, HOUR + S, "success");
         run_job(&mut l, 30 * day, 30 * day + 2 * S, "exit-code");
         run_job(&mut l, 30 * day + HOUR, 30 * day + HOUR + S, "success");
-        let d =
-            unit_detail(&l, &Default::default(), JOB, T0 + 30 * day + 2 * HOUR).expect("detail");
+        let d = unit_detail(&l, &Default::default(), JOB, None, T0 + 30 * day + 2 * HOUR)
+            .expect("detail");
         let runs: Vec<_> = d
             .runs
             .expect("a job's runs")
@@ -486,7 +487,7 @@ mod tests {
             run_job(&mut l, from, from + i * S, "success");
         }
         let now = T0 + base + 30_000 * S;
-        let d = unit_detail(&l, &Default::default(), JOB, now)
+        let d = unit_detail(&l, &Default::default(), JOB, None, now)
             .and_then(|d| d.run_durations)
             .expect("a job's durations");
         let day = &d["24h"];

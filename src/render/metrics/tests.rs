@@ -60,6 +60,7 @@ fn renders_every_family() {
                 dbus_reconnects: 2,
                 dbus_overflows: 1,
                 journal_gaps: 0,
+                ..Stats::default()
             },
             frame: 0,
             sample: Default::default(),
@@ -132,6 +133,63 @@ fn label_values_are_escaped() {
     ] {
         assert!(text.contains(line), "missing {line:?} in:\n{text}");
     }
+}
+
+#[test]
+fn a_user_managers_units_carry_the_user_after_the_unit() {
+    let mut l = failed_once("demo.service", T0 + S, "exit-code");
+    let alice = crate::ledger::key::user_unit("demo.service", "alice").expect("key");
+    let odd = crate::ledger::key::user_unit("demo.service", "o\"dd").expect("key");
+    for unit in [&alice, &odd] {
+        l.apply(Event::new(
+            unit.as_str(),
+            T0,
+            Transition::Seen {
+                state: ActiveState::Active,
+                sub_state: "running".into(),
+                n_restarts: Some(0),
+            },
+        ));
+    }
+    let mut stats = Stats::default();
+    stats.user_managers.insert("alice".into(), true);
+    stats.user_managers.insert("bob".into(), false);
+    let text = render(
+        &Snapshot {
+            ledger: l,
+            stats,
+            frame: 0,
+            sample: Default::default(),
+        },
+        T0 + 2 * S,
+        Format::OpenMetrics,
+        &Families::default(),
+    );
+    for line in [
+        r#"service_up{unit="demo.service"} 1"#,
+        r#"service_up{unit="demo.service",user="alice"} 1"#,
+        r#"service_up{unit="demo.service",user="o\"dd"} 1"#,
+        r#"service_restart_count_total{unit="demo.service",user="alice",trigger="auto"} 0"#,
+        r#"service_failures_total{unit="demo.service",result="exit-code"} 1"#,
+        r#"unitwatch_user_manager_up{user="alice"} 1"#,
+        r#"unitwatch_user_manager_up{user="bob"} 0"#,
+        "unitwatch_units_watched 3",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+    // Only the system unit failed: no user unit's failure series.
+    assert!(
+        !text.contains(r#"service_failures_total{unit="demo.service",user="#),
+        "{text}"
+    );
+    // Without user managers, no family of them at all.
+    let none = render(
+        &one_unit(),
+        T0 + 2 * S,
+        Format::OpenMetrics,
+        &Families::default(),
+    );
+    assert!(!none.contains("unitwatch_user_manager_up"), "{none}");
 }
 
 /// The sample names README's metrics table lists.
@@ -299,10 +357,13 @@ fn a_service_has_no_job_series() {
 #[test]
 fn readme_lists_every_family_exposed_and_no_other() {
     let l = with_job(failed_once("a.service", T0 + S, "signal"));
+    // A user manager followed, for its family.
+    let mut stats = Stats::default();
+    stats.user_managers.insert("alice".into(), true);
     let text = render(
         &Snapshot {
             ledger: l,
-            stats: Stats::default(),
+            stats,
             frame: 0,
             sample: std::sync::Arc::new(full_sample()),
         },

@@ -9,7 +9,7 @@
 
 use std::fmt::Write;
 
-use super::{escape, COLUMNS, DAY};
+use super::{COLUMNS, DAY};
 use crate::ledger::{UnitView, Usec};
 use crate::render::api::job::{rate, runs_since};
 use crate::render::human;
@@ -104,7 +104,7 @@ fn rate_cell(v: &UnitView<'_>, from: Usec, now: Usec, class: &str) -> String {
 
 /// One job's row.
 fn row(out: &mut String, v: &UnitView<'_>, now: Usec) {
-    let id = escape(v.unit);
+    let (id, name) = super::named(v);
     let last = v.runs.last.as_ref();
     let (badge, result, label) = match last {
         Some(r) => (result_class(r.succeeded()), r.result(), r.result()),
@@ -138,7 +138,7 @@ fn row(out: &mut String, v: &UnitView<'_>, now: Usec) {
     let _ = writeln!(
         out,
         "<tr id=\"{id}\" data-kind=\"job\" data-result=\"{result}\">\
-         <td class=\"unit\">{id}</td>\
+         <td class=\"unit\">{name}</td>\
          <td class=\"last\"><span class=\"badge {badge}\">{label}</span> {when}</td>\
          <td class=\"num took\">{took}</td>\
          <td class=\"next\">{next}</td>\
