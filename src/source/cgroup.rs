@@ -40,12 +40,34 @@ impl Want {
 #[derive(Debug, Clone)]
 pub struct Cgroups {
     root: PathBuf,
+    /// The controllers the hierarchy has (its root's `cgroup.controllers`;
+    /// CPU time is there without the cpu controller): files of the others
+    /// are never there, so they are not asked for.
+    has: Want,
 }
 
 impl Cgroups {
     /// The hierarchy at `root` (a container's, or tests').
     pub fn at(root: PathBuf) -> Cgroups {
-        Cgroups { root }
+        let has = match std::fs::read_to_string(root.join("cgroup.controllers")) {
+            Ok(text) => {
+                let on = |c: &str| text.split_whitespace().any(|h| h == c);
+                Want {
+                    cpu: true,
+                    memory: on("memory"),
+                    tasks: on("pids"),
+                    io: on("io"),
+                }
+            }
+            // Unknown: ask for every file.
+            Err(_) => Want {
+                cpu: true,
+                memory: true,
+                tasks: true,
+                io: true,
+            },
+        };
+        Cgroups { root, has }
     }
 
     /// The host's: `/sys/fs/cgroup` on a unified host, its `unified`
@@ -67,6 +89,7 @@ impl Cgroups {
     /// `ControlGroup`, like `/system.slice/a.service`); `None` if the
     /// directory is not there (the unit has no processes).
     pub fn read(&self, path: &str, want: Want) -> Option<Resources> {
+        let want = want.and(self.has);
         let dir = self.root.join(path.trim_start_matches('/'));
         let read = |file: &str| std::fs::read_to_string(dir.join(file)).ok();
         let mut r = Resources::default();
@@ -186,6 +209,7 @@ mod tests {
         for (name, text) in files {
             std::fs::write(dir.join(name), text).expect("write");
         }
+        std::fs::write(root.join("cgroup.controllers"), "cpu memory pids\n").expect("write");
         let cg = Cgroups::at(root.clone());
         let r = cg.read("/system.slice/a.service", ALL).expect("read");
         assert_eq!(r.cpu_user_usec, Some(20));
@@ -206,6 +230,13 @@ mod tests {
             .expect("read");
         assert_eq!(cpu_only.memory_bytes, None, "not asked for");
         assert_eq!(cg.read("/system.slice/gone.service", ALL), None);
+        // Without the memory controller, memory is not asked for.
+        std::fs::write(root.join("cgroup.controllers"), "cpu pids\n").expect("write");
+        let r = Cgroups::at(root.clone())
+            .read("/system.slice/a.service", ALL)
+            .expect("read");
+        assert_eq!(r.memory_bytes, None);
+        assert_eq!(r.tasks, Some(3));
         let _ = std::fs::remove_dir_all(root);
     }
 }

@@ -137,8 +137,11 @@ fn as_u64(v: Option<OwnedValue>) -> Option<u64> {
     }
 }
 
-fn as_bool(v: Option<OwnedValue>) -> bool {
-    matches!(v.as_deref(), Some(zbus::zvariant::Value::Bool(true)))
+fn as_bool(v: Option<OwnedValue>) -> Option<bool> {
+    match v.as_deref()? {
+        zbus::zvariant::Value::Bool(b) => Some(*b),
+        _ => None,
+    }
 }
 
 fn as_str(v: Option<OwnedValue>) -> Option<String> {
@@ -512,13 +515,28 @@ async fn read_static(conn: &Connection, unit: &str) -> Option<Static> {
     } else {
         0
     };
+    // A property systemd did not give (an error, a timeout) is read again
+    // next round rather than taken for "off".
+    let (Some(cgroup), Some(cpu), Some(memory), Some(tasks), Some(io)) = (
+        as_str(cgroup),
+        as_bool(cpu),
+        as_bool(memory),
+        as_bool(tasks),
+        as_bool(io),
+    ) else {
+        tracing::debug!(
+            unit,
+            "cannot read the unit's cgroup settings; again next round"
+        );
+        return None;
+    };
     Some(Static {
-        cgroup: as_str(cgroup).filter(|c| !c.is_empty()),
+        cgroup: Some(cgroup).filter(|c| !c.is_empty()),
         accounting: Want {
-            cpu: as_bool(cpu),
-            memory: as_bool(memory),
-            tasks: as_bool(tasks),
-            io: as_bool(io),
+            cpu,
+            memory,
+            tasks,
+            io,
         },
         watchdog_usec,
         path,
