@@ -409,3 +409,52 @@ async fn manager_signals(conn: &Connection, member: &'static str) -> zbus::Resul
         .build();
     MessageStream::for_match_rule(rule, conn, Some(64)).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn off(keys: &[&str]) -> Families {
+        let mut f = Families::default();
+        for k in keys {
+            f.set(k, false).expect("a family");
+        }
+        f
+    }
+
+    #[test]
+    fn by_default_everything_is_read() {
+        let r = reads(&Families::default());
+        assert!(r.resources.cpu && r.resources.memory && r.resources.tasks && r.resources.io);
+        assert!(r.sockets && r.watchdog && r.host && r.units);
+    }
+
+    #[test]
+    fn a_group_of_files_is_read_while_one_of_its_families_is_on() {
+        let r = reads(&off(&["memory", "memory_peak", "memory_max"]));
+        assert!(
+            r.resources.memory,
+            "oom_kills is still on: memory.events is read"
+        );
+        let r = reads(&off(&["memory", "memory_peak", "memory_max", "oom_kills"]));
+        assert!(!r.resources.memory);
+        assert!(!reads(&off(&["tasks", "tasks_max"])).resources.tasks);
+        assert!(!reads(&off(&["io_read", "io_write"])).resources.io);
+    }
+
+    #[test]
+    fn with_every_sampled_family_off_nothing_is_read() {
+        let all: Vec<&str> = Families::keys()
+            .filter(|k| !["state", "state_change_timestamp", "job_duration"].contains(k))
+            .collect();
+        assert!(!reads(&off(&all)).any());
+        // The host's state alone: only the manager is asked.
+        let but_state: Vec<&str> = all
+            .iter()
+            .copied()
+            .filter(|k| *k != "systemd_system_state")
+            .collect();
+        let r = reads(&off(&but_state));
+        assert!(r.host && !r.units && !r.resources.any() && !r.sockets && !r.watchdog);
+    }
+}

@@ -251,4 +251,56 @@ mod tests {
         assert_eq!(s[0].0[0].1, "252.33-1~deb12u1");
         assert!(s[0].1.contains("252"), "{:?}", s[0].1);
     }
+
+    fn text(sample: crate::sample::Sample, families: &super::super::Families) -> String {
+        let snapshot = crate::snapshot::Snapshot {
+            sample: std::sync::Arc::new(sample),
+            ..Default::default()
+        };
+        super::super::render(
+            &snapshot,
+            0,
+            crate::render::exposition::Format::Text,
+            families,
+        )
+    }
+
+    #[test]
+    fn only_what_was_read_has_a_sample() {
+        let mut unit = UnitSample::default();
+        unit.resources.cpu_user_usec = Some(1_500_000);
+        unit.resources.cpu_system_usec = Some(250_000);
+        let sample = crate::sample::Sample {
+            units: [("a.service".to_owned(), unit)].into(),
+            ..Default::default()
+        };
+        let t = text(sample, &Default::default());
+        assert!(
+            t.contains("service_cpu_seconds_total{unit=\"a.service\",mode=\"user\"} 1.5\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("service_cpu_seconds_total{unit=\"a.service\",mode=\"system\"} 0.25\n"),
+            "{t}"
+        );
+        for absent in [
+            "service_memory_bytes{",
+            "service_tasks{",
+            "socket_connections{",
+            "systemd_system_state{",
+        ] {
+            assert!(!t.contains(absent), "{absent} without a value: {t}");
+        }
+    }
+
+    #[test]
+    fn a_family_turned_off_is_not_declared() {
+        let mut families = super::super::Families::default();
+        families.set("cpu", false).expect("cpu");
+        families.set("systemd_version", false).expect("version");
+        let t = text(Default::default(), &families);
+        assert!(!t.contains("service_cpu_seconds"), "{t}");
+        assert!(!t.contains("systemd_version"), "{t}");
+        assert!(t.contains("# TYPE service_memory_bytes gauge"), "{t}");
+    }
 }

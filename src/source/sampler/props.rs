@@ -202,6 +202,9 @@ mod tests {
         assert_eq!(cgroup_interface("a.timer"), None);
         assert_eq!(cgroup_interface("a.target"), None);
         assert_eq!(cgroup_interface("noext"), None);
+        // A user manager's unit: its cgroup is the user manager's to tell.
+        let key = crate::ledger::key::user_unit("a.service", "alice").expect("key");
+        assert_eq!(cgroup_interface(&key), None);
     }
 
     #[test]
