@@ -247,6 +247,11 @@ impl Sampler {
             return Sample::default();
         }
         let snapshot = self.snapshots.latest();
+        // Not while the D-Bus source takes its snapshot: its reads come
+        // first, and the units it has not reported yet would be missed.
+        if !snapshot.stats.dbus_up {
+            return Sample::default();
+        }
         let now = snapshot.now();
         let units: Vec<String> = snapshot
             .ledger
