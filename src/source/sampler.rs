@@ -185,12 +185,13 @@ impl Sampler {
         let mut last = Arc::new(Sample::default());
         let mut full = true;
         loop {
-            if self.reads.host {
-                match as_str(get(conn, MANAGER_PATH, MANAGER, "SystemState").await) {
-                    Some(state) => host.system_state = state,
-                    // The connection is gone.
-                    None => return,
-                }
+            // Read even when not exported: the one reply that tells
+            // whether the connection still works.
+            match as_str(get(conn, MANAGER_PATH, MANAGER, "SystemState").await) {
+                Some(state) => host.system_state = state,
+                // The connection is gone, or systemd does not answer:
+                // connect again at the next round.
+                None => return,
             }
             let sample = if full {
                 if reloaded.swap(false, std::sync::atomic::Ordering::Relaxed) {
