@@ -203,9 +203,11 @@ impl Sampler {
                     host.units = list_units(conn).await;
                 }
                 let mut s = self.round(conn, statics).await;
-                s.host = self.reads.host.then(|| host.clone());
+                s.host = (self.reads.host || self.reads.units).then(|| host.clone());
                 Some(s)
-            } else if last.host.as_ref().map(|h| &h.system_state) != Some(&host.system_state) {
+            } else if self.reads.host
+                && last.host.as_ref().map(|h| &h.system_state) != Some(&host.system_state)
+            {
                 let mut s = (*last).clone();
                 s.host = Some(host.clone());
                 Some(s)
