@@ -436,3 +436,17 @@ fn a_family_turned_off_is_neither_read_nor_exposed() {
     assert!(!text.contains("systemd_units"), "{text}");
     assert!(text.contains("systemd_version{"), "{text}");
 }
+
+#[test]
+fn unit_counts_stay_with_the_host_state_and_version_off() {
+    let sb = sandbox!();
+    let uw = Unitwatch::setup(&temp_dir("res-counts"))
+        .sandbox(&sb)
+        .watch("units = [\"none.service\"]\n[metrics]\nsystemd_system_state = false\nsystemd_version = false")
+        .resources("interval = \"1s\"")
+        .start();
+    uw.wait_value("systemd_units{active_state=\"active\"}", WAIT, |v| v > 0.0);
+    let text = rounds_later(&uw, 1);
+    assert!(!text.contains("systemd_system_state"), "{text}");
+    assert!(!text.contains("systemd_version"), "{text}");
+}
