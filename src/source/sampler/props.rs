@@ -10,7 +10,7 @@ use zbus::zvariant::{OwnedObjectPath, OwnedValue};
 use zbus::Connection;
 
 use super::super::cgroup::Want;
-use super::super::read::{call, MANAGER_PATH};
+use super::super::read::{call, ListedUnit, MANAGER_PATH};
 use super::super::signal::{MANAGER, PROPERTIES, SERVICE};
 use crate::sample::Socket;
 
@@ -86,22 +86,10 @@ pub(super) fn set(n: Option<u64>) -> Option<u64> {
 
 /// Loaded units by `ActiveState`; `None` if they cannot be listed.
 pub(super) async fn list_units(conn: &Connection) -> Option<BTreeMap<String, u64>> {
-    type Listed = (
-        String,
-        String,
-        String,
-        String,
-        String,
-        String,
-        OwnedObjectPath,
-        u32,
-        String,
-        OwnedObjectPath,
-    );
     let reply = call(conn, MANAGER_PATH, MANAGER, "ListUnits", &())
         .await
         .ok()?;
-    let listed: Vec<Listed> = reply.body().deserialize().ok()?;
+    let listed: Vec<ListedUnit> = reply.body().deserialize().ok()?;
     let mut counts: BTreeMap<String, u64> = crate::sample::ACTIVE_STATES
         .iter()
         .map(|s| (s.to_string(), 0))
