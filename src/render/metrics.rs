@@ -14,6 +14,7 @@ use std::collections::BTreeSet;
 use super::exposition::{escape_label, Format, Kind, Value, Writer, SUFFIX};
 use crate::ledger::runs::BUCKETS;
 use crate::ledger::{key, seconds, ActiveState, Trigger, UnitView, Usec};
+use crate::sample::UnitSample;
 use crate::snapshot::Snapshot;
 pub use sampled::{HostFamily, SampleFamily, HOST_FAMILIES, SAMPLE_FAMILIES};
 
@@ -476,6 +477,19 @@ pub fn render_parts(snapshot: &Snapshot, now: Usec, format: Format, parts: &[Par
             (escape_label(unit), user.map(escape_label), v)
         })
         .collect();
+    // The sampler's units (the system manager's only), escaped likewise;
+    // not for a scrape between rounds, which renders none of their parts.
+    let sampled: Vec<(String, &UnitSample)> = if parts.iter().any(|p| matches!(p, Part::Sampled(_)))
+    {
+        snapshot
+            .sample
+            .units
+            .iter()
+            .map(|(unit, s)| (escape_label(unit), s))
+            .collect()
+    } else {
+        Vec::new()
+    };
     parts
         .iter()
         .map(|part| {
@@ -499,17 +513,10 @@ pub fn render_parts(snapshot: &Snapshot, now: Usec, format: Format, parts: &[Par
                 }
                 Part::Sampled(f) => {
                     w.family(f.name, f.help, f.kind, f.unit);
-                    for (unit, sample) in &snapshot.sample.units {
-                        let unit = escape_label(unit);
-                        let unit = ("unit", unit.as_str());
-                        (f.samples)(sample, &mut |extra, value| match extra {
-                            [] => w.sample(&[unit], value),
-                            [a] => w.sample(&[unit, *a], value),
-                            more => {
-                                let mut all = vec![unit];
-                                all.extend_from_slice(more);
-                                w.sample(&all, value);
-                            }
+                    for (unit, sample) in &sampled {
+                        let own = [("unit", unit.as_str())];
+                        (f.samples)(sample, &mut |extra, value| {
+                            labelled(&own, extra, |labels| w.sample(labels, value))
                         });
                     }
                 }
