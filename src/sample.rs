@@ -35,6 +35,13 @@ pub struct UnitSample {
     pub watchdog: Option<Watchdog>,
 }
 
+impl UnitSample {
+    /// CPU used since the last round, in cores (1.0: one core busy).
+    pub fn cpu_cores(&self) -> Option<f64> {
+        self.cpu_millicores.map(|m| m as f64 / 1000.0)
+    }
+}
+
 /// A unit's cgroup counters, as systemd's `CPUUsageNSec`, `MemoryCurrent`,
 /// `TasksCurrent`, `TasksMax`, `IOReadBytes`, `IOWriteBytes` give them.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -60,14 +67,6 @@ impl Resources {
     /// Whether nothing was read.
     pub fn is_empty(&self) -> bool {
         *self == Resources::default()
-    }
-
-    /// CPU time in seconds, user and system, if read.
-    pub fn cpu_seconds(&self) -> Option<f64> {
-        match (self.cpu_user_usec, self.cpu_system_usec) {
-            (Some(u), Some(s)) => Some((u + s) as f64 / 1e6),
-            _ => None,
-        }
     }
 }
 

@@ -102,13 +102,8 @@ fn host_line(units: &Units) -> String {
     };
     let mut line = format!("systemd {}: {}", h.version, h.system_state);
     if let Some(counts) = &h.units {
-        let n = |state: &str| counts.get(state).copied().unwrap_or(0);
-        line.push_str(&format!(
-            ", {} units loaded, {} active, {} failed",
-            counts.values().sum::<u64>(),
-            n("active"),
-            n("failed")
-        ));
+        line.push_str(", ");
+        line.push_str(&human::unit_counts(counts));
     }
     line + "\n\n"
 }

@@ -123,11 +123,7 @@ fn row(out: &mut String, v: &UnitView<'_>, sample: Option<&UnitSample>, now: Use
         a24 = human::percent(h.window(now.saturating_sub(DAY)).availability()),
         a30 = human::percent(h.window(now.saturating_sub(30 * DAY)).availability()),
         restarts = restarts.auto + restarts.manual,
-        cpu = human::cores(
-            sample
-                .and_then(|s| s.cpu_millicores)
-                .map(|m| m as f64 / 1000.0)
-        ),
+        cpu = human::cores(sample.and_then(UnitSample::cpu_cores)),
         memory = human::bytes(sample.and_then(|s| s.resources.memory_bytes)),
         bar = timeline(v, now),
     );
@@ -149,14 +145,7 @@ fn host(sample: &Sample) -> String {
         escape(&h.system_state)
     );
     if let Some(counts) = &h.units {
-        let n = |state: &str| counts.get(state).copied().unwrap_or(0);
-        let _ = write!(
-            line,
-            " · {} units loaded, {} active, {} failed",
-            counts.values().sum::<u64>(),
-            n("active"),
-            n("failed")
-        );
+        let _ = write!(line, " · {}", human::unit_counts(counts));
     }
     line + "</p>"
 }

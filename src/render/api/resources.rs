@@ -64,7 +64,7 @@ fn seconds(usec: u64) -> f64 {
 pub fn resources(s: &UnitSample) -> Resources {
     let r = &s.resources;
     Resources {
-        cpu_cores: s.cpu_millicores.map(|m| m as f64 / 1000.0),
+        cpu_cores: s.cpu_cores(),
         cpu_user_seconds: r.cpu_user_usec.map(seconds),
         cpu_system_seconds: r.cpu_system_usec.map(seconds),
         memory_bytes: r.memory_bytes,
