@@ -371,18 +371,10 @@ fn units_by_active_state_count_every_loaded_unit() {
     });
     let loaded = count("");
     let ours = |text: &str| -> f64 {
-        [
-            "active",
-            "reloading",
-            "inactive",
-            "failed",
-            "activating",
-            "deactivating",
-            "maintenance",
-        ]
-        .iter()
-        .filter_map(|s| value(text, &format!("systemd_units{{active_state=\"{s}\"}}")))
-        .sum()
+        unitwatch::sample::ACTIVE_STATES
+            .iter()
+            .filter_map(|s| value(text, &format!("systemd_units{{active_state=\"{s}\"}}")))
+            .sum()
     };
     // Units come and go as the sandbox settles: equal once it has.
     wait_for(
