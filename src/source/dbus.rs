@@ -40,7 +40,7 @@ use crate::source::private;
 use crate::source::properties::UnitProperties;
 use crate::source::read::{
     call, list_watched, merge, read_timer, read_triggers, read_unit, ReadUnit, MANAGER_PATH,
-    READ_AHEAD,
+    SNAPSHOT_AHEAD,
 };
 use crate::source::signal::{self, Signal, Throttle, MANAGER, TIMER};
 use crate::source::signal_queue::{self, Queued};
@@ -301,11 +301,11 @@ impl DbusSource {
         // Read many units at once (replies come back in order of the list),
         // then take them in one by one.
         let reads: Vec<_> = futures_util::stream::iter(names)
-            .map(|(name, path)| async move {
-                let read = read_unit(conn, &name, &path).await;
+            .map(|(name, (path, check_load))| async move {
+                let read = read_unit(conn, &name, &path, check_load).await;
                 (name, path, read)
             })
-            .buffered(READ_AHEAD)
+            .buffered(SNAPSHOT_AHEAD)
             .collect()
             .await;
         for (name, path, read) in reads {
@@ -321,7 +321,7 @@ impl DbusSource {
         name: String,
         path: OwnedObjectPath,
     ) -> Result<(), DbusError> {
-        let read = read_unit(conn, &name, &path).await?;
+        let read = read_unit(conn, &name, &path, true).await?;
         self.take_in(conn, name, path, read).await
     }
 

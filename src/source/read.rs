@@ -40,8 +40,13 @@ pub(super) fn switched_off(load_state: &str) -> bool {
     matches!(load_state, "masked" | "not-found")
 }
 
-/// How many units the snapshot reads at once.
+/// How many units the sampler reads at once.
 pub(super) const READ_AHEAD: usize = 32;
+
+/// How many units the snapshot reads at once, each with some 14 `Get`s in
+/// flight: dbus-daemon answers a connection's calls beyond 128 pending
+/// (`max_replies_per_connection`) with an error.
+pub(super) const SNAPSHOT_AHEAD: usize = 8;
 
 /// A unit's properties as read at `now`, and the receive positions of the replies.
 pub(super) struct ReadUnit {
@@ -55,11 +60,12 @@ pub(super) struct ReadUnit {
 /// The watched units of the manager on `conn`, by name: those loaded that
 /// `selector` matches and are neither masked nor missing, and those with a
 /// unit file (not a template's) that match, loaded so that a stopped one is
-/// accounted as down.
+/// accounted as down; with whether their `LoadState` is still to be checked
+/// (for those loaded here).
 pub(super) async fn list_watched(
     conn: &Connection,
     selector: &Selector,
-) -> Result<HashMap<String, OwnedObjectPath>, DbusError> {
+) -> Result<HashMap<String, (OwnedObjectPath, bool)>, DbusError> {
     let patterns = selector.include_patterns();
     let listed: Vec<ListedUnit> = call(
         conn,
@@ -71,10 +77,10 @@ pub(super) async fn list_watched(
     .await?
     .body()
     .deserialize()?;
-    let mut found: HashMap<String, OwnedObjectPath> = listed
+    let mut found: HashMap<String, (OwnedObjectPath, bool)> = listed
         .into_iter()
         .filter(|u| selector.matches(&u.0) && !switched_off(&u.2))
-        .map(|u| (u.0, u.6))
+        .map(|u| (u.0, (u.6, false)))
         .collect();
     // Units with a unit file but not loaded right now (e.g. stopped and
     // garbage-collected) are loaded so they are accounted as down.
@@ -101,7 +107,7 @@ pub(super) async fn list_watched(
         match call(conn, MANAGER_PATH, MANAGER, "LoadUnit", &(&name,)).await {
             Ok(reply) => {
                 let object: OwnedObjectPath = reply.body().deserialize()?;
-                found.insert(name, object);
+                found.insert(name, (object, true));
             }
             Err(e) => tracing::debug!(unit = %name, error = %e, "cannot load unit"),
         }
@@ -109,62 +115,101 @@ pub(super) async fn list_watched(
     Ok(found)
 }
 
-/// Reads a unit's properties; `None` if it cannot be read, is masked or does not exist.
+/// The `Unit` properties the snapshot reads, one `Get` each. Its `GetAll`
+/// would return about a hundred, and some cost systemd dearly to compute
+/// (`NeedDaemonReload` looks for drop-ins on disk): about 2 ms of systemd's
+/// time a unit against some 20 µs for one `Get`. The timestamps are read on
+/// the monotonic clock only, the one unitwatch places them by
+/// ([`UnitProperties::rebase`]); systemd records both clocks at once.
+const UNIT_READ: [&str; 9] = [
+    "ActiveState",
+    "SubState",
+    "InvocationID",
+    "TriggeredBy",
+    "InactiveExitTimestampMonotonic",
+    "ActiveEnterTimestampMonotonic",
+    "ActiveExitTimestampMonotonic",
+    "InactiveEnterTimestampMonotonic",
+    "StateChangeTimestampMonotonic",
+];
+
+/// How often a unit is read again when it changed state while being read.
+const TORN_RETRIES: usize = 3;
+
+/// Reads a unit's properties; `None` if it cannot be read, is masked or does
+/// not exist. `check_load`: whether its `LoadState` is still to be checked
+/// (a unit listed by `ListUnitsByPatterns` was already).
 pub(super) async fn read_unit(
     conn: &Connection,
     name: &str,
     path: &OwnedObjectPath,
+    check_load: bool,
 ) -> Result<Option<ReadUnit>, DbusError> {
-    let (now, frame) = clock::now_in_frame();
-    let mut props = UnitProperties::default();
-    let mut read_at = Vec::new();
-    let mut interfaces = vec![UNIT];
-    if name.ends_with(".service") {
-        interfaces.push(SERVICE);
+    let mut wanted: Vec<(&'static str, &'static str)> = Vec::new();
+    if check_load {
+        wanted.push((UNIT, "LoadState"));
     }
-    for interface in interfaces {
-        if interface == SERVICE {
-            for property in UnitProperties::SERVICE {
-                match call(conn, path.as_str(), PROPERTIES, "Get", &(SERVICE, property)).await {
-                    Ok(reply) => {
-                        read_at.push((SERVICE, reply.recv_position()));
-                        let v: OwnedValue = reply.body().deserialize()?;
-                        if let Some(v) = to_value(&v) {
-                            props.set(property, v);
-                        }
-                    }
-                    Err(e) => {
-                        tracing::debug!(unit = %name, error = %e, "cannot read unit properties");
-                        return Ok(None);
-                    }
-                }
-            }
-            continue;
-        }
-        let all: HashMap<String, OwnedValue> =
-            match call(conn, path.as_str(), PROPERTIES, "GetAll", &(interface,)).await {
-                Ok(reply) => {
-                    read_at.push((interface, reply.recv_position()));
-                    reply.body().deserialize()?
-                }
+    wanted.extend(UNIT_READ.iter().map(|p| (UNIT, *p)));
+    if name.ends_with(".service") {
+        wanted.extend(UnitProperties::SERVICE.iter().map(|p| (SERVICE, *p)));
+    }
+    // The state's timestamp read again last: the `Get`s are sent at once but
+    // systemd answers them one by one and may change the unit in between;
+    // if that moved, the read is torn and taken again.
+    wanted.push((UNIT, "StateChangeTimestampMonotonic"));
+    for attempt in 1..=TORN_RETRIES {
+        let (now, frame) = clock::now_in_frame();
+        let replies =
+            futures_util::future::join_all(wanted.iter().map(|(interface, property)| async move {
+                call(
+                    conn,
+                    path.as_str(),
+                    PROPERTIES,
+                    "Get",
+                    &(*interface, *property),
+                )
+                .await
+            }))
+            .await;
+        let mut props = UnitProperties::default();
+        let mut read_at: Vec<(&'static str, Sequence)> = Vec::new();
+        let mut state_change = Vec::with_capacity(2);
+        for ((interface, property), reply) in wanted.iter().zip(replies) {
+            let reply = match reply {
+                Ok(reply) => reply,
                 Err(e) => {
                     tracing::debug!(unit = %name, error = %e, "cannot read unit properties");
                     return Ok(None);
                 }
             };
-        if let Some(Value::Str(load)) = all.get("LoadState").and_then(to_value) {
-            if switched_off(&load) {
-                return Ok(None);
+            // Signals received before the first reply of an interface are
+            // older than anything read.
+            if !read_at.iter().any(|(i, _)| i == interface) {
+                read_at.push((interface, reply.recv_position()));
             }
+            let v: OwnedValue = reply.body().deserialize()?;
+            let Some(v) = to_value(&v) else { continue };
+            match (*property, &v) {
+                ("LoadState", Value::Str(load)) if switched_off(load) => return Ok(None),
+                ("StateChangeTimestampMonotonic", Value::U64(t)) => state_change.push(*t),
+                _ => {}
+            }
+            props.set(property, v);
         }
-        merge(&mut props, &all, frame);
+        // After a few tries the last read stands: the signals of the
+        // changes that tore it follow and are applied on top.
+        if state_change.windows(2).all(|w| w[0] == w[1]) || attempt == TORN_RETRIES {
+            props.rebase(frame);
+            return Ok(Some(ReadUnit {
+                now,
+                frame,
+                props,
+                read_at,
+            }));
+        }
+        tracing::debug!(unit = %name, "unit changed while read; reading it again");
     }
-    Ok(Some(ReadUnit {
-        now,
-        frame,
-        props,
-        read_at,
-    }))
+    Ok(None)
 }
 
 pub(super) fn merge(props: &mut UnitProperties, values: &HashMap<String, OwnedValue>, frame: i64) {
