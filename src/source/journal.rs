@@ -23,6 +23,7 @@ use crate::clock;
 use crate::ledger::Usec;
 use crate::message::{Input, Logged};
 use crate::select::Selector;
+use crate::source::journal_maps::Release;
 use crate::source::journal_record::{add_field, Fields, Mapper, FIELDS, MESSAGE_IDS};
 
 /// Where to start reading.
@@ -216,6 +217,7 @@ impl JournalSource {
         // For the log line once the history is read.
         let began = std::time::Instant::now();
         let (mut records, mut events_read) = (0u64, 0u64);
+        let mut release = Release::new();
         loop {
             let next = journal.next().and_then(|n| match n {
                 0 => Ok(None),
@@ -267,10 +269,12 @@ impl JournalSource {
                             .map(|event| Logged::Event { event, frame }),
                     );
                     batch.records += 1;
-                    if (batch.items.len() >= BATCH || batch.records >= POSITION_EVERY)
-                        && !self.flush(&mut batch, &mut journal, &mut cursor)
-                    {
-                        return;
+                    if batch.items.len() >= BATCH || batch.records >= POSITION_EVERY {
+                        if !self.flush(&mut batch, &mut journal, &mut cursor) {
+                            return;
+                        }
+                        // Reading a long history maps it all.
+                        release.now();
                     }
                 }
                 Ok(None) => {
@@ -289,6 +293,7 @@ impl JournalSource {
                         self.caught_up();
                         let _ = tx.send(());
                     }
+                    release.now();
                     if let Err(e) = journal.wait(None) {
                         tracing::warn!(error = %e, "waiting for the journal failed");
                         std::thread::sleep(Duration::from_secs(1));

@@ -9,6 +9,7 @@
 pub mod cgroup;
 pub mod dbus;
 pub mod journal;
+mod journal_maps;
 pub mod journal_record;
 mod private;
 pub mod properties;
