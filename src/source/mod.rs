@@ -7,6 +7,7 @@
 //! file here and one line in `server::run`.
 
 pub mod cgroup;
+pub mod changed;
 pub mod dbus;
 pub mod journal;
 mod journal_maps;

@@ -8,9 +8,10 @@ use zbus::message::Sequence;
 use zbus::zvariant::{OwnedObjectPath, OwnedValue};
 use zbus::{Connection, Message};
 
+use super::changed::{from_zvalue, Changed};
 use super::dbus::DbusError;
 use super::properties::{UnitProperties, Value};
-use super::signal::{to_value, MANAGER, PROPERTIES, SERVICE, TIMER, UNIT};
+use super::signal::{MANAGER, PROPERTIES, SERVICE, TIMER, UNIT};
 use super::signal_queue::SYSTEMD;
 use super::timers::TimerProperties;
 use crate::clock;
@@ -188,7 +189,7 @@ pub(super) async fn read_unit(
                 read_at.push((interface, reply.recv_position()));
             }
             let v: OwnedValue = reply.body().deserialize()?;
-            let Some(v) = to_value(&v) else { continue };
+            let Some(v) = from_zvalue(&v) else { continue };
             match (*property, &v) {
                 ("LoadState", Value::Str(load)) if switched_off(load) => return Ok(None),
                 ("StateChangeTimestampMonotonic", Value::U64(t)) => state_change.push(*t),
@@ -212,11 +213,9 @@ pub(super) async fn read_unit(
     Ok(None)
 }
 
-pub(super) fn merge(props: &mut UnitProperties, values: &HashMap<String, OwnedValue>, frame: i64) {
-    for name in UnitProperties::NAMES {
-        if let Some(v) = values.get(name).and_then(to_value) {
-            props.set(name, v);
-        }
+pub(super) fn merge(props: &mut UnitProperties, values: &Changed, frame: i64) {
+    for (name, v) in values.iter() {
+        props.set(name, v.clone());
     }
     props.rebase(frame);
 }
@@ -248,14 +247,13 @@ pub(super) async fn read_timer(
             return Ok(None);
         }
     };
-    let all: HashMap<String, OwnedValue> =
-        match call(conn, path.as_str(), PROPERTIES, "GetAll", &(TIMER,)).await {
-            Ok(reply) => reply.body().deserialize()?,
-            Err(e) => {
-                tracing::debug!(timer = %name, error = %e, "cannot read timer properties");
-                return Ok(None);
-            }
-        };
+    let all: Changed = match call(conn, path.as_str(), PROPERTIES, "GetAll", &(TIMER,)).await {
+        Ok(reply) => reply.body().deserialize()?,
+        Err(e) => {
+            tracing::debug!(timer = %name, error = %e, "cannot read timer properties");
+            return Ok(None);
+        }
+    };
     let mut props = TimerProperties::default();
     props.merge(&all);
     Ok(Some((path, props)))
@@ -270,7 +268,7 @@ pub(super) async fn read_triggers(
     match call(conn, path.as_str(), PROPERTIES, "Get", &(UNIT, "Triggers")).await {
         Ok(reply) => {
             let v: OwnedValue = reply.body().deserialize()?;
-            Ok(match to_value(&v) {
+            Ok(match from_zvalue(&v) {
                 Some(Value::Strs(units)) => units,
                 _ => Vec::new(),
             })

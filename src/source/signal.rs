@@ -7,12 +7,11 @@
 //! would cost a reconnect and a re-read of every unit, and one bad message a
 //! second would keep unitwatch reconnecting for good.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value as ZValue};
+use zbus::zvariant::OwnedObjectPath;
 
-use super::properties::Value;
+use super::changed::{Changed, Invalidated};
 use zbus::Message;
 
 pub const MANAGER: &str = "org.freedesktop.systemd1.Manager";
@@ -29,7 +28,7 @@ pub enum Signal {
     Properties {
         path: OwnedObjectPath,
         interface: &'static str,
-        changed: HashMap<String, OwnedValue>,
+        changed: Changed,
     },
     UnitNew {
         name: String,
@@ -84,12 +83,8 @@ pub fn decode(
             if !watched(&path) {
                 return Ok(None);
             }
-            let (interface, changed, _invalidated): (
-                String,
-                HashMap<String, OwnedValue>,
-                Vec<String>,
-            ) = body.deserialize()?;
-            let interface = match interface.as_str() {
+            let (interface, changed, _): (&str, Changed, Invalidated) = body.deserialize()?;
+            let interface = match interface {
                 UNIT => UNIT,
                 SERVICE => SERVICE,
                 TIMER => TIMER,
@@ -184,33 +179,6 @@ pub fn warn_ignored(
     );
 }
 
-/// A property value as the mapper reads it; `None` for a type it does not use.
-pub(crate) fn to_value(v: &OwnedValue) -> Option<Value> {
-    match &**v {
-        ZValue::Str(s) => Some(Value::Str(s.as_str().to_owned())),
-        ZValue::U64(t) => Some(Value::U64(*t)),
-        ZValue::U32(n) => Some(Value::U32(*n)),
-        ZValue::Bool(b) => Some(Value::Bool(*b)),
-        ZValue::Array(a) if a.element_signature() == "s" => a
-            .iter()
-            .map(|s| match s {
-                ZValue::Str(s) => Some(s.as_str().to_owned()),
-                _ => None,
-            })
-            .collect::<Option<Vec<String>>>()
-            .map(Value::Strs),
-        ZValue::Array(a) => a
-            .iter()
-            .map(|b| match b {
-                ZValue::U8(b) => Some(*b),
-                _ => None,
-            })
-            .collect::<Option<Vec<u8>>>()
-            .map(Value::Bytes),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,22 +255,5 @@ mod tests {
         assert_eq!(t.check(t0 + Duration::from_secs(9)), None);
         assert_eq!(t.check(t0 + Duration::from_secs(10)), Some(2));
         assert_eq!(t.check(t0 + Duration::from_secs(11)), None);
-    }
-}
-
-#[cfg(test)]
-mod value_tests {
-    use super::*;
-
-    #[test]
-    fn byte_and_string_arrays_are_told_apart() {
-        let bytes = OwnedValue::try_from(ZValue::from(vec![1u8, 2])).expect("ay");
-        assert_eq!(to_value(&bytes), Some(Value::Bytes(vec![1, 2])));
-        let strs = OwnedValue::try_from(ZValue::from(vec!["a.timer".to_owned()])).expect("as");
-        assert_eq!(to_value(&strs), Some(Value::Strs(vec!["a.timer".into()])));
-        let empty = OwnedValue::try_from(ZValue::from(Vec::<String>::new())).expect("as");
-        assert_eq!(to_value(&empty), Some(Value::Strs(vec![])));
-        let b = OwnedValue::from(true);
-        assert_eq!(to_value(&b), Some(Value::Bool(true)));
     }
 }

@@ -6,10 +6,10 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use zbus::zvariant::{OwnedObjectPath, OwnedValue};
+use zbus::zvariant::OwnedObjectPath;
 
+use super::changed::Changed;
 use super::properties::Value;
-use super::signal::to_value;
 use crate::ledger::{Event, Transition, Usec};
 
 /// The properties of a timer that unitwatch reads.
@@ -37,11 +37,9 @@ impl TimerProperties {
         }
     }
 
-    pub fn merge(&mut self, values: &HashMap<String, OwnedValue>) {
-        for name in PROPERTIES {
-            if let Some(v) = values.get(name).and_then(to_value) {
-                self.set(name, v);
-            }
+    pub fn merge(&mut self, values: &Changed) {
+        for (name, v) in values.iter() {
+            self.set(name, v.clone());
         }
     }
 
@@ -154,7 +152,7 @@ impl Timers {
     pub fn changed(
         &mut self,
         path: &OwnedObjectPath,
-        values: &HashMap<String, OwnedValue>,
+        values: &Changed,
         now: Usec,
         frame: i64,
     ) -> Vec<Event> {

@@ -38,9 +38,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
-use zbus::zvariant::{OwnedObjectPath, OwnedValue};
+use zbus::zvariant::OwnedObjectPath;
 use zbus::{Connection, Message};
 
+use super::changed::Changed;
 use super::dbus::{Bus, DbusError, DbusSource};
 use super::properties::UnitProperties;
 use super::read::{call, merge, ListedUnit, MANAGER_PATH};
@@ -388,7 +389,7 @@ impl UserManagers {
                 let mut props = UnitProperties::default();
                 match call(conn, path.as_str(), PROPERTIES, "GetAll", &(UNIT,)).await {
                     Ok(reply) => {
-                        let all: HashMap<String, OwnedValue> = reply.body().deserialize()?;
+                        let all: Changed = reply.body().deserialize()?;
                         merge(&mut props, &all, clock::frame());
                     }
                     Err(e) => tracing::debug!(unit = %name, error = %e, "cannot read unit"),
@@ -410,12 +411,7 @@ impl UserManagers {
     }
 
     /// A `user@UID.service` unit's properties changed.
-    fn changed(
-        &mut self,
-        path: &OwnedObjectPath,
-        changed: &HashMap<String, OwnedValue>,
-        shutdown: &Shutdown,
-    ) {
+    fn changed(&mut self, path: &OwnedObjectPath, changed: &Changed, shutdown: &Shutdown) {
         let Some((uid, props)) = self.units.get_mut(path) else {
             return;
         };
