@@ -7,8 +7,8 @@
 //! It has a connection of its own, so a slow round never holds up the D-Bus
 //! source. What rarely changes (a unit's `ControlGroup`, its `*Accounting=`,
 //! `WatchdogUSec`) is read once, and again after a daemon-reload, every
-//! [`STATIC_TTL`] or when its cgroup is gone; the numbers are read every
-//! round. `SystemState` changes
+//! [`STATIC_TTL`], or [`GONE_RETRY`] after its cgroup could not be read; the
+//! numbers are read every round. `SystemState` changes
 //! with jobs and failures, which systemd does signal: after a `JobRemoved`
 //! or a change of what the watched units show, it is read again at once
 //! (at most every [`HOST_AT_MOST`]), not only every round.
@@ -44,6 +44,14 @@ use self::props::{
 /// How long what rarely changes is trusted without a `daemon-reload`
 /// (after one, it is read again at the next round).
 pub const STATIC_TTL: Duration = Duration::from_secs(600);
+
+/// How soon what rarely changes is read again after the unit's cgroup could
+/// not be read. Not every round: a unit keeps its cgroup's path across
+/// restarts (only a daemon-reload moves it, and that is heard), and where
+/// cgroups cannot be read at all (a `cgroup_root` that is not the
+/// manager's) reading five properties of every unit each round cost more
+/// than the rest of the round.
+pub const GONE_RETRY: Duration = Duration::from_secs(60);
 
 /// How long a read waits for systemd's reply: a manager that does not
 /// answer ends the round, and the next connects again.
@@ -273,7 +281,11 @@ impl Sampler {
                     // Without a cgroup yet (read while it was starting),
                     // read again: it has one while it runs.
                     .is_none_or(|s| {
-                        s.stale || s.cgroup.is_none() || s.read_at.elapsed() >= STATIC_TTL
+                        let age = s.read_at.elapsed();
+                        s.stale
+                            || s.cgroup.is_none()
+                            || (s.gone && age >= GONE_RETRY)
+                            || age >= STATIC_TTL
                     })
             })
             .cloned()
@@ -345,14 +357,21 @@ impl Sampler {
                         s.cpu = used.map(|u| (u, now));
                         rate
                     });
+                    if let Some(s) = statics.get_mut(&unit) {
+                        s.gone = false;
+                    }
                     let e = out.entry(unit).or_default();
                     e.resources = r;
                     e.cpu_millicores = millicores;
                 }
                 Some(_) => {}
-                // The cgroup is gone or moved: read where it is next round.
+                // The cgroup is gone (the unit is between runs) or moved: no
+                // sample, and no CPU rate across the gap.
                 None => {
-                    statics.remove(&unit);
+                    if let Some(s) = statics.get_mut(&unit) {
+                        s.gone = true;
+                        s.cpu = None;
+                    }
                 }
             }
         }

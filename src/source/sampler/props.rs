@@ -26,6 +26,8 @@ pub(super) struct Static {
     pub(super) read_at: Instant,
     /// A daemon-reload since it was read.
     pub(super) stale: bool,
+    /// Its cgroup could not be read at the last round.
+    pub(super) gone: bool,
     /// CPU time at the last round, and when it was read.
     pub(super) cpu: Option<(u64, Instant)>,
 }
@@ -145,6 +147,7 @@ pub(super) async fn read_static(conn: &Connection, unit: &str) -> Option<Static>
         path,
         read_at: Instant::now(),
         stale: false,
+        gone: false,
         cpu: None,
     })
 }
