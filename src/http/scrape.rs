@@ -1,7 +1,9 @@
 //! A scrape's body, assembled from the exposition's parts
 //! ([`metrics::Part`]): a part that does not change with the time of the
-//! read is rendered (and compressed) once per snapshot and kept until a
-//! new snapshot is published; only the others (open intervals: uptime,
+//! read is rendered (and compressed) once and kept until what it is read
+//! from changes — the ledger's units, the sampler's round, or the rest of
+//! the snapshot ([`Reads`]) — so a sampler's round does not render the
+//! units' families again; only the others (open intervals: uptime,
 //! downtime) are rendered on every scrape. Between events — most of the
 //! time on most hosts — a scrape costs those few parts.
 //!
@@ -16,9 +18,11 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use flate2::{Compress, Compression, Crc, FlushCompress, Status};
 
+use crate::ledger::Ledger;
 use crate::ledger::Usec;
 use crate::render::exposition::Format;
 use crate::render::metrics::{self, Families, Part};
+use crate::sample::Sample;
 use crate::snapshot::Snapshot;
 
 /// gzip's level for scrapes (see BENCHMARKS.md for what each costs). A low
@@ -53,32 +57,86 @@ struct Deflated {
     crc: Crc,
 }
 
-/// The parts of the last snapshot scraped in one format.
-struct Entry {
-    /// Which snapshot: a weak reference keeps its address from being
-    /// reused (so it names that snapshot alone) without keeping its ledger.
-    snapshot: Weak<Snapshot>,
-    format: Format,
-    /// By group of parts; `None` for a group rendered on every scrape.
-    segments: Vec<Option<Arc<Segment>>>,
+/// What a run of parts is rendered from, and so when it is rendered again.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Reads {
+    /// The time of the read: rendered on every scrape.
+    Now,
+    /// The ledger's units (and the clock frame their times are in): again
+    /// after every burst of events, not after a sampler's round.
+    Ledger,
+    /// The sampler's round: again once per round.
+    Sample,
+    /// The rest of the snapshot (unitwatch's own numbers): again with every
+    /// snapshot; a few lines.
+    Snapshot,
+}
+
+fn reads(part: &Part) -> Reads {
+    match part {
+        Part::Unit(f) if f.reads_now => Reads::Now,
+        Part::Unit(_) => Reads::Ledger,
+        Part::Sampled(_) | Part::Host(_) => Reads::Sample,
+        Part::Own | Part::End => Reads::Snapshot,
+    }
+}
+
+/// What a kept segment was rendered from. Weak references keep an address
+/// from being reused (so it names that snapshot or round alone) without
+/// keeping what it points to; the ledger is kept, which costs only the
+/// accounts that changed since (they are shared, copy-on-write).
+enum From {
+    Ledger(Ledger, i64),
+    Sample(Weak<Sample>),
+    Snapshot(Weak<Snapshot>),
+}
+
+impl From {
+    fn of(reads: Reads, snapshot: &Arc<Snapshot>) -> Option<From> {
+        Some(match reads {
+            Reads::Now => return None,
+            Reads::Ledger => From::Ledger(snapshot.ledger.clone(), snapshot.frame),
+            Reads::Sample => From::Sample(Arc::downgrade(&snapshot.sample)),
+            Reads::Snapshot => From::Snapshot(Arc::downgrade(snapshot)),
+        })
+    }
+
+    /// Whether what it was rendered from is what `snapshot` holds.
+    fn holds(&self, snapshot: &Arc<Snapshot>) -> bool {
+        match self {
+            From::Ledger(ledger, frame) => {
+                *frame == snapshot.frame && ledger.same_units(&snapshot.ledger)
+            }
+            From::Sample(sample) => std::ptr::eq(sample.as_ptr(), Arc::as_ptr(&snapshot.sample)),
+            From::Snapshot(s) => std::ptr::eq(s.as_ptr(), Arc::as_ptr(snapshot)),
+        }
+    }
+}
+
+/// A segment kept, and what it was rendered from.
+struct Kept {
+    from: From,
+    segment: Arc<Segment>,
 }
 
 /// Scrape bodies and what they are assembled from.
 pub struct Scrapes {
-    /// The parts in order, in runs of those that read the time or not
-    /// (each run one segment: fewer, longer segments compress better).
-    groups: Vec<Vec<Part>>,
-    /// One entry per format at most (a scraper asks for one).
-    cache: Mutex<Vec<Entry>>,
+    /// The parts in order, in runs of those read from the same thing (each
+    /// run one segment: fewer, longer segments compress better).
+    groups: Vec<(Reads, Vec<Part>)>,
+    /// By format (a scraper asks for one), the segment last rendered of
+    /// each group; `None` for a group rendered on every scrape.
+    cache: Mutex<Vec<(Format, Vec<Option<Kept>>)>>,
 }
 
 impl Scrapes {
     pub fn new(families: &Families) -> Scrapes {
-        let mut groups: Vec<Vec<Part>> = Vec::new();
+        let mut groups: Vec<(Reads, Vec<Part>)> = Vec::new();
         for part in metrics::parts(families) {
+            let r = reads(&part);
             match groups.last_mut() {
-                Some(g) if g[0].reads_now() == part.reads_now() => g.push(part),
-                _ => groups.push(vec![part]),
+                Some((g, parts)) if *g == r => parts.push(part),
+                _ => groups.push((r, vec![part])),
             }
         }
         Scrapes {
@@ -87,18 +145,22 @@ impl Scrapes {
         }
     }
 
-    /// Renders `groups`, one segment each.
+    /// Renders the groups `which` (by index), one segment each.
     fn render(
+        &self,
         snapshot: &Snapshot,
         now: Usec,
         format: Format,
-        groups: &[&Vec<Part>],
+        which: &[usize],
     ) -> Vec<Arc<Segment>> {
-        let parts: Vec<Part> = groups.iter().flat_map(|g| g.iter().copied()).collect();
-        let mut texts = metrics::render_parts(snapshot, now, format, &parts).into_iter();
-        groups
+        let parts: Vec<Part> = which
             .iter()
-            .map(|g| Segment::new(texts.by_ref().take(g.len()).collect()))
+            .flat_map(|i| self.groups[*i].1.iter().copied())
+            .collect();
+        let mut texts = metrics::render_parts(snapshot, now, format, &parts).into_iter();
+        which
+            .iter()
+            .map(|i| Segment::new(texts.by_ref().take(self.groups[*i].1.len()).collect()))
             .collect()
     }
 
@@ -111,32 +173,16 @@ impl Scrapes {
         format: Format,
         gzip: bool,
     ) -> (Vec<u8>, bool) {
-        let kept = self.kept(snapshot, format);
-        let segments = match kept {
-            Some(kept) => {
-                let fresh: Vec<&Vec<Part>> = self
-                    .groups
-                    .iter()
-                    .zip(&kept)
-                    .filter(|(_, k)| k.is_none())
-                    .map(|(g, _)| g)
-                    .collect();
-                let mut rendered = Scrapes::render(snapshot, now, format, &fresh).into_iter();
-                kept.into_iter()
-                    .map(|k| k.or_else(|| rendered.next()))
-                    .collect::<Option<Vec<_>>>()
-                    .unwrap_or_default()
-            }
-            None => {
-                // The parts of an older snapshot go first, so that their
-                // memory serves the new ones.
-                self.forget(format);
-                let all: Vec<&Vec<Part>> = self.groups.iter().collect();
-                let all = Scrapes::render(snapshot, now, format, &all);
-                self.keep(snapshot, format, &all);
-                all
-            }
-        };
+        let mut kept = self.kept(snapshot, format);
+        let fresh: Vec<usize> = (0..self.groups.len())
+            .filter(|i| kept[*i].is_none())
+            .collect();
+        let rendered = self.render(snapshot, now, format, &fresh);
+        for (i, segment) in fresh.iter().zip(&rendered) {
+            kept[*i] = Some(Arc::clone(segment));
+        }
+        self.keep(snapshot, format, &fresh, &rendered);
+        let segments: Vec<Arc<Segment>> = kept.into_iter().flatten().collect();
         if gzip {
             if let Some(body) = gzipped(&segments) {
                 return (body, true);
@@ -150,38 +196,49 @@ impl Scrapes {
         (body.into_bytes(), false)
     }
 
-    /// The kept segments of `snapshot` in `format`, if it is the one kept.
-    fn kept(&self, snapshot: &Arc<Snapshot>, format: Format) -> Option<Vec<Option<Arc<Segment>>>> {
-        let cache = self.cache.lock().ok()?;
-        cache
-            .iter()
-            .find(|e| {
-                e.format == format && std::ptr::eq(e.snapshot.as_ptr(), Arc::as_ptr(snapshot))
-            })
-            .map(|e| e.segments.clone())
-    }
-
-    fn forget(&self, format: Format) {
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.retain(|e| e.format != format);
+    /// By group, the segment kept in `format` if it was rendered from what
+    /// `snapshot` holds.
+    fn kept(&self, snapshot: &Arc<Snapshot>, format: Format) -> Vec<Option<Arc<Segment>>> {
+        let mut out = vec![None; self.groups.len()];
+        let Ok(cache) = self.cache.lock() else {
+            return out;
+        };
+        if let Some((_, segments)) = cache.iter().find(|(f, _)| *f == format) {
+            for (o, k) in out.iter_mut().zip(segments) {
+                *o = k
+                    .as_ref()
+                    .filter(|k| k.from.holds(snapshot))
+                    .map(|k| Arc::clone(&k.segment));
+            }
         }
+        out
     }
 
-    fn keep(&self, snapshot: &Arc<Snapshot>, format: Format, segments: &[Arc<Segment>]) {
+    /// Keeps the segments just rendered of the groups `which`.
+    fn keep(
+        &self,
+        snapshot: &Arc<Snapshot>,
+        format: Format,
+        which: &[usize],
+        rendered: &[Arc<Segment>],
+    ) {
         let Ok(mut cache) = self.cache.lock() else {
             return;
         };
-        cache.retain(|e| e.format != format);
-        cache.push(Entry {
-            snapshot: Arc::downgrade(snapshot),
-            format,
-            segments: self
-                .groups
-                .iter()
-                .zip(segments)
-                .map(|(g, s)| (!g[0].reads_now()).then(|| Arc::clone(s)))
-                .collect(),
-        });
+        let at = match cache.iter().position(|(f, _)| *f == format) {
+            Some(at) => at,
+            None => {
+                cache.push((format, (0..self.groups.len()).map(|_| None).collect()));
+                cache.len() - 1
+            }
+        };
+        let segments = &mut cache[at].1;
+        for (i, segment) in which.iter().zip(rendered) {
+            segments[*i] = From::of(self.groups[*i].0, snapshot).map(|from| Kept {
+                from,
+                segment: Arc::clone(segment),
+            });
+        }
     }
 }
 
@@ -317,6 +374,56 @@ mod tests {
         assert!(String::from_utf8(body)
             .expect("text")
             .contains("u1.service"));
+    }
+
+    #[test]
+    fn a_new_round_of_the_sampler_renders_only_the_sampled_parts_again() {
+        let scrapes = Scrapes::new(&Families::default());
+        let one = snapshot(3);
+        let _ = scrapes.body(&one, T0 + S, Format::Text, false);
+        let before = scrapes.kept(&one, Format::Text);
+        // The same ledger, a new round and new own numbers.
+        let two = Arc::new(Snapshot {
+            sample: Arc::new(Sample::default()),
+            ..(*one).clone()
+        });
+        let after = scrapes.kept(&two, Format::Text);
+        for (i, (group, _)) in scrapes.groups.iter().enumerate() {
+            let same = matches!((&before[i], &after[i]), (Some(a), Some(b)) if Arc::ptr_eq(a, b));
+            assert_eq!(same, *group == Reads::Ledger, "group {i} ({group:?})");
+        }
+        let (body, _) = scrapes.body(&two, T0 + S, Format::Text, false);
+        assert_eq!(
+            String::from_utf8(body).expect("text"),
+            metrics::render(&two, T0 + S, Format::Text, &Families::default())
+        );
+    }
+
+    #[test]
+    fn an_event_renders_the_units_parts_again() {
+        let scrapes = Scrapes::new(&Families::default());
+        let one = snapshot(1);
+        let _ = scrapes.body(&one, T0 + S, Format::Text, false);
+        let mut ledger = one.ledger.clone();
+        ledger.apply(Event::new(
+            "u0.service",
+            T0 + S,
+            Transition::State {
+                state: ActiveState::Failed,
+                sub_state: Some("failed".into()),
+            },
+        ));
+        let two = Arc::new(Snapshot {
+            ledger,
+            ..(*one).clone()
+        });
+        let (body, _) = scrapes.body(&two, T0 + 2 * S, Format::Text, false);
+        let text = String::from_utf8(body).expect("text");
+        assert!(text.contains("service_up{unit=\"u0.service\"} 0"), "{text}");
+        assert_eq!(
+            text,
+            metrics::render(&two, T0 + 2 * S, Format::Text, &Families::default())
+        );
     }
 
     #[test]

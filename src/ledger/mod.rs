@@ -336,6 +336,12 @@ impl Ledger {
         self.units.iter().map(move |(name, a)| a.view(name, now))
     }
 
+    /// Whether `other` holds the very same accounts: a copy of this ledger
+    /// that no event changed since (a copy-on-write clone shares its root).
+    pub fn same_units(&self, other: &Ledger) -> bool {
+        self.units.ptr_eq(&other.units)
+    }
+
     /// One unit as of `now`.
     pub fn unit(&self, unit: &str, now: Usec) -> Option<UnitView<'_>> {
         self.units
