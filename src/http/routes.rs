@@ -117,7 +117,7 @@ async fn scrape(State(app): State<AppState>, headers: HeaderMap) -> Response {
             (header::CONTENT_TYPE, format.content_type()),
             (header::VARY, "Accept, Accept-Encoding"),
         ],
-        body,
+        axum::body::Body::new(body),
     )
         .into_response();
     if compressed {

@@ -14,9 +14,15 @@
 //! is closed with an empty final block and the trailer's CRC-32 combined
 //! from the parts' (the way pigz compresses blocks independently).
 
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use flate2::{Compress, Compression, Crc, FlushCompress, Status};
+use http_body::{Frame, SizeHint};
 
 use crate::ledger::Ledger;
 use crate::ledger::Usec;
@@ -48,6 +54,78 @@ impl Segment {
 
     fn deflated(&self) -> Option<&Deflated> {
         self.deflated.get_or_init(|| deflate(&self.text)).as_ref()
+    }
+}
+
+/// A segment's text as a chunk of a body, without a copy.
+struct Text(Arc<Segment>);
+
+impl AsRef<[u8]> for Text {
+    fn as_ref(&self) -> &[u8] {
+        self.0.text.as_bytes()
+    }
+}
+
+/// A segment's deflated form as a chunk of a body, without a copy (once
+/// deflated; empty otherwise, which [`gzipped`] rules out).
+struct Gz(Arc<Segment>);
+
+impl AsRef<[u8]> for Gz {
+    fn as_ref(&self) -> &[u8] {
+        self.0
+            .deflated
+            .get()
+            .and_then(Option::as_ref)
+            .map_or(&[], |d| d.bytes.as_slice())
+    }
+}
+
+/// A scrape's body: the kept segments themselves, one after the other, of a
+/// length known up front (so it goes out with a `Content-Length`). Copying
+/// them into one buffer cost a copy of megabytes at every scrape of
+/// thousands of units, and the buffer's pages.
+pub struct Chunks {
+    chunks: VecDeque<Bytes>,
+    remaining: u64,
+}
+
+impl Chunks {
+    fn new(chunks: Vec<Bytes>) -> Chunks {
+        let remaining = chunks.iter().map(|c| c.len() as u64).sum();
+        Chunks {
+            chunks: chunks.into(),
+            remaining,
+        }
+    }
+
+    /// The whole body in one buffer (tests).
+    #[cfg(test)]
+    fn to_vec(&self) -> Vec<u8> {
+        self.chunks.iter().flat_map(|c| c.iter().copied()).collect()
+    }
+}
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let next = self.chunks.pop_front();
+        if let Some(c) = &next {
+            self.remaining -= c.len() as u64;
+        }
+        Poll::Ready(next.map(|c| Ok(Frame::data(c))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
     }
 }
 
@@ -172,7 +250,7 @@ impl Scrapes {
         now: Usec,
         format: Format,
         gzip: bool,
-    ) -> (Vec<u8>, bool) {
+    ) -> (Chunks, bool) {
         let mut kept = self.kept(snapshot, format);
         let fresh: Vec<usize> = (0..self.groups.len())
             .filter(|i| kept[*i].is_none())
@@ -185,15 +263,15 @@ impl Scrapes {
         let segments: Vec<Arc<Segment>> = kept.into_iter().flatten().collect();
         if gzip {
             if let Some(body) = gzipped(&segments) {
-                return (body, true);
+                return (Chunks::new(body), true);
             }
             tracing::warn!("cannot gzip a scrape; sending it plain");
         }
-        let mut body = String::with_capacity(segments.iter().map(|s| s.text.len()).sum());
-        for s in &segments {
-            body.push_str(&s.text);
-        }
-        (body.into_bytes(), false)
+        let body = segments
+            .into_iter()
+            .map(|s| Bytes::from_owner(Text(s)))
+            .collect();
+        (Chunks::new(body), false)
     }
 
     /// By group, the segment kept in `format` if it was rendered from what
@@ -269,28 +347,25 @@ fn deflate(text: &str) -> Option<Deflated> {
     Some(Deflated { bytes: out, crc })
 }
 
-/// The segments as one gzip member; `None` if one could not be deflated.
-fn gzipped(segments: &[Arc<Segment>]) -> Option<Vec<u8>> {
+/// The segments as one gzip member, in chunks; `None` if one could not be
+/// deflated.
+fn gzipped(segments: &[Arc<Segment>]) -> Option<Vec<Bytes>> {
     // ID, deflate, no flags, no mtime, no extra flags, OS unknown.
     const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
     // An empty final block with fixed codes: the end of the deflate stream.
     const FINAL: [u8; 2] = [0x03, 0x00];
-    let deflated: Vec<&Deflated> = segments
-        .iter()
-        .map(|s| s.deflated())
-        .collect::<Option<_>>()?;
-    let mut body = Vec::with_capacity(
-        HEADER.len() + deflated.iter().map(|d| d.bytes.len()).sum::<usize>() + 10,
-    );
-    body.extend_from_slice(&HEADER);
+    let mut body = Vec::with_capacity(segments.len() + 2);
+    body.push(Bytes::from_static(&HEADER));
     let mut crc = Crc::new();
-    for d in deflated {
-        body.extend_from_slice(&d.bytes);
-        crc.combine(&d.crc);
+    for s in segments {
+        crc.combine(&s.deflated()?.crc);
+        body.push(Bytes::from_owner(Gz(Arc::clone(s))));
     }
-    body.extend_from_slice(&FINAL);
-    body.extend_from_slice(&crc.sum().to_le_bytes());
-    body.extend_from_slice(&crc.amount().to_le_bytes());
+    let mut trailer = Vec::with_capacity(10);
+    trailer.extend_from_slice(&FINAL);
+    trailer.extend_from_slice(&crc.sum().to_le_bytes());
+    trailer.extend_from_slice(&crc.amount().to_le_bytes());
+    body.push(Bytes::from(trailer));
     Some(body)
 }
 
@@ -340,6 +415,7 @@ mod tests {
         let scrapes = Scrapes::new(&Families::default());
         let s = snapshot(300);
         let (body, gzipped) = scrapes.body(&s, T0 + 5 * S, Format::OpenMetrics, true);
+        let body = body.to_vec();
         assert!(gzipped);
         let want = metrics::render(&s, T0 + 5 * S, Format::OpenMetrics, &Families::default());
         assert_eq!(gunzip(&body), want);
@@ -352,10 +428,11 @@ mod tests {
         let _ = scrapes.body(&s, T0 + 5 * S, Format::Text, true);
         for gzip in [true, false] {
             let (body, gzipped) = scrapes.body(&s, T0 + 9 * S, Format::Text, gzip);
+            let body = body.to_vec();
             let text = if gzipped {
                 gunzip(&body)
             } else {
-                String::from_utf8(body).expect("text")
+                String::from_utf8(body.to_vec()).expect("text")
             };
             assert_eq!(
                 text,
@@ -371,7 +448,7 @@ mod tests {
         let _ = scrapes.body(&snapshot(1), T0 + S, Format::Text, false);
         let two = snapshot(2);
         let (body, _) = scrapes.body(&two, T0 + S, Format::Text, false);
-        assert!(String::from_utf8(body)
+        assert!(String::from_utf8(body.to_vec())
             .expect("text")
             .contains("u1.service"));
     }
@@ -394,7 +471,7 @@ mod tests {
         }
         let (body, _) = scrapes.body(&two, T0 + S, Format::Text, false);
         assert_eq!(
-            String::from_utf8(body).expect("text"),
+            String::from_utf8(body.to_vec()).expect("text"),
             metrics::render(&two, T0 + S, Format::Text, &Families::default())
         );
     }
@@ -418,7 +495,7 @@ mod tests {
             ..(*one).clone()
         });
         let (body, _) = scrapes.body(&two, T0 + 2 * S, Format::Text, false);
-        let text = String::from_utf8(body).expect("text");
+        let text = String::from_utf8(body.to_vec()).expect("text");
         assert!(text.contains("service_up{unit=\"u0.service\"} 0"), "{text}");
         assert_eq!(
             text,
@@ -431,6 +508,7 @@ mod tests {
         let d = deflate("").expect("deflated");
         let s = Segment::new(String::new());
         let _ = s.deflated.set(Some(d));
-        assert_eq!(gunzip(&gzipped(&[s]).expect("gzip")), "");
+        let body: Vec<u8> = gzipped(&[s]).expect("gzip").concat();
+        assert_eq!(gunzip(&body), "");
     }
 }
