@@ -2,7 +2,7 @@
 //! ([`metrics::Part`]): a part that does not change with the time of the
 //! read is rendered (and compressed) once and kept until what it is read
 //! from changes — the ledger's units, the sampler's round, or the rest of
-//! the snapshot ([`Reads`]) — so a sampler's round does not render the
+//! the snapshot (`Reads`) — so a sampler's round does not render the
 //! units' families again; only the others (open intervals: uptime,
 //! downtime) are rendered on every scrape. Between events — most of the
 //! time on most hosts — a scrape costs those few parts.

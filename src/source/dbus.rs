@@ -2,9 +2,10 @@
 //! announces into ledger events.
 //!
 //! On (re)connect it calls `Subscribe`, takes a snapshot of the watched units
-//! (`ListUnitsByPatterns`, `ListUnitFilesByPatterns` + `LoadUnit`, then
-//! `GetAll` per unit), and from then on follows, in the order systemd sent
-//! them, `PropertiesChanged` of the watched units and the manager's
+//! (`ListUnitsByPatterns`, `ListUnitFilesByPatterns` + `LoadUnit`, then the
+//! few properties accounting needs, one `Get` each: [`read_unit`]), and from
+//! then on follows, in the order systemd sent them, `PropertiesChanged` of
+//! the watched units and the manager's
 //! `UnitNew`, `UnitRemoved`, `JobNew`, `JobRemoved` and `Reloading` signals.
 //! Nothing is polled. A dropped connection is retried with backoff and the
 //! snapshot retaken; the timestamps systemd kept account for the gap.
@@ -119,10 +120,10 @@ pub struct DbusSource {
     units: HashMap<String, UnitProperties>,
     /// Object path → unit name of watched units.
     paths: HashMap<OwnedObjectPath, String>,
-    /// Per unit and interface, the receive position of the last `GetAll`
-    /// reply: signals received before it are older than what it said (they
-    /// wait in our queue while the reply is handed over at once) and are
-    /// dropped, so a snapshot is never overwritten by stale news.
+    /// Per unit and interface, the receive position of the first reply of
+    /// the last read: signals received before it are older than what it
+    /// said (they wait in our queue while the reply is handed over at once)
+    /// and are dropped, so a snapshot is never overwritten by stale news.
     read_at: HashMap<(String, &'static str), Sequence>,
     /// How many signals wait at most ([`signal_queue`]).
     queue: usize,

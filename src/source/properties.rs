@@ -14,7 +14,7 @@
 
 use crate::ledger::{ActiveState, Event, Transition, Usec};
 
-/// The properties of a unit that unitwatch follows, merged from `GetAll` and
+/// The properties of a unit that unitwatch follows, merged from `Get`s and
 /// `PropertiesChanged` of the `Unit` and `Service` interfaces.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UnitProperties {
