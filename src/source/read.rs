@@ -146,10 +146,24 @@ pub(super) async fn read_unit(
     path: &OwnedObjectPath,
     check_load: bool,
 ) -> Result<Option<ReadUnit>, DbusError> {
-    let mut wanted: Vec<(&'static str, &'static str)> = Vec::new();
+    // Asked alone first: for a unit that does not exist (a name a pattern
+    // matched as systemd loaded it for someone else's question) one call
+    // says so, rather than all of them.
     if check_load {
-        wanted.push((UNIT, "LoadState"));
+        let load = match call(conn, path.as_str(), PROPERTIES, "Get", &(UNIT, "LoadState")).await {
+            Ok(reply) => reply.body().deserialize::<OwnedValue>()?,
+            Err(e) => {
+                tracing::debug!(unit = %name, error = %e, "cannot read unit properties");
+                return Ok(None);
+            }
+        };
+        if let Some(Value::Str(load)) = from_zvalue(&load) {
+            if switched_off(&load) {
+                return Ok(None);
+            }
+        }
     }
+    let mut wanted: Vec<(&'static str, &'static str)> = Vec::new();
     wanted.extend(UNIT_READ.iter().map(|p| (UNIT, *p)));
     if name.ends_with(".service") {
         wanted.extend(UnitProperties::SERVICE.iter().map(|p| (SERVICE, *p)));
@@ -190,10 +204,8 @@ pub(super) async fn read_unit(
             }
             let v: OwnedValue = reply.body().deserialize()?;
             let Some(v) = from_zvalue(&v) else { continue };
-            match (*property, &v) {
-                ("LoadState", Value::Str(load)) if switched_off(load) => return Ok(None),
-                ("StateChangeTimestampMonotonic", Value::U64(t)) => state_change.push(*t),
-                _ => {}
+            if let ("StateChangeTimestampMonotonic", Value::U64(t)) = (*property, &v) {
+                state_change.push(*t);
             }
             props.set(property, v);
         }
