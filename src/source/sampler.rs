@@ -38,7 +38,8 @@ use crate::snapshot::Snapshots;
 mod props;
 
 use self::props::{
-    as_str, as_u64, cgroup_interface, get, list_units, read_socket, read_static, set, Static,
+    as_str, as_u64, cgroup_interface, get, list_units, loaded_units, read_socket, read_static, set,
+    Static,
 };
 
 /// How long what rarely changes is trusted without a `daemon-reload`
@@ -290,6 +291,14 @@ impl Sampler {
             })
             .cloned()
             .collect();
+        // Only those systemd has loaded: a property of a unit it does not
+        // have (one the state file still holds) loads it for the question,
+        // and the load and the unload are signalled to every follower, for
+        // every such unit, every round.
+        let stale = match (stale.is_empty(), loaded_units(conn).await) {
+            (false, Some(loaded)) => stale.into_iter().filter(|u| loaded.contains(u)).collect(),
+            _ => stale,
+        };
         let read: Vec<(String, Option<Static>)> = futures_util::stream::iter(stale)
             .map(|unit| async move {
                 let s = read_static(conn, &unit).await;

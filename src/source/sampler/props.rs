@@ -102,6 +102,16 @@ pub(super) async fn list_units(conn: &Connection) -> Option<BTreeMap<String, u64
     Some(counts)
 }
 
+/// The names of the units systemd has loaded (`ListUnits`); `None` if it
+/// did not answer.
+pub(super) async fn loaded_units(conn: &Connection) -> Option<std::collections::HashSet<String>> {
+    let reply = call(conn, MANAGER_PATH, MANAGER, "ListUnits", &())
+        .await
+        .ok()?;
+    let listed: Vec<ListedUnit> = reply.body().deserialize().ok()?;
+    Some(listed.into_iter().map(|u| u.0).collect())
+}
+
 /// A unit's `ControlGroup`, `*Accounting=` and `WatchdogUSec`; `None` if it
 /// is not loaded.
 pub(super) async fn read_static(conn: &Connection, unit: &str) -> Option<Static> {
