@@ -24,7 +24,6 @@ use bytes::Bytes;
 use flate2::{Compress, Compression, Crc, FlushCompress, Status};
 use http_body::{Frame, SizeHint};
 
-use crate::ledger::Ledger;
 use crate::ledger::Usec;
 use crate::render::exposition::Format;
 use crate::render::metrics::{self, Families, Part};
@@ -161,10 +160,10 @@ fn reads(part: &Part) -> Reads {
 
 /// What a kept segment was rendered from. Weak references keep an address
 /// from being reused (so it names that snapshot or round alone) without
-/// keeping what it points to; the ledger is kept, which costs only the
-/// accounts that changed since (they are shared, copy-on-write).
+/// keeping what it points to; the ledger is named by its version (keeping a
+/// copy of it held every account a burst changed: megabytes).
 enum From {
-    Ledger(Ledger, i64),
+    Ledger(u64, i64),
     Sample(Weak<Sample>),
     Snapshot(Weak<Snapshot>),
 }
@@ -173,7 +172,7 @@ impl From {
     fn of(reads: Reads, snapshot: &Arc<Snapshot>) -> Option<From> {
         Some(match reads {
             Reads::Now => return None,
-            Reads::Ledger => From::Ledger(snapshot.ledger.clone(), snapshot.frame),
+            Reads::Ledger => From::Ledger(snapshot.ledger.version(), snapshot.frame),
             Reads::Sample => From::Sample(Arc::downgrade(&snapshot.sample)),
             Reads::Snapshot => From::Snapshot(Arc::downgrade(snapshot)),
         })
@@ -182,8 +181,8 @@ impl From {
     /// Whether what it was rendered from is what `snapshot` holds.
     fn holds(&self, snapshot: &Arc<Snapshot>) -> bool {
         match self {
-            From::Ledger(ledger, frame) => {
-                *frame == snapshot.frame && ledger.same_units(&snapshot.ledger)
+            From::Ledger(version, frame) => {
+                *frame == snapshot.frame && *version == snapshot.ledger.version()
             }
             From::Sample(sample) => std::ptr::eq(sample.as_ptr(), Arc::as_ptr(&snapshot.sample)),
             From::Snapshot(s) => std::ptr::eq(s.as_ptr(), Arc::as_ptr(snapshot)),

@@ -115,6 +115,17 @@ pub struct Ledger {
     /// Units not accounted because of `max_units`.
     #[serde(skip)]
     dropped: OrdSet<String>,
+    /// Names this ledger's content: a fresh one on every change, kept by a
+    /// clone, so readers can tell "the same accounts" without holding on to
+    /// an old copy ([`Ledger::same_units`]).
+    #[serde(skip, default = "fresh_version")]
+    version: u64,
+}
+
+/// A version no ledger had before.
+fn fresh_version() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 fn default_max_units() -> usize {
@@ -127,6 +138,7 @@ impl Default for Ledger {
             units: OrdMap::new(),
             max_units: DEFAULT_MAX_UNITS,
             dropped: Default::default(),
+            version: fresh_version(),
         }
     }
 }
@@ -153,6 +165,7 @@ impl Ledger {
     /// [`Transition::Seen`] or with its first record from the journal;
     /// other events for unknown units are ignored.
     pub fn apply(&mut self, event: Event) -> Outcome {
+        self.version = fresh_version();
         let Event {
             unit,
             at,
@@ -208,6 +221,7 @@ impl Ledger {
 
     /// Makes the change `op` describes.
     pub fn replay(&mut self, op: Op) -> Outcome {
+        self.version = fresh_version();
         match op {
             Op::Apply { event } => return self.apply(event),
             Op::HostDown { at } => self.host_down(at),
@@ -223,6 +237,7 @@ impl Ledger {
     /// seen pending are forgotten and no unit is followed over D-Bus until it
     /// is seen again.
     pub fn restarted(&mut self) {
+        self.version = fresh_version();
         self.each_mut(
             |_, _| true,
             |account| {
@@ -236,12 +251,14 @@ impl Ledger {
     /// system unit is followed from then until it is seen again (the units
     /// of user managers are followed over connections of their own).
     pub fn dbus_lost(&mut self, at: Usec) {
+        self.version = fresh_version();
         self.lost(|key| key::user_of(key).is_none(), at);
     }
 
     /// The connection to `user`'s manager was lost at `at`: none of its
     /// units is followed from then until it is seen again.
     pub fn user_lost(&mut self, user: &str, at: Usec) {
+        self.version = fresh_version();
         self.lost(|key| key::user_of(key) == Some(user), at);
     }
 
@@ -260,6 +277,7 @@ impl Ledger {
     /// stop went unheard) are down from `at` on, as units are at a reboot,
     /// until the manager's return shows them starting.
     pub fn user_down(&mut self, user: &str, at: Usec) {
+        self.version = fresh_version();
         self.down(|key| key::user_of(key) == Some(user), at);
     }
 
@@ -267,6 +285,7 @@ impl Ledger {
     /// up then are down from `at` on, until records of the next boot say
     /// otherwise.
     pub fn host_down(&mut self, at: Usec) {
+        self.version = fresh_version();
         self.down(|_| true, at);
     }
 
@@ -288,6 +307,7 @@ impl Ledger {
     /// the same amount, so durations stay as measured and timestamps read
     /// in the new wall clock.
     pub fn shift(&mut self, delta: i64) {
+        self.version = fresh_version();
         self.each_mut(|_, _| true, |account| account.shift(delta));
     }
 
@@ -309,6 +329,7 @@ impl Ledger {
 
     /// Accounts at most `max` units; later ones are dropped and counted.
     pub fn set_max_units(&mut self, max: usize) {
+        self.version = fresh_version();
         self.max_units = max;
     }
 
@@ -336,10 +357,10 @@ impl Ledger {
         self.units.iter().map(move |(name, a)| a.view(name, now))
     }
 
-    /// Whether `other` holds the very same accounts: a copy of this ledger
-    /// that no event changed since (a copy-on-write clone shares its root).
-    pub fn same_units(&self, other: &Ledger) -> bool {
-        self.units.ptr_eq(&other.units)
+    /// Names its content: a copy of this ledger that nothing changed since
+    /// has the same version, and no other ledger ever has it.
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     /// One unit as of `now`.
