@@ -13,7 +13,7 @@
 //! or a change of what the watched units show, it is read again at once
 //! (at most every [`HOST_AT_MOST`]), not only every round.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,7 @@ use zbus::{Connection, MatchRule, MessageStream};
 
 use super::cgroup::{Cgroups, Want};
 use super::dbus::{connect, Bus};
-use super::read::{MANAGER_PATH, READ_AHEAD};
+use super::read::{ListedUnit, MANAGER_PATH, READ_AHEAD};
 use super::signal::{MANAGER, SERVICE};
 use super::signal_queue::SYSTEMD;
 use crate::clock;
@@ -38,7 +38,7 @@ use crate::snapshot::Snapshots;
 mod props;
 
 use self::props::{
-    as_str, as_u64, cgroup_interface, get, list_units, loaded_units, read_socket, read_static, set,
+    as_str, as_u64, cgroup_interface, get, list_units, read_socket, read_static, set, unit_counts,
     Static,
 };
 
@@ -208,10 +208,15 @@ impl Sampler {
                         s.stale = true;
                     }
                 }
-                if self.reads.units {
-                    host.units = list_units(conn).await;
-                }
-                let mut s = self.round(conn, statics).await;
+                // One listing a round, for the counts and the round's units.
+                let listed = if self.reads.units {
+                    let listed = list_units(conn).await;
+                    host.units = listed.as_deref().map(unit_counts);
+                    listed
+                } else {
+                    None
+                };
+                let mut s = self.round(conn, statics, listed).await;
                 s.host = (self.reads.host || self.reads.units).then(|| host.clone());
                 Some(s)
             } else if self.reads.host
@@ -253,7 +258,14 @@ impl Sampler {
     }
 
     /// Reads every watched unit that may have a cgroup.
-    async fn round(&self, conn: &Connection, statics: &mut HashMap<String, Static>) -> Sample {
+    /// `listed`: the units systemd has loaded, if this round listed them
+    /// already.
+    async fn round(
+        &self,
+        conn: &Connection,
+        statics: &mut HashMap<String, Static>,
+        listed: Option<Vec<ListedUnit>>,
+    ) -> Sample {
         let reads = self.reads;
         if !(reads.resources.any() || reads.sockets || reads.watchdog) {
             return Sample::default();
@@ -295,9 +307,21 @@ impl Sampler {
         // have (one the state file still holds) loads it for the question,
         // and the load and the unload are signalled to every follower, for
         // every such unit, every round.
-        let stale = match (stale.is_empty(), loaded_units(conn).await) {
-            (false, Some(loaded)) => stale.into_iter().filter(|u| loaded.contains(u)).collect(),
-            _ => stale,
+        // Listed only when there is something to read.
+        let listed = match (stale.is_empty(), listed) {
+            (true, _) => None,
+            (false, Some(listed)) => Some(listed),
+            (false, None) => list_units(conn).await,
+        };
+        let stale = match listed {
+            Some(listed) => {
+                let loaded: HashSet<&str> = listed.iter().map(|u| u.0.as_str()).collect();
+                stale
+                    .into_iter()
+                    .filter(|u| loaded.contains(u.as_str()))
+                    .collect()
+            }
+            None => stale,
         };
         let read: Vec<(String, Option<Static>)> = futures_util::stream::iter(stale)
             .map(|unit| async move {

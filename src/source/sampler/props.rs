@@ -86,30 +86,24 @@ pub(super) fn set(n: Option<u64>) -> Option<u64> {
     n.filter(|&n| n != 0 && n != u64::MAX)
 }
 
-/// Loaded units by `ActiveState`; `None` if they cannot be listed.
-pub(super) async fn list_units(conn: &Connection) -> Option<BTreeMap<String, u64>> {
+/// The units systemd has loaded (`ListUnits`); `None` if it did not answer.
+pub(super) async fn list_units(conn: &Connection) -> Option<Vec<ListedUnit>> {
     let reply = call(conn, MANAGER_PATH, MANAGER, "ListUnits", &())
         .await
         .ok()?;
-    let listed: Vec<ListedUnit> = reply.body().deserialize().ok()?;
+    reply.body().deserialize().ok()
+}
+
+/// Loaded units by `ActiveState`.
+pub(super) fn unit_counts(listed: &[ListedUnit]) -> BTreeMap<String, u64> {
     let mut counts: BTreeMap<String, u64> = crate::sample::ACTIVE_STATES
         .iter()
         .map(|s| (s.to_string(), 0))
         .collect();
     for u in listed {
-        *counts.entry(u.3).or_default() += 1;
+        *counts.entry(u.3.clone()).or_default() += 1;
     }
-    Some(counts)
-}
-
-/// The names of the units systemd has loaded (`ListUnits`); `None` if it
-/// did not answer.
-pub(super) async fn loaded_units(conn: &Connection) -> Option<std::collections::HashSet<String>> {
-    let reply = call(conn, MANAGER_PATH, MANAGER, "ListUnits", &())
-        .await
-        .ok()?;
-    let listed: Vec<ListedUnit> = reply.body().deserialize().ok()?;
-    Some(listed.into_iter().map(|u| u.0).collect())
+    counts
 }
 
 /// A unit's `ControlGroup`, `*Accounting=` and `WatchdogUSec`; `None` if it
