@@ -19,26 +19,22 @@ use super::timers;
 
 /// The properties of the `Unit`, `Service` and `Timer` interfaces unitwatch
 /// reads; every other one is skipped undecoded.
-const KNOWN: [&[&str]; 3] = [&UnitProperties::NAMES, &timers::PROPERTIES, &["LoadState"]];
+const KNOWN: [&[&str]; 2] = [&UnitProperties::NAMES, &timers::PROPERTIES];
 
 /// The properties of one dictionary that unitwatch reads, in the order sent.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Changed(Vec<(&'static str, Value)>);
 
 impl Changed {
-    /// The value of property `name`, if it came and is of a type unitwatch reads.
-    pub fn get(&self, name: &str) -> Option<&Value> {
-        self.0.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
-    }
-
     /// Every property kept, with its value.
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, &Value)> {
         self.0.iter().map(|(n, v)| (*n, v))
     }
 
-    /// A dictionary of these values (tests).
-    pub fn of(values: impl IntoIterator<Item = (&'static str, Value)>) -> Changed {
-        Changed(values.into_iter().collect())
+    /// The value of property `name`, if it came and is of a type unitwatch reads.
+    #[cfg(test)]
+    fn get(&self, name: &str) -> Option<&Value> {
+        self.0.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
     }
 }
 

@@ -179,7 +179,9 @@ pub(super) async fn read_unit(
     // systemd answers them one by one and may change the unit in between;
     // if that moved, the read is torn and taken again.
     wanted.push((UNIT, "StateChangeTimestampMonotonic"));
-    for attempt in 1..=TORN_RETRIES {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
         let (now, frame) = clock::now_in_frame();
         let replies =
             futures_util::future::join_all(wanted.iter().map(|(interface, property)| async move {
@@ -229,7 +231,6 @@ pub(super) async fn read_unit(
         }
         tracing::debug!(unit = %name, "unit changed while read; reading it again");
     }
-    Ok(None)
 }
 
 pub(super) fn merge(props: &mut UnitProperties, values: &Changed, frame: i64) {
