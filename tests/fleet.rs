@@ -36,16 +36,30 @@ const UNITS: [&str; 3] = [
     "aitbc-marketplace.service",
 ];
 
+/// Where both engines find the targets. Not in the scratch directory: vmagent
+/// (1.79) picks a target's shard by hashing its labels as discovered,
+/// `__meta_filepath` among them, so a path that changed from run to run
+/// would change the split, and one run in sixteen would put all five hosts
+/// on one shard. At this path they are split three and two. Fixed, like the
+/// engines' ports: one fleet test runs on a machine at a time.
+const TARGETS: &str = "/run/unitwatch-test-fleet/targets";
+
 fn instance(i: u8) -> String {
     format!("{NET}.{i}:9567")
 }
 
 /// A scratch directory (configurations, engines' data and logs), removed
 /// when dropped unless the test failed: then its logs are kept for reading.
+/// The targets' directory goes either way.
 struct Scratch(PathBuf);
 
 impl Drop for Scratch {
     fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(
+            std::path::Path::new(TARGETS)
+                .parent()
+                .unwrap_or(TARGETS.as_ref()),
+        );
         if std::thread::panicking() {
             eprintln!("engines' logs kept in {}", self.0.display());
         } else {
@@ -115,10 +129,9 @@ fn write_rules(dir: &std::path::Path) {
 
 /// The scrape job, as packaging/README.md shows it: targets from file_sd
 /// (vmagent takes no `refresh_interval`, but a flag).
-fn scrape_job(dir: &std::path::Path, refresh: &str) -> String {
+fn scrape_job(refresh: &str) -> String {
     format!(
-        "  - job_name: unitwatch\n    file_sd_configs:\n      - files: ['{}/targets/*.json']\n{refresh}",
-        dir.display()
+        "  - job_name: unitwatch\n    file_sd_configs:\n      - files: ['{TARGETS}/*.json']\n{refresh}"
     )
 }
 
@@ -127,12 +140,12 @@ struct Engines {
 }
 
 fn start_engines(bridge: &Bridge, dir: &std::path::Path) -> Engines {
-    std::fs::create_dir_all(dir.join("targets")).expect("targets dir");
+    std::fs::create_dir_all(TARGETS).expect("targets dir");
     let targets: Vec<Value> = (1..=HOSTS)
         .map(|i| serde_json::json!({"targets": [instance(i)], "labels": {"host": format!("host{i}")}}))
         .collect();
     std::fs::write(
-        dir.join("targets/fleet.json"),
+        std::path::Path::new(TARGETS).join("fleet.json"),
         serde_json::to_string(&targets).expect("json"),
     )
     .expect("targets");
@@ -143,13 +156,13 @@ fn start_engines(bridge: &Bridge, dir: &std::path::Path) -> Engines {
         format!(
             "{global}  evaluation_interval: 2s\nrule_files:\n  - {0}/unitwatch-rules.yml\n  - {0}/unitwatch-fleet-rules.yml\nscrape_configs:\n{1}",
             dir.display(),
-            scrape_job(dir, "        refresh_interval: 2s\n")
+            scrape_job("        refresh_interval: 2s\n")
         ),
     )
     .expect("prometheus.yml");
     std::fs::write(
         dir.join("vmagent.yml"),
-        format!("{global}scrape_configs:\n{}", scrape_job(dir, "")),
+        format!("{global}scrape_configs:\n{}", scrape_job("")),
     )
     .expect("vmagent.yml");
     let d = |s: &str| dir.join(s).display().to_string();
