@@ -7,5 +7,6 @@ pub mod auth;
 pub mod lane;
 pub mod routes;
 pub mod scrape;
+mod segment;
 pub mod serve;
 pub mod web_config;

@@ -1,146 +1,39 @@
 //! A scrape's body, assembled from the exposition's parts
-//! ([`metrics::Part`]): a part that does not change with the time of the
-//! read is rendered (and compressed) once and kept until what it is read
-//! from changes — the ledger's units, the sampler's round, or the rest of
-//! the snapshot (`Reads`) — so a sampler's round does not render the
-//! units' families again; only the others (open intervals: uptime,
-//! downtime) are rendered on every scrape. Between events — most of the
-//! time on most hosts — a scrape costs those few parts.
+//! ([`metrics::Part`]) as kept [`Segment`]s: what does not change with the
+//! time of the read is rendered (and compressed) once and kept until what
+//! it is read from changes (`Reads`), so a sampler's round does not render
+//! the units' families again; only the open intervals (uptime, downtime)
+//! are rendered on every scrape.
 //!
-//! gzip is one gzip member, as every client reads it (curl does not read
-//! concatenated members): each part is deflated on its own, ending in a
-//! full flush, which resets the dictionary and aligns to a byte, so parts
-//! deflated at different times splice into one deflate stream; the stream
-//! is closed with an empty final block and the trailer's CRC-32 combined
-//! from the parts' (the way pigz compresses blocks independently).
+//! The units' families are kept in pieces of [`PIECE`] units each, named by
+//! the versions of the units' accounts, so an event renders again the
+//! pieces of the units it changed, not every unit's samples: at thousands
+//! of units a stop or a restart costs a scrape a few pieces, not megabytes.
 
-use std::collections::VecDeque;
-use std::convert::Infallible;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::task::{Context, Poll};
-
-use bytes::Bytes;
-use flate2::{Compress, Compression, Crc, FlushCompress, Status};
-use http_body::{Frame, SizeHint};
+use std::sync::{Arc, Mutex, Weak};
 
 use crate::ledger::Usec;
 use crate::render::exposition::Format;
-use crate::render::metrics::{self, Families, Part};
+use crate::render::metrics::{self, Families, Labelled, Part};
 use crate::sample::Sample;
 use crate::snapshot::Snapshot;
 
-/// gzip's level for scrapes (see BENCHMARKS.md for what each costs). A low
-/// level: metric text is repetitive enough that it compresses over ten
-/// times even so, and the scrape's CPU is what we save on.
-const GZIP_LEVEL: u32 = 3;
+pub use super::segment::Chunks;
+use super::segment::{gzipped, plain, Segment};
 
-/// One rendered part, and its deflated form once a scrape asked for gzip.
-struct Segment {
-    text: String,
-    deflated: OnceLock<Option<Deflated>>,
-}
-
-impl Segment {
-    fn new(mut text: String) -> Arc<Segment> {
-        // Kept until the next snapshot: without the room it was built in.
-        text.shrink_to_fit();
-        Arc::new(Segment {
-            text,
-            deflated: OnceLock::new(),
-        })
-    }
-
-    fn deflated(&self) -> Option<&Deflated> {
-        self.deflated.get_or_init(|| deflate(&self.text)).as_ref()
-    }
-}
-
-/// A segment's text as a chunk of a body, without a copy.
-struct Text(Arc<Segment>);
-
-impl AsRef<[u8]> for Text {
-    fn as_ref(&self) -> &[u8] {
-        self.0.text.as_bytes()
-    }
-}
-
-/// A segment's deflated form as a chunk of a body, without a copy (once
-/// deflated; empty otherwise, which [`gzipped`] rules out).
-struct Gz(Arc<Segment>);
-
-impl AsRef<[u8]> for Gz {
-    fn as_ref(&self) -> &[u8] {
-        self.0
-            .deflated
-            .get()
-            .and_then(Option::as_ref)
-            .map_or(&[], |d| d.bytes.as_slice())
-    }
-}
-
-/// A scrape's body: the kept segments themselves, one after the other, of a
-/// length known up front (so it goes out with a `Content-Length`). Copying
-/// them into one buffer cost a copy of megabytes at every scrape of
-/// thousands of units, and the buffer's pages.
-pub struct Chunks {
-    chunks: VecDeque<Bytes>,
-    remaining: u64,
-}
-
-impl Chunks {
-    fn new(chunks: Vec<Bytes>) -> Chunks {
-        let remaining = chunks.iter().map(|c| c.len() as u64).sum();
-        Chunks {
-            chunks: chunks.into(),
-            remaining,
-        }
-    }
-
-    /// The whole body in one buffer (tests).
-    #[cfg(test)]
-    fn to_vec(&self) -> Vec<u8> {
-        self.chunks.iter().flat_map(|c| c.iter().copied()).collect()
-    }
-}
-
-impl http_body::Body for Chunks {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        let next = self.chunks.pop_front();
-        if let Some(c) = &next {
-            self.remaining -= c.len() as u64;
-        }
-        Poll::Ready(next.map(|c| Ok(Frame::data(c))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.chunks.is_empty()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.remaining)
-    }
-}
-
-/// A part deflated on its own, ending with a full flush.
-struct Deflated {
-    bytes: Vec<u8>,
-    crc: Crc,
-}
+/// How many units a piece of a family holds: large enough that a piece
+/// deflated on its own compresses about as well as the whole family
+/// (tens of kilobytes), small enough that one unit's change renders a
+/// small part of thousands.
+const PIECE: usize = 256;
 
 /// What a run of parts is rendered from, and so when it is rendered again.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Reads {
     /// The time of the read: rendered on every scrape.
     Now,
-    /// The ledger's units (and the clock frame their times are in): again
-    /// after every burst of events, not after a sampler's round.
+    /// The ledger's units (and the clock frame their times are in): each
+    /// piece again once one of its units changed.
     Ledger,
     /// The sampler's round: again once per round.
     Sample,
@@ -160,10 +53,8 @@ fn reads(part: &Part) -> Reads {
 
 /// What a kept segment was rendered from. Weak references keep an address
 /// from being reused (so it names that snapshot or round alone) without
-/// keeping what it points to; the ledger is named by its version (keeping a
-/// copy of it held every account a burst changed: megabytes).
+/// keeping what it points to.
 enum From {
-    Ledger(u64, i64),
     Sample(Weak<Sample>),
     Snapshot(Weak<Snapshot>),
 }
@@ -171,8 +62,7 @@ enum From {
 impl From {
     fn of(reads: Reads, snapshot: &Arc<Snapshot>) -> Option<From> {
         Some(match reads {
-            Reads::Now => return None,
-            Reads::Ledger => From::Ledger(snapshot.ledger.version(), snapshot.frame),
+            Reads::Now | Reads::Ledger => return None,
             Reads::Sample => From::Sample(Arc::downgrade(&snapshot.sample)),
             Reads::Snapshot => From::Snapshot(Arc::downgrade(snapshot)),
         })
@@ -181,9 +71,6 @@ impl From {
     /// Whether what it was rendered from is what `snapshot` holds.
     fn holds(&self, snapshot: &Arc<Snapshot>) -> bool {
         match self {
-            From::Ledger(version, frame) => {
-                *frame == snapshot.frame && *version == snapshot.ledger.version()
-            }
             From::Sample(sample) => std::ptr::eq(sample.as_ptr(), Arc::as_ptr(&snapshot.sample)),
             From::Snapshot(s) => std::ptr::eq(s.as_ptr(), Arc::as_ptr(snapshot)),
         }
@@ -196,14 +83,38 @@ struct Kept {
     segment: Arc<Segment>,
 }
 
+/// The units' families as last rendered in one format: by piece, the
+/// versions of its units' accounts (the ledger's own version and the clock
+/// frame name them all at once); by family, its header and its pieces. The
+/// ledger is named by versions, not by a copy of it: a copy held every
+/// account a burst changed (megabytes).
+#[derive(Default)]
+struct Pieces {
+    ledger: u64,
+    frame: i64,
+    units: Vec<Vec<u64>>,
+    families: Vec<(Arc<Segment>, Vec<Arc<Segment>>)>,
+}
+
+/// What is kept of one format.
+struct Cache {
+    format: Format,
+    /// By group, the segment last rendered; `None` for a group of the
+    /// units' families, or rendered on every scrape.
+    groups: Vec<Option<Kept>>,
+    pieces: Arc<Pieces>,
+}
+
 /// Scrape bodies and what they are assembled from.
 pub struct Scrapes {
     /// The parts in order, in runs of those read from the same thing (each
-    /// run one segment: fewer, longer segments compress better).
+    /// run one segment, but for the units' families: fewer, longer segments
+    /// compress better).
     groups: Vec<(Reads, Vec<Part>)>,
-    /// By format (a scraper asks for one), the segment last rendered of
-    /// each group; `None` for a group rendered on every scrape.
-    cache: Mutex<Vec<(Format, Vec<Option<Kept>>)>>,
+    /// The units' families (of the `Ledger` groups), in order.
+    families: Vec<&'static metrics::UnitFamily>,
+    /// By format (a scraper asks for one).
+    cache: Mutex<Vec<Cache>>,
 }
 
 impl Scrapes {
@@ -216,29 +127,20 @@ impl Scrapes {
                 _ => groups.push((r, vec![part])),
             }
         }
+        let families = groups
+            .iter()
+            .filter(|(r, _)| *r == Reads::Ledger)
+            .flat_map(|(_, parts)| parts)
+            .filter_map(|p| match p {
+                Part::Unit(f) => Some(*f),
+                _ => None,
+            })
+            .collect();
         Scrapes {
             groups,
+            families,
             cache: Mutex::new(Vec::new()),
         }
-    }
-
-    /// Renders the groups `which` (by index), one segment each.
-    fn render(
-        &self,
-        snapshot: &Snapshot,
-        now: Usec,
-        format: Format,
-        which: &[usize],
-    ) -> Vec<Arc<Segment>> {
-        let parts: Vec<Part> = which
-            .iter()
-            .flat_map(|i| self.groups[*i].1.iter().copied())
-            .collect();
-        let mut texts = metrics::render_parts(snapshot, now, format, &parts).into_iter();
-        which
-            .iter()
-            .map(|i| Segment::new(texts.by_ref().take(self.groups[*i].1.len()).collect()))
-            .collect()
     }
 
     /// The body of a scrape of `snapshot` as of `now` in `format`, gzipped
@@ -250,122 +152,167 @@ impl Scrapes {
         format: Format,
         gzip: bool,
     ) -> (Chunks, bool) {
-        let mut kept = self.kept(snapshot, format);
+        let (mut kept, before) = self.kept(snapshot, format);
+        let units = metrics::labelled(snapshot, now);
         let fresh: Vec<usize> = (0..self.groups.len())
-            .filter(|i| kept[*i].is_none())
+            .filter(|i| kept[*i].is_none() && self.groups[*i].0 != Reads::Ledger)
             .collect();
-        let rendered = self.render(snapshot, now, format, &fresh);
+        let parts: Vec<Part> = fresh
+            .iter()
+            .flat_map(|i| self.groups[*i].1.iter().copied())
+            .collect();
+        let mut texts = metrics::render_parts(snapshot, &units, format, &parts).into_iter();
+        let rendered: Vec<Arc<Segment>> = fresh
+            .iter()
+            .map(|i| Segment::new(texts.by_ref().take(self.groups[*i].1.len()).collect()))
+            .collect();
         for (i, segment) in fresh.iter().zip(&rendered) {
             kept[*i] = Some(Arc::clone(segment));
         }
-        self.keep(snapshot, format, &fresh, &rendered);
-        let segments: Vec<Arc<Segment>> = kept.into_iter().flatten().collect();
+        let pieces = self.pieces(snapshot, &units, format, &before);
+        drop(units);
+        self.keep(snapshot, format, &fresh, &rendered, &pieces);
+
+        let mut segments = Vec::new();
+        let mut families = pieces.families.iter();
+        for ((reads, parts), kept) in self.groups.iter().zip(kept) {
+            if *reads == Reads::Ledger {
+                for (header, pieces) in families.by_ref().take(parts.len()) {
+                    segments.push(Arc::clone(header));
+                    segments.extend(pieces.iter().filter(|p| !p.is_empty()).cloned());
+                }
+            } else {
+                segments.extend(kept);
+            }
+        }
         if gzip {
             if let Some(body) = gzipped(&segments) {
-                return (Chunks::new(body), true);
+                return (body, true);
             }
             tracing::warn!("cannot gzip a scrape; sending it plain");
         }
-        let body = segments
-            .into_iter()
-            .map(|s| Bytes::from_owner(Text(s)))
+        (plain(segments), false)
+    }
+
+    /// The units' families of `snapshot` in `format`: the pieces of
+    /// `before` whose units are as they were, the others rendered anew.
+    fn pieces(
+        &self,
+        snapshot: &Snapshot,
+        units: &[Labelled<'_>],
+        format: Format,
+        before: &Arc<Pieces>,
+    ) -> Arc<Pieces> {
+        let ledger = snapshot.ledger.version();
+        if before.ledger == ledger
+            && before.frame == snapshot.frame
+            && before.families.len() == self.families.len()
+        {
+            return Arc::clone(before);
+        }
+        let chunks: Vec<&[Labelled<'_>]> = units.chunks(PIECE).collect();
+        let versions: Vec<Vec<u64>> = chunks
+            .iter()
+            .map(|c| c.iter().map(|u| u.version).collect())
             .collect();
-        (Chunks::new(body), false)
+        let same: Vec<bool> = versions
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                before.frame == snapshot.frame
+                    && before.families.len() == self.families.len()
+                    && before.units.get(i) == Some(v)
+            })
+            .collect();
+        let families = self
+            .families
+            .iter()
+            .enumerate()
+            .map(|(k, f)| {
+                let kept = before.families.get(k);
+                let header = match kept {
+                    Some((header, _)) => Arc::clone(header),
+                    None => Segment::new(metrics::unit_header(f, format)),
+                };
+                let pieces = chunks
+                    .iter()
+                    .enumerate()
+                    .map(|(i, chunk)| match kept.and_then(|(_, p)| p.get(i)) {
+                        Some(piece) if same[i] => Arc::clone(piece),
+                        _ => {
+                            let mut text = String::with_capacity(chunk.len() * 80);
+                            metrics::unit_samples(f, chunk, format, &mut text);
+                            Segment::new(text)
+                        }
+                    })
+                    .collect();
+                (header, pieces)
+            })
+            .collect();
+        Arc::new(Pieces {
+            ledger,
+            frame: snapshot.frame,
+            units: versions,
+            families,
+        })
     }
 
     /// By group, the segment kept in `format` if it was rendered from what
-    /// `snapshot` holds.
-    fn kept(&self, snapshot: &Arc<Snapshot>, format: Format) -> Vec<Option<Arc<Segment>>> {
+    /// `snapshot` holds; and the units' families kept.
+    fn kept(
+        &self,
+        snapshot: &Arc<Snapshot>,
+        format: Format,
+    ) -> (Vec<Option<Arc<Segment>>>, Arc<Pieces>) {
         let mut out = vec![None; self.groups.len()];
         let Ok(cache) = self.cache.lock() else {
-            return out;
+            return (out, Arc::default());
         };
-        if let Some((_, segments)) = cache.iter().find(|(f, _)| *f == format) {
-            for (o, k) in out.iter_mut().zip(segments) {
-                *o = k
-                    .as_ref()
-                    .filter(|k| k.from.holds(snapshot))
-                    .map(|k| Arc::clone(&k.segment));
-            }
+        let Some(c) = cache.iter().find(|c| c.format == format) else {
+            return (out, Arc::default());
+        };
+        for (o, k) in out.iter_mut().zip(&c.groups) {
+            *o = k
+                .as_ref()
+                .filter(|k| k.from.holds(snapshot))
+                .map(|k| Arc::clone(&k.segment));
         }
-        out
+        (out, Arc::clone(&c.pieces))
     }
 
-    /// Keeps the segments just rendered of the groups `which`.
+    /// Keeps the segments just rendered of the groups `which`, and the
+    /// units' families.
     fn keep(
         &self,
         snapshot: &Arc<Snapshot>,
         format: Format,
         which: &[usize],
         rendered: &[Arc<Segment>],
+        pieces: &Arc<Pieces>,
     ) {
         let Ok(mut cache) = self.cache.lock() else {
             return;
         };
-        let at = match cache.iter().position(|(f, _)| *f == format) {
+        let at = match cache.iter().position(|c| c.format == format) {
             Some(at) => at,
             None => {
-                cache.push((format, (0..self.groups.len()).map(|_| None).collect()));
+                cache.push(Cache {
+                    format,
+                    groups: (0..self.groups.len()).map(|_| None).collect(),
+                    pieces: Arc::default(),
+                });
                 cache.len() - 1
             }
         };
-        let segments = &mut cache[at].1;
+        let c = &mut cache[at];
         for (i, segment) in which.iter().zip(rendered) {
-            segments[*i] = From::of(self.groups[*i].0, snapshot).map(|from| Kept {
+            c.groups[*i] = From::of(self.groups[*i].0, snapshot).map(|from| Kept {
                 from,
                 segment: Arc::clone(segment),
             });
         }
+        c.pieces = Arc::clone(pieces);
     }
-}
-
-/// `text` deflated with a full flush at the end; `None` if zlib failed.
-fn deflate(text: &str) -> Option<Deflated> {
-    let mut c = Compress::new(Compression::new(GZIP_LEVEL), false);
-    let input = text.as_bytes();
-    let mut out = Vec::with_capacity(input.len() / 8 + 64);
-    loop {
-        if out.capacity() - out.len() < 64 {
-            out.reserve(out.capacity().max(4096));
-        }
-        let consumed = c.total_in() as usize;
-        match c.compress_vec(&input[consumed..], &mut out, FlushCompress::Full) {
-            Ok(Status::Ok | Status::BufError) => {}
-            Ok(Status::StreamEnd) => break,
-            Err(_) => return None,
-        }
-        // Done once all input is in and the flush left spare room (zlib
-        // fills the buffer when it has more to give).
-        if c.total_in() as usize == input.len() && out.len() < out.capacity() {
-            break;
-        }
-    }
-    out.shrink_to_fit();
-    let mut crc = Crc::new();
-    crc.update(input);
-    Some(Deflated { bytes: out, crc })
-}
-
-/// The segments as one gzip member, in chunks; `None` if one could not be
-/// deflated.
-fn gzipped(segments: &[Arc<Segment>]) -> Option<Vec<Bytes>> {
-    // ID, deflate, no flags, no mtime, no extra flags, OS unknown.
-    const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
-    // An empty final block with fixed codes: the end of the deflate stream.
-    const FINAL: [u8; 2] = [0x03, 0x00];
-    let mut body = Vec::with_capacity(segments.len() + 2);
-    body.push(Bytes::from_static(&HEADER));
-    let mut crc = Crc::new();
-    for s in segments {
-        crc.combine(&s.deflated()?.crc);
-        body.push(Bytes::from_owner(Gz(Arc::clone(s))));
-    }
-    let mut trailer = Vec::with_capacity(10);
-    trailer.extend_from_slice(&FINAL);
-    trailer.extend_from_slice(&crc.sum().to_le_bytes());
-    trailer.extend_from_slice(&crc.amount().to_le_bytes());
-    body.push(Bytes::from(trailer));
-    Some(body)
 }
 
 #[cfg(test)]
@@ -457,17 +404,20 @@ mod tests {
         let scrapes = Scrapes::new(&Families::default());
         let one = snapshot(3);
         let _ = scrapes.body(&one, T0 + S, Format::Text, false);
-        let before = scrapes.kept(&one, Format::Text);
+        let (before, pieces) = scrapes.kept(&one, Format::Text);
         // The same ledger, a new round and new own numbers.
         let two = Arc::new(Snapshot {
             sample: Arc::new(Sample::default()),
             ..(*one).clone()
         });
-        let after = scrapes.kept(&two, Format::Text);
+        let (after, _) = scrapes.kept(&two, Format::Text);
         for (i, (group, _)) in scrapes.groups.iter().enumerate() {
-            let same = matches!((&before[i], &after[i]), (Some(a), Some(b)) if Arc::ptr_eq(a, b));
-            assert_eq!(same, *group == Reads::Ledger, "group {i} ({group:?})");
+            let kept = matches!((&before[i], &after[i]), (Some(a), Some(b)) if Arc::ptr_eq(a, b));
+            assert!(!kept, "group {i} ({group:?}) is rendered again");
         }
+        let _ = scrapes.body(&two, T0 + S, Format::Text, false);
+        let (_, again) = scrapes.kept(&two, Format::Text);
+        assert!(Arc::ptr_eq(&pieces, &again), "the units' families are kept");
         let (body, _) = scrapes.body(&two, T0 + S, Format::Text, false);
         assert_eq!(
             String::from_utf8(body.to_vec()).expect("text"),
@@ -503,11 +453,75 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_part_deflates_to_a_valid_segment() {
-        let d = deflate("").expect("deflated");
-        let s = Segment::new(String::new());
-        let _ = s.deflated.set(Some(d));
-        let body: Vec<u8> = gzipped(&[s]).expect("gzip").concat();
-        assert_eq!(gunzip(&body), "");
+    fn an_event_renders_again_only_the_piece_of_the_unit_it_changed() {
+        let scrapes = Scrapes::new(&Families::default());
+        let one = snapshot(3 * PIECE);
+        let _ = scrapes.body(&one, T0 + S, Format::Text, false);
+        let (_, before) = scrapes.kept(&one, Format::Text);
+        let mut ledger = one.ledger.clone();
+        let changed = format!("u{}.service", 3 * PIECE - 1);
+        ledger.apply(Event::new(
+            changed.as_str(),
+            T0 + S,
+            Transition::State {
+                state: ActiveState::Failed,
+                sub_state: Some("failed".into()),
+            },
+        ));
+        let position = ledger.view(T0).position(|v| v.unit == changed);
+        let two = Arc::new(Snapshot {
+            ledger,
+            ..(*one).clone()
+        });
+        let (body, _) = scrapes.body(&two, T0 + 2 * S, Format::Text, false);
+        assert_eq!(
+            String::from_utf8(body.to_vec()).expect("text"),
+            metrics::render(&two, T0 + 2 * S, Format::Text, &Families::default())
+        );
+        let (_, after) = scrapes.kept(&two, Format::Text);
+        let piece = position.expect("the unit") / PIECE;
+        for ((_, a), (_, b)) in before.families.iter().zip(&after.families) {
+            for (i, (a, b)) in a.iter().zip(b).enumerate() {
+                assert_eq!(
+                    Arc::ptr_eq(a, b),
+                    i != piece,
+                    "piece {i}; {changed} is in {piece}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_unit_that_appears_is_rendered_in_its_place() {
+        let scrapes = Scrapes::new(&Families::default());
+        let one = snapshot(PIECE + 1);
+        let _ = scrapes.body(&one, T0 + S, Format::Text, false);
+        let mut ledger = one.ledger.clone();
+        ledger.apply(Event::new(
+            "a.service",
+            T0 + S,
+            Transition::Seen {
+                state: ActiveState::Active,
+                sub_state: "running".into(),
+                n_restarts: Some(0),
+            },
+        ));
+        let two = Arc::new(Snapshot {
+            ledger,
+            ..(*one).clone()
+        });
+        for gzip in [false, true] {
+            let (body, gzipped) = scrapes.body(&two, T0 + 2 * S, Format::Text, gzip);
+            let body = body.to_vec();
+            let text = if gzipped {
+                gunzip(&body)
+            } else {
+                String::from_utf8(body).expect("text")
+            };
+            assert_eq!(
+                text,
+                metrics::render(&two, T0 + 2 * S, Format::Text, &Families::default())
+            );
+        }
     }
 }

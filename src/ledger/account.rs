@@ -53,6 +53,10 @@ pub(super) struct Account {
     pub runs: Runs,
     /// The timer that triggers it.
     pub timer: Option<Timer>,
+    /// Names this account's content, as [`super::Ledger::version`] names a
+    /// ledger's: the ledger gives it a fresh one whenever it changes it, so
+    /// a renderer can tell a unit it rendered before from a changed one.
+    pub version: u64,
 }
 
 impl Account {
@@ -81,6 +85,7 @@ impl Account {
             kind: None,
             runs: Runs::default(),
             timer: None,
+            version: super::fresh_version(),
         }
     }
 }
@@ -537,6 +542,7 @@ impl<'de> Deserialize<'de> for Account {
             kind: a.kind,
             runs: a.runs,
             timer: a.timer,
+            version: super::fresh_version(),
         })
     }
 }

@@ -122,8 +122,8 @@ pub struct Ledger {
     version: u64,
 }
 
-/// A version no ledger had before.
-fn fresh_version() -> u64 {
+/// A version no ledger (or account) had before.
+pub(crate) fn fresh_version() -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
@@ -173,7 +173,9 @@ impl Ledger {
             origin,
         } = event;
         if let Some(account) = self.units.get_mut(unit.as_str()) {
-            return Arc::make_mut(account).apply(at, transition, origin);
+            let account = Arc::make_mut(account);
+            account.version = fresh_version();
+            return account.apply(at, transition, origin);
         }
         let start = match (&transition, origin) {
             (Transition::Seen { .. }, _) => transition.implied_state(),
@@ -322,7 +324,9 @@ impl Ledger {
             .collect();
         for name in names {
             if let Some(account) = self.units.get_mut(&name) {
-                f(Arc::make_mut(account));
+                let account = Arc::make_mut(account);
+                account.version = fresh_version();
+                f(account);
             }
         }
     }
@@ -355,6 +359,13 @@ impl Ledger {
     /// All units, by name, as of `now`.
     pub fn view(&self, now: Usec) -> impl Iterator<Item = UnitView<'_>> {
         self.units.iter().map(move |(name, a)| a.view(name, now))
+    }
+
+    /// Each unit's account version, in the order of [`Ledger::view`]: the
+    /// same for as long as nothing changed the account, so a renderer can
+    /// keep what it rendered of the units whose versions it has seen.
+    pub fn versions(&self) -> impl Iterator<Item = u64> + '_ {
+        self.units.values().map(|a| a.version)
     }
 
     /// Names its content: a copy of this ledger that nothing changed since

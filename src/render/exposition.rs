@@ -117,15 +117,7 @@ impl<'a> Writer<'a> {
 
     /// Begins the family `name` (with `unit`, e.g. `seconds`, appended).
     pub fn family(&mut self, name: &str, help: &str, kind: Kind, unit: Option<&str>) {
-        let family = match unit {
-            Some(u) => format!("{name}_{u}"),
-            None => name.to_owned(),
-        };
-        self.sample = match kind {
-            Kind::Counter => format!("{family}_total"),
-            Kind::Info => format!("{family}_info"),
-            Kind::Gauge | Kind::Histogram => family.clone(),
-        };
+        let family = self.resume(name, kind, unit);
         let (described, kind_name) = match (self.format, kind) {
             (Format::OpenMetrics, Kind::Gauge) => (family.as_str(), "gauge"),
             (Format::OpenMetrics, Kind::Counter) => (family.as_str(), "counter"),
@@ -139,6 +131,21 @@ impl<'a> Writer<'a> {
         if let (Format::OpenMetrics, Some(u)) = (self.format, unit) {
             let _ = writeln!(self.out, "# UNIT {family} {u}");
         }
+    }
+
+    /// Goes on with the family `name`, whose header is written elsewhere
+    /// (its samples are rendered in pieces); returns the family's name.
+    pub fn resume(&mut self, name: &str, kind: Kind, unit: Option<&str>) -> String {
+        let family = match unit {
+            Some(u) => format!("{name}_{u}"),
+            None => name.to_owned(),
+        };
+        self.sample = match kind {
+            Kind::Counter => format!("{family}_total"),
+            Kind::Info => format!("{family}_info"),
+            Kind::Gauge | Kind::Histogram => family.clone(),
+        };
+        family
     }
 
     /// One sample of the current family; label values already escaped.

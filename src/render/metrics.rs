@@ -11,13 +11,14 @@
 
 use std::collections::BTreeSet;
 
-use super::exposition::{escape_label, Format, Kind, Value, Writer, SUFFIX};
+use super::exposition::{escape_label, Kind, Value, SUFFIX};
 use crate::ledger::runs::BUCKETS;
-use crate::ledger::{key, seconds, ActiveState, Trigger, UnitView, Usec};
-use crate::sample::UnitSample;
+use crate::ledger::{seconds, ActiveState, Trigger, UnitView};
 use crate::snapshot::Snapshot;
+pub use parts::{labelled, parts, render, render_parts, unit_header, unit_samples, Labelled, Part};
 pub use sampled::{HostFamily, SampleFamily, HOST_FAMILIES, SAMPLE_FAMILIES};
 
+mod parts;
 mod sampled;
 
 /// Takes one sample: its labels besides `unit` (and `user`, for a unit of
@@ -416,168 +417,6 @@ pub const SELF_FAMILIES: &[SelfFamily] = &[
         },
     },
 ];
-
-/// A piece of the exposition, rendered on its own: one per-unit family,
-/// one sampled per-unit family, the host's families, the families about
-/// unitwatch, or the end.
-#[derive(Clone, Copy)]
-pub enum Part {
-    Unit(&'static UnitFamily),
-    Sampled(&'static SampleFamily),
-    Host(&'static HostFamily),
-    Own,
-    End,
-}
-
-impl Part {
-    /// Whether the part changes with the time of the read alone.
-    pub fn reads_now(&self) -> bool {
-        matches!(self, Part::Unit(f) if f.reads_now)
-    }
-}
-
-/// The parts of an exposition with the families `families` leaves on, in order.
-pub fn parts(families: &Families) -> Vec<Part> {
-    let mut parts: Vec<Part> = UNIT_FAMILIES
-        .iter()
-        .filter(|f| families.exposes(f))
-        .map(Part::Unit)
-        .collect();
-    parts.extend(
-        SAMPLE_FAMILIES
-            .iter()
-            .filter(|f| families.on(f.key()))
-            .map(Part::Sampled),
-    );
-    parts.extend(
-        HOST_FAMILIES
-            .iter()
-            .filter(|f| families.on(f.name))
-            .map(Part::Host),
-    );
-    parts.extend([Part::Own, Part::End]);
-    parts
-}
-
-/// Renders `snapshot` as of `now` in `format`, with the families `families`
-/// leaves on.
-pub fn render(snapshot: &Snapshot, now: Usec, format: Format, families: &Families) -> String {
-    render_parts(snapshot, now, format, &parts(families)).concat()
-}
-
-/// Renders each of `parts`.
-pub fn render_parts(snapshot: &Snapshot, now: Usec, format: Format, parts: &[Part]) -> Vec<String> {
-    // Escaped once per render, not once per sample: `unit`, and `user` for
-    // a unit of a user's manager.
-    let views: Vec<(String, Option<String>, UnitView<'_>)> = snapshot
-        .ledger
-        .view(now)
-        .map(|v| {
-            let (unit, user) = key::split(v.unit);
-            (escape_label(unit), user.map(escape_label), v)
-        })
-        .collect();
-    // The sampler's units (the system manager's only), escaped likewise;
-    // not for a scrape between rounds, which renders none of their parts.
-    let sampled: Vec<(String, &UnitSample)> = if parts.iter().any(|p| matches!(p, Part::Sampled(_)))
-    {
-        snapshot
-            .sample
-            .units
-            .iter()
-            .map(|(unit, s)| (escape_label(unit), s))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    parts
-        .iter()
-        .map(|part| {
-            // Sized up front (about 70 bytes a sample) rather than grown by
-            // doubling, which for thousands of units would copy megabytes.
-            let mut out = String::with_capacity(512 + views.len() * 80);
-            let mut w = Writer::new(&mut out, format);
-            match part {
-                Part::Unit(f) => {
-                    w.family(f.name, f.help, f.kind, f.unit);
-                    for (unit, user, view) in &views {
-                        let own = [
-                            ("unit", unit.as_str()),
-                            ("user", user.as_deref().unwrap_or("")),
-                        ];
-                        let own = &own[..if user.is_some() { 2 } else { 1 }];
-                        (f.samples)(view, &mut |extra, value| {
-                            labelled(own, extra, |labels| w.sample(labels, value))
-                        });
-                    }
-                }
-                Part::Sampled(f) => {
-                    w.family(f.name, f.help, f.kind, f.unit);
-                    for (unit, sample) in &sampled {
-                        let own = [("unit", unit.as_str())];
-                        (f.samples)(sample, &mut |extra, value| {
-                            labelled(&own, extra, |labels| w.sample(labels, value))
-                        });
-                    }
-                }
-                Part::Host(f) => {
-                    w.family(f.name, f.help, f.kind, None);
-                    if let Some(host) = &snapshot.sample.host {
-                        (f.samples)(host, &mut |labels, value| w.sample(labels, value));
-                    }
-                }
-                Part::Own => {
-                    for f in SELF_FAMILIES {
-                        // A family without samples (the user managers', when
-                        // none is followed) is left out.
-                        let mut samples = Vec::new();
-                        (f.samples)(snapshot, &mut |labels, value| {
-                            let labels: Vec<(String, String)> = labels
-                                .iter()
-                                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                                .collect();
-                            samples.push((labels, value));
-                        });
-                        if samples.is_empty() {
-                            continue;
-                        }
-                        w.family(f.name, f.help, f.kind, None);
-                        for (labels, value) in samples {
-                            let labels: Vec<(&str, &str)> = labels
-                                .iter()
-                                .map(|(k, v)| (k.as_str(), v.as_str()))
-                                .collect();
-                            w.sample(&labels, value);
-                        }
-                    }
-                }
-                Part::End => w.finish(),
-            }
-            out
-        })
-        .collect()
-}
-
-/// Calls `f` with the labels `own` then `extra`, without allocating for the
-/// few labels samples have.
-fn labelled<'l>(
-    own: &[(&'l str, &'l str)],
-    extra: &[(&'l str, &'l str)],
-    f: impl FnOnce(&[(&'l str, &'l str)]),
-) {
-    const FEW: usize = 6;
-    let n = own.len() + extra.len();
-    if n <= FEW {
-        let mut all = [("", ""); FEW];
-        all[..own.len()].copy_from_slice(own);
-        all[own.len()..n].copy_from_slice(extra);
-        f(&all[..n]);
-    } else {
-        let mut all = own.to_vec();
-        all.extend_from_slice(extra);
-        f(&all);
-    }
-}
 
 #[cfg(test)]
 mod tests;

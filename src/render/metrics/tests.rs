@@ -1,7 +1,7 @@
 //! What `/metrics` exposes, and that README documents exactly that.
 
 use super::*;
-use crate::ledger::{Event, Ledger, Transition};
+use crate::ledger::{Event, Ledger, Transition, Usec};
 use crate::render::exposition::Format;
 use crate::snapshot::{Events, Stats};
 
