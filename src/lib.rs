@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod health;
 pub mod http;
+pub mod lane;
 pub mod ledger;
 pub mod message;
 pub mod notify;

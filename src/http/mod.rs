@@ -4,7 +4,6 @@
 //! from parts kept per snapshot ([`scrape`]). Nothing here renders.
 
 pub mod auth;
-pub mod lane;
 pub mod routes;
 pub mod scrape;
 mod segment;

@@ -10,9 +10,9 @@ use axum::routing::get;
 use axum::Router;
 use tokio::sync::Semaphore;
 
-use super::lane::Lane;
 use super::scrape::Scrapes;
 use crate::health::Health;
+use crate::lane::Lane;
 use crate::ledger::Usec;
 use crate::render::exposition::{accepts, Format};
 use crate::render::metrics::Families;

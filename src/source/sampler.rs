@@ -28,6 +28,7 @@ use super::read::{ListedUnit, MANAGER_PATH, READ_AHEAD};
 use super::signal::{MANAGER, SERVICE};
 use super::signal_queue::SYSTEMD;
 use crate::clock;
+use crate::lane::Lane;
 use crate::ledger::ActiveState;
 use crate::message::Input;
 use crate::render::metrics::Families;
@@ -123,6 +124,11 @@ impl Sampler {
             return;
         }
         let mut statics: HashMap<String, Static> = HashMap::new();
+        // The cgroup reads: at thousands of units a round is tens of
+        // milliseconds of the kernel's work (flushing each cgroup's CPU
+        // statistics), which at the same priority delayed events and
+        // scrapes that shared the cores with it.
+        let lane = Lane::start("unitwatch-sampler");
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -138,7 +144,8 @@ impl Sampler {
                 }
             };
             let follow = async {
-                self.session(&conn, &mut statics, &mut tick).await;
+                self.session(&conn, &mut statics, &mut tick, lane.as_ref())
+                    .await;
             };
             tokio::select! {
                 _ = follow => {}
@@ -153,6 +160,7 @@ impl Sampler {
         conn: &Connection,
         statics: &mut HashMap<String, Static>,
         tick: &mut tokio::time::Interval,
+        lane: Option<&Lane>,
     ) {
         // Drained by tasks of their own: a stream left full would stop zbus
         // reading the socket, replies included. After a `JobRemoved`
@@ -216,7 +224,7 @@ impl Sampler {
                 } else {
                     None
                 };
-                let mut s = self.round(conn, statics, listed).await;
+                let mut s = self.round(conn, statics, listed, lane).await;
                 s.host = (self.reads.host || self.reads.units).then(|| host.clone());
                 Some(s)
             } else if self.reads.host
@@ -265,6 +273,7 @@ impl Sampler {
         conn: &Connection,
         statics: &mut HashMap<String, Static>,
         listed: Option<Vec<ListedUnit>>,
+        lane: Option<&Lane>,
     ) -> Sample {
         let reads = self.reads;
         if !(reads.resources.any() || reads.sockets || reads.watchdog) {
@@ -345,7 +354,8 @@ impl Sampler {
                 }
             }
         }
-        // The numbers: cgroup files off the runtime's threads.
+        // The numbers: cgroup files off the runtime's threads, at a lower
+        // priority.
         let want = self.reads.resources;
         let cgroups: Vec<(String, String, Want)> = units
             .iter()
@@ -359,7 +369,7 @@ impl Sampler {
         {
             (Some(cg), false) => {
                 let cg = cg.clone();
-                tokio::task::spawn_blocking(move || {
+                let read = move || {
                     cgroups
                         .into_iter()
                         .map(|(u, path, w)| {
@@ -367,9 +377,11 @@ impl Sampler {
                             (u, r)
                         })
                         .collect()
-                })
-                .await
-                .unwrap_or_default()
+                };
+                match lane {
+                    Some(lane) => lane.run(read).await.unwrap_or_default(),
+                    None => tokio::task::spawn_blocking(read).await.unwrap_or_default(),
+                }
             }
             _ => Vec::new(),
         };

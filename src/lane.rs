@@ -1,14 +1,15 @@
-//! Where renders for people (the status page, the JSON API) run: one thread
-//! of its own at a lower CPU priority. On a busy host a flood of page
-//! requests then takes only the CPU that applying events and serving
-//! scrapes leave over, and the renders queue behind each other, never in
-//! front of a scrape.
+//! A thread of its own at a lower CPU priority, for work nothing waits on
+//! in a hurry: renders for people (the status page, the JSON API) and the
+//! sampler's cgroup reads. On a busy host a flood of page requests, or a
+//! round over thousands of cgroups, then takes only the CPU that applying
+//! events and serving scrapes leave over, and its jobs queue behind each
+//! other, never in front of a scrape or an event.
 
 use std::sync::mpsc;
 
 use tokio::sync::oneshot;
 
-/// How much lower than the rest of unitwatch renders for people run (nice).
+/// How much lower than the rest of unitwatch a lane's jobs run (nice).
 const NICE: libc::c_int = 10;
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -38,7 +39,7 @@ impl Lane {
         match started {
             Ok(_) => Some(Lane { jobs }),
             Err(e) => {
-                tracing::error!(error = %e, "cannot start the thread for page renders");
+                tracing::error!(error = %e, thread = name, "cannot start a thread of lower priority; its work runs on the others");
                 None
             }
         }
