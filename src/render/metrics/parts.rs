@@ -4,6 +4,8 @@
 //! a per-unit family in pieces of units so that an event renders again only
 //! the piece of the unit it changed.
 
+use std::borrow::Cow;
+
 use super::{
     Families, HostFamily, SampleFamily, UnitFamily, HOST_FAMILIES, SAMPLE_FAMILIES, SELF_FAMILIES,
     UNIT_FAMILIES,
@@ -64,8 +66,8 @@ pub fn render(snapshot: &Snapshot, now: Usec, format: Format, families: &Familie
 /// A unit's view, with its labels escaped once per render rather than once
 /// per sample: `unit`, and `user` for a unit of a user's manager.
 pub struct Labelled<'a> {
-    unit: String,
-    user: Option<String>,
+    unit: Cow<'a, str>,
+    user: Option<Cow<'a, str>>,
     pub view: UnitView<'a>,
     /// Its account's version ([`crate::ledger::Ledger::versions`]).
     pub version: u64,
@@ -127,17 +129,17 @@ pub fn render_parts(
 ) -> Vec<String> {
     // The sampler's units (the system manager's only), escaped likewise;
     // not for a scrape between rounds, which renders none of their parts.
-    let sampled: Vec<(String, &UnitSample)> = if parts.iter().any(|p| matches!(p, Part::Sampled(_)))
-    {
-        snapshot
-            .sample
-            .units
-            .iter()
-            .map(|(unit, s)| (escape_label(unit), s))
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let sampled: Vec<(Cow<'_, str>, &UnitSample)> =
+        if parts.iter().any(|p| matches!(p, Part::Sampled(_))) {
+            snapshot
+                .sample
+                .units
+                .iter()
+                .map(|(unit, s)| (escape_label(unit), s))
+                .collect()
+        } else {
+            Vec::new()
+        };
     parts
         .iter()
         .map(|part| {
