@@ -9,6 +9,9 @@
 //! the versions of the units' accounts, so an event renders again the
 //! pieces of the units it changed, not every unit's samples: at thousands
 //! of units a stop or a restart costs a scrape a few pieces, not megabytes.
+//! Units that fit in one piece are kept as one segment a run of families,
+//! as before: each segment is deflated on its own, and a few hundred bytes
+//! a family would compress half as well as the run.
 
 use std::sync::{Arc, Mutex, Weak};
 
@@ -85,15 +88,23 @@ struct Kept {
 
 /// The units' families as last rendered in one format: by piece, the
 /// versions of its units' accounts (the ledger's own version and the clock
-/// frame name them all at once); by family, its header and its pieces. The
-/// ledger is named by versions, not by a copy of it: a copy held every
+/// frame name them all at once); by run of families, what was rendered.
+/// The ledger is named by versions, not by a copy of it: a copy held every
 /// account a burst changed (megabytes).
 #[derive(Default)]
 struct Pieces {
     ledger: u64,
     frame: i64,
     units: Vec<Vec<u64>>,
-    families: Vec<(Arc<Segment>, Vec<Arc<Segment>>)>,
+    runs: Vec<Run>,
+}
+
+/// A run of the units' families, rendered.
+enum Run {
+    /// Units that fit in one piece: the whole run, one segment.
+    Whole(Arc<Segment>),
+    /// By family, its header and its pieces.
+    Pieces(Vec<(Arc<Segment>, Vec<Arc<Segment>>)>),
 }
 
 /// What is kept of one format.
@@ -111,8 +122,8 @@ pub struct Scrapes {
     /// run one segment, but for the units' families: fewer, longer segments
     /// compress better).
     groups: Vec<(Reads, Vec<Part>)>,
-    /// The units' families (of the `Ledger` groups), in order.
-    families: Vec<&'static metrics::UnitFamily>,
+    /// The units' families, by `Ledger` group, in order.
+    runs: Vec<Vec<&'static metrics::UnitFamily>>,
     /// By format (a scraper asks for one).
     cache: Mutex<Vec<Cache>>,
 }
@@ -127,18 +138,22 @@ impl Scrapes {
                 _ => groups.push((r, vec![part])),
             }
         }
-        let families = groups
+        let runs = groups
             .iter()
             .filter(|(r, _)| *r == Reads::Ledger)
-            .flat_map(|(_, parts)| parts)
-            .filter_map(|p| match p {
-                Part::Unit(f) => Some(*f),
-                _ => None,
+            .map(|(_, parts)| {
+                parts
+                    .iter()
+                    .filter_map(|p| match p {
+                        Part::Unit(f) => Some(*f),
+                        _ => None,
+                    })
+                    .collect()
             })
             .collect();
         Scrapes {
             groups,
-            families,
+            runs,
             cache: Mutex::new(Vec::new()),
         }
     }
@@ -174,12 +189,18 @@ impl Scrapes {
         self.keep(snapshot, format, &fresh, &rendered, &pieces);
 
         let mut segments = Vec::new();
-        let mut families = pieces.families.iter();
-        for ((reads, parts), kept) in self.groups.iter().zip(kept) {
+        let mut runs = pieces.runs.iter();
+        for ((reads, _), kept) in self.groups.iter().zip(kept) {
             if *reads == Reads::Ledger {
-                for (header, pieces) in families.by_ref().take(parts.len()) {
-                    segments.push(Arc::clone(header));
-                    segments.extend(pieces.iter().filter(|p| !p.is_empty()).cloned());
+                match runs.next() {
+                    Some(Run::Whole(segment)) => segments.push(Arc::clone(segment)),
+                    Some(Run::Pieces(families)) => {
+                        for (header, pieces) in families {
+                            segments.push(Arc::clone(header));
+                            segments.extend(pieces.iter().filter(|p| !p.is_empty()).cloned());
+                        }
+                    }
+                    None => {}
                 }
             } else {
                 segments.extend(kept);
@@ -204,10 +225,8 @@ impl Scrapes {
         before: &Arc<Pieces>,
     ) -> Arc<Pieces> {
         let ledger = snapshot.ledger.version();
-        if before.ledger == ledger
-            && before.frame == snapshot.frame
-            && before.families.len() == self.families.len()
-        {
+        let same_runs = before.frame == snapshot.frame && before.runs.len() == self.runs.len();
+        if same_runs && before.ledger == ledger {
             return Arc::clone(before);
         }
         let chunks: Vec<&[Labelled<'_>]> = units.chunks(PIECE).collect();
@@ -218,42 +237,64 @@ impl Scrapes {
         let same: Vec<bool> = versions
             .iter()
             .enumerate()
-            .map(|(i, v)| {
-                before.frame == snapshot.frame
-                    && before.families.len() == self.families.len()
-                    && before.units.get(i) == Some(v)
-            })
+            .map(|(i, v)| same_runs && before.units.get(i) == Some(v))
             .collect();
-        let families = self
-            .families
+        let whole = chunks.len() <= 1;
+        let unchanged = same_runs && before.units == versions;
+        let runs = self
+            .runs
             .iter()
             .enumerate()
-            .map(|(k, f)| {
-                let kept = before.families.get(k);
-                let header = match kept {
-                    Some((header, _)) => Arc::clone(header),
-                    None => Segment::new(metrics::unit_header(f, format)),
+            .map(|(r, families)| {
+                let kept = before.runs.get(r).filter(|_| same_runs);
+                if whole {
+                    if let (Some(Run::Whole(segment)), true) = (kept, unchanged) {
+                        return Run::Whole(Arc::clone(segment));
+                    }
+                    let chunk = chunks.first().copied().unwrap_or_default();
+                    let mut text = String::with_capacity(512 + chunk.len() * 80 * families.len());
+                    for f in families {
+                        text.push_str(&metrics::unit_header(f, format));
+                        metrics::unit_samples(f, chunk, format, &mut text);
+                    }
+                    return Run::Whole(Segment::new(text));
+                }
+                let kept = match kept {
+                    Some(Run::Pieces(kept)) => kept.as_slice(),
+                    _ => &[],
                 };
-                let pieces = chunks
+                let families = families
                     .iter()
                     .enumerate()
-                    .map(|(i, chunk)| match kept.and_then(|(_, p)| p.get(i)) {
-                        Some(piece) if same[i] => Arc::clone(piece),
-                        _ => {
-                            let mut text = String::with_capacity(chunk.len() * 80);
-                            metrics::unit_samples(f, chunk, format, &mut text);
-                            Segment::new(text)
-                        }
+                    .map(|(k, f)| {
+                        let kept = kept.get(k);
+                        let header = match kept {
+                            Some((header, _)) => Arc::clone(header),
+                            None => Segment::new(metrics::unit_header(f, format)),
+                        };
+                        let pieces = chunks
+                            .iter()
+                            .enumerate()
+                            .map(|(i, chunk)| match kept.and_then(|(_, p)| p.get(i)) {
+                                Some(piece) if same[i] => Arc::clone(piece),
+                                _ => {
+                                    let mut text = String::with_capacity(chunk.len() * 80);
+                                    metrics::unit_samples(f, chunk, format, &mut text);
+                                    Segment::new(text)
+                                }
+                            })
+                            .collect();
+                        (header, pieces)
                     })
                     .collect();
-                (header, pieces)
+                Run::Pieces(families)
             })
             .collect();
         Arc::new(Pieces {
             ledger,
             frame: snapshot.frame,
             units: versions,
-            families,
+            runs,
         })
     }
 
@@ -365,6 +406,17 @@ mod tests {
         assert!(gzipped);
         let want = metrics::render(&s, T0 + 5 * S, Format::OpenMetrics, &Families::default());
         assert_eq!(gunzip(&body), want);
+    }
+
+    #[test]
+    fn a_few_units_are_gzipped_as_a_run_of_families_not_family_by_family() {
+        let scrapes = Scrapes::new(&Families::default());
+        let s = snapshot(3);
+        let (plain, _) = scrapes.body(&s, T0 + 5 * S, Format::Text, false);
+        let (zipped, gzipped) = scrapes.body(&s, T0 + 5 * S, Format::Text, true);
+        assert!(gzipped);
+        let (plain, zipped) = (plain.to_vec().len(), zipped.to_vec().len());
+        assert!(zipped * 3 < plain, "{zipped} gzipped against {plain} plain");
     }
 
     #[test]
@@ -480,7 +532,16 @@ mod tests {
         );
         let (_, after) = scrapes.kept(&two, Format::Text);
         let piece = position.expect("the unit") / PIECE;
-        for ((_, a), (_, b)) in before.families.iter().zip(&after.families) {
+        let families = |p: &Pieces| -> Vec<Vec<Arc<Segment>>> {
+            p.runs
+                .iter()
+                .flat_map(|r| match r {
+                    Run::Pieces(f) => f.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>(),
+                    Run::Whole(_) => panic!("units over one piece are kept in pieces"),
+                })
+                .collect()
+        };
+        for (a, b) in families(&before).iter().zip(&families(&after)) {
             for (i, (a, b)) in a.iter().zip(b).enumerate() {
                 assert_eq!(
                     Arc::ptr_eq(a, b),
