@@ -135,10 +135,19 @@ async fn healthz(State(app): State<AppState>) -> Response {
         Some(Err(why)) => format!("journal: degraded, counting from D-Bus alone ({why})"),
         None => "journal: not yet open".to_owned(),
     };
+    // Connected is not yet ready: the units the D-Bus source just read are
+    // ready once the owner has applied them and published the snapshot
+    // that holds them, which is what a scrape then reads.
+    let published = app.snapshots.latest().stats.dbus_up;
     match app.health.status() {
-        Ok(units) => (
+        Ok(units) if published => (
             StatusCode::OK,
             format!("ok: connected to systemd, watching {units} units; {journal}\n"),
+        )
+            .into_response(),
+        Ok(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("unavailable: connected to systemd, accounting its units; {journal}\n"),
         )
             .into_response(),
         Err(reason) => (
