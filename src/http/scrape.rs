@@ -388,6 +388,16 @@ mod tests {
         })
     }
 
+    /// `snapshot` with one more event applied to its ledger, at `T0 + S`.
+    fn after(snapshot: &Arc<Snapshot>, unit: &str, transition: Transition) -> Arc<Snapshot> {
+        let mut ledger = snapshot.ledger.clone();
+        ledger.apply(Event::new(unit, T0 + S, transition));
+        Arc::new(Snapshot {
+            ledger,
+            ..(**snapshot).clone()
+        })
+    }
+
     /// Decodes one gzip member, as curl does: what follows it is not read.
     fn gunzip(body: &[u8]) -> String {
         let mut text = String::new();
@@ -482,19 +492,14 @@ mod tests {
         let scrapes = Scrapes::new(&Families::default());
         let one = snapshot(1);
         let _ = scrapes.body(&one, T0 + S, Format::Text, false);
-        let mut ledger = one.ledger.clone();
-        ledger.apply(Event::new(
+        let two = after(
+            &one,
             "u0.service",
-            T0 + S,
             Transition::State {
                 state: ActiveState::Failed,
                 sub_state: Some("failed".into()),
             },
-        ));
-        let two = Arc::new(Snapshot {
-            ledger,
-            ..(*one).clone()
-        });
+        );
         let (body, _) = scrapes.body(&two, T0 + 2 * S, Format::Text, false);
         let text = String::from_utf8(body.to_vec()).expect("text");
         assert!(text.contains("service_up{unit=\"u0.service\"} 0"), "{text}");
@@ -510,27 +515,22 @@ mod tests {
         let one = snapshot(3 * PIECE);
         let _ = scrapes.body(&one, T0 + S, Format::Text, false);
         let (_, before) = scrapes.kept(&one, Format::Text);
-        let mut ledger = one.ledger.clone();
         let changed = format!("u{}.service", 3 * PIECE - 1);
-        ledger.apply(Event::new(
-            changed.as_str(),
-            T0 + S,
+        let two = after(
+            &one,
+            &changed,
             Transition::State {
                 state: ActiveState::Failed,
                 sub_state: Some("failed".into()),
             },
-        ));
-        let position = ledger.view(T0).position(|v| v.unit == changed);
-        let two = Arc::new(Snapshot {
-            ledger,
-            ..(*one).clone()
-        });
+        );
+        let position = two.ledger.view(T0).position(|v| v.unit == changed);
         let (body, _) = scrapes.body(&two, T0 + 2 * S, Format::Text, false);
         assert_eq!(
             String::from_utf8(body.to_vec()).expect("text"),
             metrics::render(&two, T0 + 2 * S, Format::Text, &Families::default())
         );
-        let (_, after) = scrapes.kept(&two, Format::Text);
+        let (_, then) = scrapes.kept(&two, Format::Text);
         let piece = position.expect("the unit") / PIECE;
         let families = |p: &Pieces| -> Vec<Vec<Arc<Segment>>> {
             p.runs
@@ -541,7 +541,7 @@ mod tests {
                 })
                 .collect()
         };
-        for (a, b) in families(&before).iter().zip(&families(&after)) {
+        for (a, b) in families(&before).iter().zip(&families(&then)) {
             for (i, (a, b)) in a.iter().zip(b).enumerate() {
                 assert_eq!(
                     Arc::ptr_eq(a, b),
@@ -557,20 +557,15 @@ mod tests {
         let scrapes = Scrapes::new(&Families::default());
         let one = snapshot(PIECE + 1);
         let _ = scrapes.body(&one, T0 + S, Format::Text, false);
-        let mut ledger = one.ledger.clone();
-        ledger.apply(Event::new(
+        let two = after(
+            &one,
             "a.service",
-            T0 + S,
             Transition::Seen {
                 state: ActiveState::Active,
                 sub_state: "running".into(),
                 n_restarts: Some(0),
             },
-        ));
-        let two = Arc::new(Snapshot {
-            ledger,
-            ..(*one).clone()
-        });
+        );
         for gzip in [false, true] {
             let (body, gzipped) = scrapes.body(&two, T0 + 2 * S, Format::Text, gzip);
             let body = body.to_vec();
