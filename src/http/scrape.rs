@@ -252,12 +252,9 @@ impl Scrapes {
                         return Run::Whole(Arc::clone(segment));
                     }
                     let chunk = chunks.first().copied().unwrap_or_default();
-                    let mut text = String::with_capacity(512 + chunk.len() * 80 * families.len());
-                    for f in families {
-                        text.push_str(&metrics::unit_header(f, format));
-                        metrics::unit_samples(f, chunk, format, &mut text);
-                    }
-                    return Run::Whole(Segment::new(text));
+                    let parts: Vec<Part> = families.iter().copied().map(Part::Unit).collect();
+                    let texts = metrics::render_parts(snapshot, chunk, format, &parts);
+                    return Run::Whole(Segment::new(texts.concat()));
                 }
                 let kept = match kept {
                     Some(Run::Pieces(kept)) => kept.as_slice(),
