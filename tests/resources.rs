@@ -19,11 +19,11 @@ use common::{try_wait_for, wait_for, Sandbox};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Burns CPU for about a second, then sleeps: its CPU time stops moving,
+/// Burns a fixed amount of CPU (about a second of it), then sleeps: its CPU time stops moving,
 /// so ours and systemd's can be compared exactly.
 const BURN_THEN_SLEEP: &str = "[Service]\nCPUAccounting=yes\nMemoryAccounting=yes\n\
     TasksAccounting=yes\nIOAccounting=yes\nTasksMax=77\nMemoryMax=64M\n\
-    ExecStart=/bin/sh -c 'timeout 1 sh -c \"while :; do :; done\"; \
+    ExecStart=/bin/sh -c 'i=0; while [ $$i -lt 1000000 ]; do i=$$((i+1)); done; \
     head -c 3000000 /dev/zero > /tmp/io-out; sync; exec sleep infinity'\n";
 
 fn start(sb: &Sandbox, watch: &str) -> Unitwatch {
@@ -95,8 +95,10 @@ fn cpu_time_by_mode_sums_to_systemds_cpu_usage() {
         "burn.service",
         ",mode=\"system\"",
     );
-    // It burned about a second: well above what starting costs.
-    uw.wait_value(&user, WAIT, |v| v > 0.5);
+    // A fixed amount of work, about a second of CPU here (not a second of
+    // the wall clock, which a busy machine fills with less): well above
+    // what starting costs.
+    uw.wait_value(&user, WAIT, |v| v > 0.3);
     let total = agree(
         &sb,
         &uw,
@@ -107,7 +109,7 @@ fn cpu_time_by_mode_sums_to_systemds_cpu_usage() {
         // CPU time is read in µs, systemd's in ns.
         1e-5,
     );
-    assert!((0.5..3.0).contains(&total), "{total}");
+    assert!((0.3..3.0).contains(&total), "{total}");
 }
 
 #[test]
