@@ -26,6 +26,11 @@ const KNOWN: [&[&str]; 2] = [&UnitProperties::NAMES, &timers::PROPERTIES];
 pub struct Changed(Vec<(&'static str, Value)>);
 
 impl Changed {
+    /// The properties kept, in the order sent ([`super::wire`] reads them).
+    pub(super) fn from_kept(kept: Vec<(&'static str, Value)>) -> Changed {
+        Changed(kept)
+    }
+
     /// Every property kept, with its value.
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, &Value)> {
         self.0.iter().map(|(n, v)| (*n, v))
@@ -55,7 +60,7 @@ impl<'de> Deserialize<'de> for Invalidated {
 }
 
 /// The name in [`KNOWN`] equal to `key`.
-fn known(key: &str) -> Option<&'static str> {
+pub(super) fn known(key: &str) -> Option<&'static str> {
     KNOWN
         .iter()
         .flat_map(|names| names.iter())

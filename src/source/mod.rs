@@ -20,6 +20,7 @@ pub mod signal;
 pub mod signal_queue;
 pub mod timers;
 pub mod users;
+mod wire;
 
 use std::future::Future;
 use std::pin::Pin;

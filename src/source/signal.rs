@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use zbus::zvariant::OwnedObjectPath;
 
 use super::changed::{Changed, Invalidated};
+use super::wire;
 use zbus::Message;
 
 pub const MANAGER: &str = "org.freedesktop.systemd1.Manager";
@@ -83,7 +84,16 @@ pub fn decode(
             if !watched(&path) {
                 return Ok(None);
             }
-            let (interface, changed, _): (&str, Changed, Invalidated) = body.deserialize()?;
+            // Read off the bytes where it can be ([`wire`], which says why),
+            // by zvariant where it cannot.
+            let (interface, changed) = match wire::properties_changed(&body) {
+                Some(read) => read,
+                None => {
+                    let (interface, changed, _): (&str, Changed, Invalidated) =
+                        body.deserialize()?;
+                    (interface, changed)
+                }
+            };
             let interface = match interface {
                 UNIT => UNIT,
                 SERVICE => SERVICE,
