@@ -56,7 +56,7 @@ use zbus::{Connection, MatchRule, Message, MessageStream};
 
 use crate::clock;
 use crate::ledger::Usec;
-use crate::source::signal::{self, Throttle, MANAGER, PROPERTIES, SERVICE, TIMER, UNIT};
+use crate::source::signal::{self, Throttle};
 
 /// The bus itself, as the sender of its own messages; no connection can
 /// have this name.
@@ -170,7 +170,7 @@ pub struct Start<S> {
     pub owner: Option<OwnedUniqueName>,
     /// ... in the reply received here.
     pub at: Sequence,
-    /// systemd's signals, among the connection's other messages ([`open`]).
+    /// systemd's signals (match rule sender [`SYSTEMD`]).
     pub signals: S,
 }
 
@@ -217,24 +217,14 @@ pub async fn open(
         )
         .await?;
     let owner = Some(reply.body().deserialize()?);
-    // systemd's signals through one stream, so their order is kept;
+    // All of systemd's signals through one stream, so their order is kept;
     // created once their sender is known and handed over at once, so no
-    // storm can fill it before it is drained. A zbus stream asks the bus
-    // for exactly the one rule it filters by, and the signals the source
-    // reads need several (see [`rules`]): so the stream is the connection's
-    // every message (replies too, passed over here), and the bus is asked
-    // for those signals by rules of our own, once the stream takes them.
-    let signals = MessageStream::from(conn);
-    for rule in rules()? {
-        conn.call_method(
-            Some(BUS),
-            "/org/freedesktop/DBus",
-            Some(BUS),
-            "AddMatch",
-            &(rule.to_string(),),
-        )
-        .await?;
-    }
+    // storm can fill it before it is drained.
+    let rule = MatchRule::builder()
+        .msg_type(MessageType::Signal)
+        .sender(SYSTEMD)?
+        .build();
+    let signals = MessageStream::for_match_rule(rule, conn, Some(ZBUS_QUEUED)).await?;
     let start = Start {
         owner,
         at: reply.recv_position(),
@@ -244,34 +234,6 @@ pub async fn open(
     // queue is already closed, which ends the session.
     let _ = starter.send(start);
     Ok((drain, queue))
-}
-
-/// What the bus is asked to send of systemd's: the manager's own signals
-/// (`UnitNew`, `UnitRemoved`, `JobNew`, `JobRemoved`, `Reloading`, and a few
-/// the source passes over) and `PropertiesChanged` of the interfaces the
-/// source reads. A rule of systemd's name alone also brings every other
-/// `PropertiesChanged` systemd sends: the manager's own (about two for each
-/// restart in a flap storm, for its job counters) and those of sockets,
-/// mounts, slices and scopes, each read off the socket, parsed and dropped.
-/// The bus sends a message that several rules match once.
-fn rules() -> zbus::Result<Vec<MatchRule<'static>>> {
-    let mut rules = vec![MatchRule::builder()
-        .msg_type(MessageType::Signal)
-        .sender(SYSTEMD)?
-        .interface(MANAGER)?
-        .build()];
-    for interface in [UNIT, SERVICE, TIMER] {
-        rules.push(
-            MatchRule::builder()
-                .msg_type(MessageType::Signal)
-                .sender(SYSTEMD)?
-                .interface(PROPERTIES)?
-                .member("PropertiesChanged")?
-                .arg(0, interface)?
-                .build(),
-        );
-    }
-    Ok(rules)
 }
 
 /// Like [`open`], on a direct connection to systemd (no bus, no owner to
@@ -361,11 +323,6 @@ async fn drain<S, O>(
             msg = signals.next() => {
                 // An error is the connection's, and the last item.
                 let Some(Ok(msg)) = msg else { return };
-                // The stream is every message of the connection's (see
-                // [`open`]): replies to the source's calls are its own.
-                if msg.message_type() != MessageType::Signal {
-                    continue;
-                }
                 if !owner.sent(&msg, &mut foreign) {
                     continue;
                 }
@@ -521,24 +478,6 @@ mod tests {
         feeder.send(job_new(":1.0", 4)).expect("feed");
         feeder.send(job_new(":1.9", 5)).expect("feed");
         assert_eq!(id(rx.recv().await), Some(5));
-        settle().await;
-        assert!(rx.try_recv().is_err(), "nothing else got in");
-    }
-
-    #[tokio::test]
-    async fn replies_on_the_stream_are_passed_over() {
-        let (feeder, _owners, _drain, mut rx) = queue(4);
-        let call = Message::method_call("/org/freedesktop/systemd1/unit/a", "Get")
-            .and_then(|b| b.destination(SYSTEMD))
-            .and_then(|b| b.build(&()))
-            .expect("a call");
-        let header = call.header();
-        let reply = Message::method_return(&header)
-            .and_then(|b| b.sender(":1.0"))
-            .and_then(|b| b.build(&(1u32,)));
-        feeder.send(reply).expect("feed");
-        feeder.send(job_new(":1.0", 2)).expect("feed");
-        assert_eq!(id(rx.recv().await), Some(2));
         settle().await;
         assert!(rx.try_recv().is_err(), "nothing else got in");
     }
