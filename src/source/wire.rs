@@ -57,10 +57,7 @@ fn read(bytes: &[u8], position: usize, big: bool) -> Option<(&str, Changed)> {
     while r.at < end {
         r.align(8)?;
         let key = r.str()?;
-        let signature = r.signature()?;
-        if complete(signature)? != signature.len() {
-            return None;
-        }
+        let signature = r.single()?;
         match known(key) {
             Some(name) => {
                 if let Some(value) = r.value(signature, 0)? {
@@ -99,9 +96,14 @@ impl<'a> Reader<'a> {
         Some(())
     }
 
+    /// A fixed-size value's `N` bytes, aligned to its size.
+    fn fixed<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.align(N)?;
+        self.take(N)?.try_into().ok()
+    }
+
     fn u32(&mut self) -> Option<u32> {
-        self.align(4)?;
-        let b: [u8; 4] = self.take(4)?.try_into().ok()?;
+        let b = self.fixed()?;
         Some(if self.big {
             u32::from_be_bytes(b)
         } else {
@@ -110,8 +112,7 @@ impl<'a> Reader<'a> {
     }
 
     fn u64(&mut self) -> Option<u64> {
-        self.align(8)?;
-        let b: [u8; 8] = self.take(8)?.try_into().ok()?;
+        let b = self.fixed()?;
         Some(if self.big {
             u64::from_be_bytes(b)
         } else {
@@ -134,6 +135,12 @@ impl<'a> Reader<'a> {
         let len = *self.take(1)?.first()? as usize;
         let s = self.take(len)?;
         (self.take(1)? == [0]).then_some(s)
+    }
+
+    /// A signature of one single complete type: a variant's.
+    fn single(&mut self) -> Option<&'a [u8]> {
+        let s = self.signature()?;
+        (complete(s)? == s.len()).then_some(s)
     }
 
     /// Reads a value of the single complete type `t` as unitwatch keeps it:
@@ -167,8 +174,7 @@ impl<'a> Reader<'a> {
                 Value::Strs(strs)
             }
             b"v" => {
-                let inner = self.signature()?;
-                (complete(inner)? == inner.len()).then_some(())?;
+                let inner = self.single()?;
                 return self.value(inner, depth + 1);
             }
             _ => {
@@ -185,19 +191,16 @@ impl<'a> Reader<'a> {
         }
         match *t.first()? {
             b'y' => {
-                self.take(1)?;
+                self.fixed::<1>()?;
             }
             b'n' | b'q' => {
-                self.align(2)?;
-                self.take(2)?;
+                self.fixed::<2>()?;
             }
             b'b' | b'i' | b'u' | b'h' => {
-                self.align(4)?;
-                self.take(4)?;
+                self.fixed::<4>()?;
             }
             b'x' | b't' | b'd' => {
-                self.align(8)?;
-                self.take(8)?;
+                self.fixed::<8>()?;
             }
             b's' | b'o' => {
                 self.str_bytes()?;
@@ -206,8 +209,7 @@ impl<'a> Reader<'a> {
                 self.signature()?;
             }
             b'v' => {
-                let inner = self.signature()?;
-                (complete(inner)? == inner.len()).then_some(())?;
+                let inner = self.single()?;
                 self.skip(inner, depth + 1)?;
             }
             b'a' => {
