@@ -286,15 +286,31 @@ impl Sampler {
             return Sample::default();
         }
         let now = snapshot.now();
+        // What is read of a unit between its runs is kept, not read again
+        // when it runs next: its cgroup's path does not change (a
+        // daemon-reload, which may move it, is heard). Only a unit the
+        // ledger no longer has is forgotten.
+        statics.retain(|unit, _| snapshot.ledger.contains(unit));
+        // Only units with processes: not stopped, failed or waiting in
+        // `auto-restart` between runs, which have no cgroup (a crash loop
+        // spends most of its time there, and was read, six properties and
+        // a listing, every round).
         let units: Vec<String> = snapshot
             .ledger
             .view(now)
             .filter(|v| !matches!(v.state, ActiveState::Inactive | ActiveState::Failed))
+            .filter(|v| v.sub_state != "auto-restart")
             .filter(|v| cgroup_interface(v.unit).is_some())
             .map(|v| v.unit.to_owned())
             .collect();
-        let present: std::collections::HashSet<&String> = units.iter().collect();
-        statics.retain(|unit, _| present.contains(unit));
+        // A unit between runs has no CPU rate across the gap: its next run's
+        // cgroup counts from zero.
+        let running: HashSet<&str> = units.iter().map(String::as_str).collect();
+        for (unit, s) in statics.iter_mut() {
+            if !running.contains(unit.as_str()) {
+                s.cpu = None;
+            }
+        }
         let stale: Vec<String> = units
             .iter()
             .filter(|u| {
