@@ -286,11 +286,6 @@ impl Sampler {
             return Sample::default();
         }
         let now = snapshot.now();
-        // What is read of a unit between its runs is kept, not read again
-        // when it runs next: its cgroup's path does not change (a
-        // daemon-reload, which may move it, is heard). Only a unit the
-        // ledger no longer has is forgotten.
-        statics.retain(|unit, _| snapshot.ledger.contains(unit));
         // Only units with processes: not stopped, failed or waiting in
         // `auto-restart` between runs, which have no cgroup (a crash loop
         // spends most of its time there, and was read, six properties and
@@ -303,14 +298,18 @@ impl Sampler {
             .filter(|v| cgroup_interface(v.unit).is_some())
             .map(|v| v.unit.to_owned())
             .collect();
-        // A unit between runs has no CPU rate across the gap: its next run's
-        // cgroup counts from zero.
+        // What is read of a unit between its runs is kept, not read again
+        // when it runs next: its cgroup's path does not change (a
+        // daemon-reload, which may move it, is heard). Only a unit the
+        // ledger no longer has is forgotten. It has no CPU rate across the
+        // gap: its next run's cgroup counts from zero.
         let running: HashSet<&str> = units.iter().map(String::as_str).collect();
-        for (unit, s) in statics.iter_mut() {
+        statics.retain(|unit, s| {
             if !running.contains(unit.as_str()) {
                 s.cpu = None;
             }
-        }
+            snapshot.ledger.contains(unit)
+        });
         let stale: Vec<String> = units
             .iter()
             .filter(|u| {
