@@ -4,6 +4,7 @@
 //! from parts kept per snapshot ([`scrape`]). Nothing here renders.
 
 pub mod auth;
+mod open;
 pub mod routes;
 pub mod scrape;
 mod segment;

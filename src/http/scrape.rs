@@ -3,7 +3,8 @@
 //! time of the read is rendered (and compressed) once and kept until what
 //! it is read from changes (`Reads`), so a sampler's round does not render
 //! the units' families again; only the open intervals (uptime, downtime)
-//! are rendered on every scrape.
+//! are written on every scrape, from their lines kept without the values
+//! ([`Open`]).
 //!
 //! The units' families are kept in pieces of [`PIECE`] units each, named by
 //! the versions of the units' accounts, so an event renders again the
@@ -13,6 +14,7 @@
 //! as before: each segment is deflated on its own, and a few hundred bytes
 //! a family would compress half as well as the run.
 
+use std::cell::OnceCell;
 use std::sync::{Arc, Mutex, Weak};
 
 use crate::ledger::Usec;
@@ -21,6 +23,7 @@ use crate::render::metrics::{self, Families, Labelled, Part};
 use crate::sample::Sample;
 use crate::snapshot::Snapshot;
 
+use super::open::Open;
 pub use super::segment::Chunks;
 use super::segment::{gzipped, plain, Segment};
 
@@ -33,7 +36,8 @@ const PIECE: usize = 256;
 /// What a run of parts is rendered from, and so when it is rendered again.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Reads {
-    /// The time of the read: rendered on every scrape.
+    /// The time of the read: written on every scrape, from lines kept
+    /// until the ledger's units change ([`Open`]).
     Now,
     /// The ledger's units (and the clock frame their times are in): each
     /// piece again once one of its units changed.
@@ -47,7 +51,7 @@ enum Reads {
 
 fn reads(part: &Part) -> Reads {
     match part {
-        Part::Unit(f) if f.reads_now => Reads::Now,
+        Part::Unit(f) if f.reads_now.is_some() => Reads::Now,
         Part::Unit(_) => Reads::Ledger,
         Part::Sampled(_) | Part::Host(_) => Reads::Sample,
         Part::Own | Part::End => Reads::Snapshot,
@@ -114,6 +118,8 @@ struct Cache {
     /// units' families, or rendered on every scrape.
     groups: Vec<Option<Kept>>,
     pieces: Arc<Pieces>,
+    /// By group, the lines kept of a group read at the time of the read.
+    open: Vec<Option<Arc<Open>>>,
 }
 
 /// Scrape bodies and what they are assembled from.
@@ -167,16 +173,17 @@ impl Scrapes {
         format: Format,
         gzip: bool,
     ) -> (Chunks, bool) {
-        let (mut kept, before) = self.kept(snapshot, format);
-        let units = metrics::labelled(snapshot, now);
+        let (mut kept, before, open) = self.kept(snapshot, format);
         let fresh: Vec<usize> = (0..self.groups.len())
-            .filter(|i| kept[*i].is_none() && self.groups[*i].0 != Reads::Ledger)
+            .filter(|i| {
+                kept[*i].is_none() && matches!(self.groups[*i].0, Reads::Sample | Reads::Snapshot)
+            })
             .collect();
         let parts: Vec<Part> = fresh
             .iter()
             .flat_map(|i| self.groups[*i].1.iter().copied())
             .collect();
-        let mut texts = metrics::render_parts(snapshot, &units, format, &parts).into_iter();
+        let mut texts = metrics::render_parts(snapshot, &[], format, &parts).into_iter();
         let rendered: Vec<Arc<Segment>> = fresh
             .iter()
             .map(|i| Segment::new(texts.by_ref().take(self.groups[*i].1.len()).collect()))
@@ -184,9 +191,40 @@ impl Scrapes {
         for (i, segment) in fresh.iter().zip(&rendered) {
             kept[*i] = Some(Arc::clone(segment));
         }
-        let pieces = self.pieces(snapshot, &units, format, &before);
-        drop(units);
-        self.keep(snapshot, format, &fresh, &rendered, &pieces);
+        let open: Vec<Option<Arc<Open>>> = self
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(i, (reads, parts))| {
+                let before = open.get(i).cloned().flatten();
+                (*reads == Reads::Now).then(|| match before {
+                    Some(open) if open.holds(snapshot) => open,
+                    before => {
+                        let families: Vec<_> = parts
+                            .iter()
+                            .filter_map(|p| match p {
+                                Part::Unit(f) => Some(*f),
+                                _ => None,
+                            })
+                            .collect();
+                        Arc::new(Open::new(
+                            snapshot,
+                            now,
+                            format,
+                            &families,
+                            before.as_deref(),
+                        ))
+                    }
+                })
+            })
+            .collect();
+        for (kept, open) in kept.iter_mut().zip(&open) {
+            if let Some(open) = open {
+                *kept = Some(Segment::once(open.render(now)));
+            }
+        }
+        let pieces = self.pieces(snapshot, now, format, &before);
+        self.keep(snapshot, format, &fresh, &rendered, &pieces, open);
 
         let mut segments = Vec::new();
         let mut runs = pieces.runs.iter();
@@ -220,7 +258,7 @@ impl Scrapes {
     fn pieces(
         &self,
         snapshot: &Snapshot,
-        units: &[Labelled<'_>],
+        now: Usec,
         format: Format,
         before: &Arc<Pieces>,
     ) -> Arc<Pieces> {
@@ -229,11 +267,23 @@ impl Scrapes {
         if same_runs && before.ledger == ledger {
             return Arc::clone(before);
         }
-        let chunks: Vec<&[Labelled<'_>]> = units.chunks(PIECE).collect();
-        let versions: Vec<Vec<u64>> = chunks
-            .iter()
-            .map(|c| c.iter().map(|u| u.version).collect())
-            .collect();
+        // Only the units of the pieces rendered anew are read: the others
+        // are known by their versions.
+        let all: Vec<u64> = snapshot.ledger.versions().collect();
+        let versions: Vec<Vec<u64>> = all.chunks(PIECE).map(<[u64]>::to_vec).collect();
+        let chunks: Vec<OnceCell<Vec<Labelled<'_>>>> =
+            versions.iter().map(|_| OnceCell::new()).collect();
+        let chunk = |i: usize| {
+            chunks[i].get_or_init(|| {
+                snapshot
+                    .ledger
+                    .lazy_view(now)
+                    .skip(i * PIECE)
+                    .take(PIECE)
+                    .map(|(version, view)| Labelled::new(view(), version))
+                    .collect()
+            })
+        };
         let same: Vec<bool> = versions
             .iter()
             .enumerate()
@@ -251,9 +301,9 @@ impl Scrapes {
                     if let (Some(Run::Whole(segment)), true) = (kept, unchanged) {
                         return Run::Whole(Arc::clone(segment));
                     }
-                    let chunk = chunks.first().copied().unwrap_or_default();
+                    let units = if chunks.is_empty() { &[][..] } else { chunk(0) };
                     let parts: Vec<Part> = families.iter().copied().map(Part::Unit).collect();
-                    let texts = metrics::render_parts(snapshot, chunk, format, &parts);
+                    let texts = metrics::render_parts(snapshot, units, format, &parts);
                     return Run::Whole(Segment::new(texts.concat()));
                 }
                 let kept = match kept {
@@ -269,14 +319,13 @@ impl Scrapes {
                             Some((header, _)) => Arc::clone(header),
                             None => Segment::new(metrics::unit_header(f, format)),
                         };
-                        let pieces = chunks
-                            .iter()
-                            .enumerate()
-                            .map(|(i, chunk)| match kept.and_then(|(_, p)| p.get(i)) {
+                        let pieces = (0..chunks.len())
+                            .map(|i| match kept.and_then(|(_, p)| p.get(i)) {
                                 Some(piece) if same[i] => Arc::clone(piece),
                                 _ => {
-                                    let mut text = String::with_capacity(chunk.len() * 80);
-                                    metrics::unit_samples(f, chunk, format, &mut text);
+                                    let units = chunk(i);
+                                    let mut text = String::with_capacity(units.len() * 80);
+                                    metrics::unit_samples(f, units, format, &mut text);
                                     Segment::new(text)
                                 }
                             })
@@ -296,18 +345,25 @@ impl Scrapes {
     }
 
     /// By group, the segment kept in `format` if it was rendered from what
-    /// `snapshot` holds; and the units' families kept.
+    /// `snapshot` holds; the units' families kept; and by group, the lines
+    /// kept of those read at the time of the read.
+    #[allow(clippy::type_complexity)]
     fn kept(
         &self,
         snapshot: &Arc<Snapshot>,
         format: Format,
-    ) -> (Vec<Option<Arc<Segment>>>, Arc<Pieces>) {
+    ) -> (
+        Vec<Option<Arc<Segment>>>,
+        Arc<Pieces>,
+        Vec<Option<Arc<Open>>>,
+    ) {
         let mut out = vec![None; self.groups.len()];
+        let none = || vec![None; self.groups.len()];
         let Ok(cache) = self.cache.lock() else {
-            return (out, Arc::default());
+            return (out, Arc::default(), none());
         };
         let Some(c) = cache.iter().find(|c| c.format == format) else {
-            return (out, Arc::default());
+            return (out, Arc::default(), none());
         };
         for (o, k) in out.iter_mut().zip(&c.groups) {
             *o = k
@@ -315,7 +371,7 @@ impl Scrapes {
                 .filter(|k| k.from.holds(snapshot))
                 .map(|k| Arc::clone(&k.segment));
         }
-        (out, Arc::clone(&c.pieces))
+        (out, Arc::clone(&c.pieces), c.open.clone())
     }
 
     /// Keeps the segments just rendered of the groups `which`, and the
@@ -327,6 +383,7 @@ impl Scrapes {
         which: &[usize],
         rendered: &[Arc<Segment>],
         pieces: &Arc<Pieces>,
+        open: Vec<Option<Arc<Open>>>,
     ) {
         let Ok(mut cache) = self.cache.lock() else {
             return;
@@ -338,6 +395,7 @@ impl Scrapes {
                     format,
                     groups: (0..self.groups.len()).map(|_| None).collect(),
                     pieces: Arc::default(),
+                    open: Vec::new(),
                 });
                 cache.len() - 1
             }
@@ -350,231 +408,9 @@ impl Scrapes {
             });
         }
         c.pieces = Arc::clone(pieces);
+        c.open = open;
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use std::io::Read;
-
-    use super::*;
-    use crate::ledger::{ActiveState, Event, Ledger, Transition};
-    use crate::snapshot::Stats;
-
-    const S: Usec = 1_000_000;
-    const T0: Usec = 1_700_000_000 * S;
-
-    fn snapshot(units: usize) -> Arc<Snapshot> {
-        let mut l = Ledger::new();
-        for i in 0..units {
-            l.apply(Event::new(
-                format!("u{i}.service"),
-                T0,
-                Transition::Seen {
-                    state: ActiveState::Active,
-                    sub_state: "running".into(),
-                    n_restarts: Some(0),
-                },
-            ));
-        }
-        Arc::new(Snapshot {
-            ledger: l,
-            stats: Stats::default(),
-            frame: 0,
-            sample: Default::default(),
-        })
-    }
-
-    /// `snapshot` with one more event applied to its ledger, at `T0 + S`.
-    fn after(snapshot: &Arc<Snapshot>, unit: &str, transition: Transition) -> Arc<Snapshot> {
-        let mut ledger = snapshot.ledger.clone();
-        ledger.apply(Event::new(unit, T0 + S, transition));
-        Arc::new(Snapshot {
-            ledger,
-            ..(**snapshot).clone()
-        })
-    }
-
-    /// Decodes one gzip member, as curl does: what follows it is not read.
-    fn gunzip(body: &[u8]) -> String {
-        let mut text = String::new();
-        flate2::read::GzDecoder::new(body)
-            .read_to_string(&mut text)
-            .expect("one valid gzip member");
-        text
-    }
-
-    #[test]
-    fn the_gzip_body_is_one_member_holding_the_whole_exposition() {
-        let scrapes = Scrapes::new(&Families::default());
-        let s = snapshot(300);
-        let (body, gzipped) = scrapes.body(&s, T0 + 5 * S, Format::OpenMetrics, true);
-        let body = body.to_vec();
-        assert!(gzipped);
-        let want = metrics::render(&s, T0 + 5 * S, Format::OpenMetrics, &Families::default());
-        assert_eq!(gunzip(&body), want);
-    }
-
-    #[test]
-    fn a_few_units_are_gzipped_as_a_run_of_families_not_family_by_family() {
-        let scrapes = Scrapes::new(&Families::default());
-        let s = snapshot(3);
-        let (plain, _) = scrapes.body(&s, T0 + 5 * S, Format::Text, false);
-        let (zipped, gzipped) = scrapes.body(&s, T0 + 5 * S, Format::Text, true);
-        assert!(gzipped);
-        let (plain, zipped) = (plain.to_vec().len(), zipped.to_vec().len());
-        assert!(zipped * 3 < plain, "{zipped} gzipped against {plain} plain");
-    }
-
-    #[test]
-    fn a_later_scrape_of_the_same_snapshot_renders_what_moves_with_time() {
-        let scrapes = Scrapes::new(&Families::default());
-        let s = snapshot(3);
-        let _ = scrapes.body(&s, T0 + 5 * S, Format::Text, true);
-        for gzip in [true, false] {
-            let (body, gzipped) = scrapes.body(&s, T0 + 9 * S, Format::Text, gzip);
-            let body = body.to_vec();
-            let text = if gzipped {
-                gunzip(&body)
-            } else {
-                String::from_utf8(body.to_vec()).expect("text")
-            };
-            assert_eq!(
-                text,
-                metrics::render(&s, T0 + 9 * S, Format::Text, &Families::default())
-            );
-            assert!(text.contains("service_uptime_seconds_total{unit=\"u0.service\"} 9.0"));
-        }
-    }
-
-    #[test]
-    fn a_new_snapshot_is_rendered_anew() {
-        let scrapes = Scrapes::new(&Families::default());
-        let _ = scrapes.body(&snapshot(1), T0 + S, Format::Text, false);
-        let two = snapshot(2);
-        let (body, _) = scrapes.body(&two, T0 + S, Format::Text, false);
-        assert!(String::from_utf8(body.to_vec())
-            .expect("text")
-            .contains("u1.service"));
-    }
-
-    #[test]
-    fn a_new_round_of_the_sampler_renders_only_the_sampled_parts_again() {
-        let scrapes = Scrapes::new(&Families::default());
-        let one = snapshot(3);
-        let _ = scrapes.body(&one, T0 + S, Format::Text, false);
-        let (before, pieces) = scrapes.kept(&one, Format::Text);
-        // The same ledger, a new round and new own numbers.
-        let two = Arc::new(Snapshot {
-            sample: Arc::new(Sample::default()),
-            ..(*one).clone()
-        });
-        let (after, _) = scrapes.kept(&two, Format::Text);
-        for (i, (group, _)) in scrapes.groups.iter().enumerate() {
-            let kept = matches!((&before[i], &after[i]), (Some(a), Some(b)) if Arc::ptr_eq(a, b));
-            assert!(!kept, "group {i} ({group:?}) is rendered again");
-        }
-        let _ = scrapes.body(&two, T0 + S, Format::Text, false);
-        let (_, again) = scrapes.kept(&two, Format::Text);
-        assert!(Arc::ptr_eq(&pieces, &again), "the units' families are kept");
-        let (body, _) = scrapes.body(&two, T0 + S, Format::Text, false);
-        assert_eq!(
-            String::from_utf8(body.to_vec()).expect("text"),
-            metrics::render(&two, T0 + S, Format::Text, &Families::default())
-        );
-    }
-
-    #[test]
-    fn an_event_renders_the_units_parts_again() {
-        let scrapes = Scrapes::new(&Families::default());
-        let one = snapshot(1);
-        let _ = scrapes.body(&one, T0 + S, Format::Text, false);
-        let two = after(
-            &one,
-            "u0.service",
-            Transition::State {
-                state: ActiveState::Failed,
-                sub_state: Some("failed".into()),
-            },
-        );
-        let (body, _) = scrapes.body(&two, T0 + 2 * S, Format::Text, false);
-        let text = String::from_utf8(body.to_vec()).expect("text");
-        assert!(text.contains("service_up{unit=\"u0.service\"} 0"), "{text}");
-        assert_eq!(
-            text,
-            metrics::render(&two, T0 + 2 * S, Format::Text, &Families::default())
-        );
-    }
-
-    #[test]
-    fn an_event_renders_again_only_the_piece_of_the_unit_it_changed() {
-        let scrapes = Scrapes::new(&Families::default());
-        let one = snapshot(3 * PIECE);
-        let _ = scrapes.body(&one, T0 + S, Format::Text, false);
-        let (_, before) = scrapes.kept(&one, Format::Text);
-        let changed = format!("u{}.service", 3 * PIECE - 1);
-        let two = after(
-            &one,
-            &changed,
-            Transition::State {
-                state: ActiveState::Failed,
-                sub_state: Some("failed".into()),
-            },
-        );
-        let position = two.ledger.view(T0).position(|v| v.unit == changed);
-        let (body, _) = scrapes.body(&two, T0 + 2 * S, Format::Text, false);
-        assert_eq!(
-            String::from_utf8(body.to_vec()).expect("text"),
-            metrics::render(&two, T0 + 2 * S, Format::Text, &Families::default())
-        );
-        let (_, then) = scrapes.kept(&two, Format::Text);
-        let piece = position.expect("the unit") / PIECE;
-        let families = |p: &Pieces| -> Vec<Vec<Arc<Segment>>> {
-            p.runs
-                .iter()
-                .flat_map(|r| match r {
-                    Run::Pieces(f) => f.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>(),
-                    Run::Whole(_) => panic!("units over one piece are kept in pieces"),
-                })
-                .collect()
-        };
-        for (a, b) in families(&before).iter().zip(&families(&then)) {
-            for (i, (a, b)) in a.iter().zip(b).enumerate() {
-                assert_eq!(
-                    Arc::ptr_eq(a, b),
-                    i != piece,
-                    "piece {i}; {changed} is in {piece}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn a_unit_that_appears_is_rendered_in_its_place() {
-        let scrapes = Scrapes::new(&Families::default());
-        let one = snapshot(PIECE + 1);
-        let _ = scrapes.body(&one, T0 + S, Format::Text, false);
-        let two = after(
-            &one,
-            "a.service",
-            Transition::Seen {
-                state: ActiveState::Active,
-                sub_state: "running".into(),
-                n_restarts: Some(0),
-            },
-        );
-        for gzip in [false, true] {
-            let (body, gzipped) = scrapes.body(&two, T0 + 2 * S, Format::Text, gzip);
-            let body = body.to_vec();
-            let text = if gzipped {
-                gunzip(&body)
-            } else {
-                String::from_utf8(body).expect("text")
-            };
-            assert_eq!(
-                text,
-                metrics::render(&two, T0 + 2 * S, Format::Text, &Families::default())
-            );
-        }
-    }
-}
+mod tests;

@@ -40,6 +40,15 @@ impl Segment {
         })
     }
 
+    /// Text rendered for one scrape alone: dropped with it, so kept with
+    /// the room it was built in rather than copied to shed it.
+    pub fn once(text: String) -> Arc<Segment> {
+        Arc::new(Segment {
+            text,
+            deflated: OnceLock::new(),
+        })
+    }
+
     /// Whether it holds no text (a family without samples in a piece).
     pub fn is_empty(&self) -> bool {
         self.text.is_empty()

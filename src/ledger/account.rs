@@ -366,7 +366,8 @@ impl Account {
 
 impl Account {
     pub fn view<'a>(&'a self, name: &'a str, now: Usec) -> UnitView<'a> {
-        let (up, down) = self.changes.totals(now);
+        let totals = self.changes.open();
+        let (up, down) = totals.at(now);
         UnitView {
             unit: name,
             state: self.state(),
@@ -374,6 +375,7 @@ impl Account {
             loaded: self.loaded,
             uptime_seconds: seconds(up),
             downtime_seconds: seconds(down),
+            totals,
             state_change_seconds: seconds(self.last_change()),
             restarts_auto: self.restarts.auto,
             restarts_manual: self.restarts.manual,

@@ -53,6 +53,32 @@ fn up_for(state: ActiveState, span: u64) -> u64 {
     }
 }
 
+/// An account's totals from its newest change on, where they grow with
+/// the time of the read alone: a renderer keeps this and reads the totals
+/// at any time without the account ([`Changes::open`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// µs up and down, at `at`.
+    pub up: u64,
+    pub down: u64,
+    /// The newest change.
+    pub at: Usec,
+    /// Whether the time since `at` counts up (else down).
+    pub up_since: bool,
+}
+
+impl Totals {
+    /// (up, down) in µs at `now`; a `now` before `at` counts up to `at`.
+    pub fn at(&self, now: Usec) -> (u64, u64) {
+        let open = now.saturating_sub(self.at);
+        if self.up_since {
+            (self.up + open, self.down)
+        } else {
+            (self.up, self.down + open)
+        }
+    }
+}
+
 impl Changes {
     /// Accounting begins at `at` in `state`.
     pub fn new(at: Usec, state: ActiveState) -> Changes {
@@ -188,20 +214,19 @@ impl Changes {
         }
     }
 
-    /// (up, down) in µs from the start of accounting to `now`; a `now`
-    /// before the newest change counts up to that change.
-    pub fn totals(&self, now: Usec) -> (u64, u64) {
-        match self.points.back() {
-            Some(p) => {
-                let open = now.saturating_sub(p.at);
-                let up = up_for(p.state, open);
-                (p.up + up, self.down_of(p) + open - up)
-            }
-            None => {
-                let open = now.saturating_sub(self.fold.at);
-                let up = up_for(self.fold.state, open);
-                (self.fold.up + up, self.fold.down + open - up)
-            }
+    /// The totals as a function of the time of the read ([`Totals::at`]:
+    /// (up, down) in µs from the start of accounting to then): what they
+    /// were at the newest change, and which of them the time since adds to.
+    pub fn open(&self) -> Totals {
+        let (at, state, up, down) = match self.points.back() {
+            Some(p) => (p.at, p.state, p.up, self.down_of(p)),
+            None => (self.fold.at, self.fold.state, self.fold.up, self.fold.down),
+        };
+        Totals {
+            up,
+            down,
+            at,
+            up_since: state.is_up(),
         }
     }
 
@@ -263,14 +288,14 @@ mod tests {
     #[test]
     fn totals_follow_the_open_interval() {
         let c = changes(&[(2, Active), (5, Failed)]);
-        assert_eq!(c.totals(9 * S), (3 * S, 6 * S));
+        assert_eq!(c.open().at(9 * S), (3 * S, 6 * S));
     }
 
     #[test]
     fn a_late_report_is_placed_and_later_totals_recomputed() {
         let mut c = changes(&[(2, Active), (8, Inactive)]);
         c.record(5 * S, Failed);
-        assert_eq!(c.totals(10 * S), (3 * S, 7 * S));
+        assert_eq!(c.open().at(10 * S), (3 * S, 7 * S));
         assert_eq!(c.at(6 * S), (Failed, 1));
         assert_eq!(c.at(9 * S), (Inactive, 1));
     }
@@ -291,7 +316,7 @@ mod tests {
         }
         assert_eq!(c.points.len(), MAX_POINTS);
         let now = (MAX_POINTS as u64 + 200) * S;
-        let (up, down) = c.totals(now);
+        let (up, down) = c.open().at(now);
         assert_eq!(up + down, now);
         assert_eq!(c.up_at(now), up);
     }

@@ -83,6 +83,7 @@ pub mod window;
 
 use account::Account;
 pub use event::{ActiveState, Event, Kind, Op, Origin, Outcome, Transition, Trigger};
+pub use history::Totals;
 pub use restarts::Restarts;
 pub use view::UnitView;
 pub use window::History;
@@ -359,6 +360,18 @@ impl Ledger {
     /// All units, by name, as of `now`.
     pub fn view(&self, now: Usec) -> impl Iterator<Item = UnitView<'_>> {
         self.units.iter().map(move |(name, a)| a.view(name, now))
+    }
+
+    /// All units, by name: each account's version, and its view as of
+    /// `now`, made only when asked for: a renderer that kept what it
+    /// rendered of an account reads no more of it than the version.
+    pub fn lazy_view<'a>(
+        &'a self,
+        now: Usec,
+    ) -> impl Iterator<Item = (u64, impl FnOnce() -> UnitView<'a>)> + 'a {
+        self.units
+            .iter()
+            .map(move |(name, a)| (a.version, move || a.view(name, now)))
     }
 
     /// Each unit's account version, in the order of [`Ledger::view`]: the

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::runs::{Runs, Timer};
-use super::{ActiveState, History, Kind};
+use super::{ActiveState, History, Kind, Totals};
 
 /// A read-only view of one unit's accounting at some `now`.
 #[derive(Clone, Debug, PartialEq)]
@@ -15,6 +15,9 @@ pub struct UnitView<'a> {
     pub loaded: bool,
     pub uptime_seconds: f64,
     pub downtime_seconds: f64,
+    /// The totals those two are read from, as they go on growing: what a
+    /// scrape keeps of the unit to write them at its own time.
+    pub totals: Totals,
     /// Unix time of the last state change, in seconds.
     pub state_change_seconds: f64,
     pub restarts_auto: u64,

@@ -175,25 +175,7 @@ impl<'a> Writer<'a> {
             self.out.push('}');
         }
         self.out.push(' ');
-        // itoa and ryu rather than `write!`: a scrape of thousands of units
-        // writes tens of thousands of numbers, and the formatting machinery
-        // was a third of its time. ryu writes the same shortest digits as
-        // `Display`, without an exponent between 1e-5 and 1e16; outside that
-        // `Display` writes them (it never uses one). A whole number keeps
-        // its `.0`, as ryu writes it, so it reads as a float.
-        match value {
-            Value::Int(n) => self.out.push_str(itoa::Buffer::new().format(n)),
-            Value::Float(x) if x.is_nan() => self.out.push_str("NaN"),
-            Value::Float(x) if x.is_infinite() => {
-                self.out.push_str(if x > 0.0 { "+Inf" } else { "-Inf" })
-            }
-            Value::Float(x) if x == 0.0 || (1e-5..1e15).contains(&x.abs()) => {
-                self.out.push_str(ryu::Buffer::new().format_finite(x))
-            }
-            Value::Float(x) => {
-                let _ = write!(self.out, "{x}");
-            }
-        }
+        write_value(self.out, value);
         self.out.push('\n');
     }
 
@@ -201,6 +183,27 @@ impl<'a> Writer<'a> {
     pub fn finish(self) {
         if self.format == Format::OpenMetrics {
             self.out.push_str("# EOF\n");
+        }
+    }
+}
+
+/// Writes a sample's value, as [`Writer::sample`] ends its line.
+pub fn write_value(out: &mut String, value: Value) {
+    // itoa and ryu rather than `write!`: a scrape of thousands of units
+    // writes tens of thousands of numbers, and the formatting machinery
+    // was a third of its time. ryu writes the same shortest digits as
+    // `Display`, without an exponent between 1e-5 and 1e16; outside that
+    // `Display` writes them (it never uses one). A whole number keeps
+    // its `.0`, as ryu writes it, so it reads as a float.
+    match value {
+        Value::Int(n) => out.push_str(itoa::Buffer::new().format(n)),
+        Value::Float(x) if x.is_nan() => out.push_str("NaN"),
+        Value::Float(x) if x.is_infinite() => out.push_str(if x > 0.0 { "+Inf" } else { "-Inf" }),
+        Value::Float(x) if x == 0.0 || (1e-5..1e15).contains(&x.abs()) => {
+            out.push_str(ryu::Buffer::new().format_finite(x))
+        }
+        Value::Float(x) => {
+            let _ = write!(out, "{x}");
         }
     }
 }

@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 
 use super::exposition::{escape_label, Kind, Value, SUFFIX};
 use crate::ledger::runs::BUCKETS;
-use crate::ledger::{seconds, ActiveState, Trigger, UnitView};
+use crate::ledger::{seconds, ActiveState, Totals, Trigger, UnitView, Usec};
 use crate::snapshot::Snapshot;
 pub use parts::{labelled, parts, render, render_parts, unit_header, unit_samples, Labelled, Part};
 pub use sampled::{HostFamily, SampleFamily, HOST_FAMILIES, SAMPLE_FAMILIES};
@@ -25,6 +25,9 @@ mod sampled;
 /// a user's manager), and its value.
 pub type Emit<'e> = dyn FnMut(&[(&str, &str)], Value) + 'e;
 
+/// The value of a sample at the time of the read, from its unit's totals.
+pub type ValueAt = fn(&Totals, Usec) -> Value;
+
 /// A per-unit family: its descriptor and how to read its samples from a unit.
 pub struct UnitFamily {
     pub name: &'static str,
@@ -34,10 +37,12 @@ pub struct UnitFamily {
     pub kind: Kind,
     /// Whether `[metrics]` may turn it off.
     pub optional: bool,
-    /// Whether its samples change with the time of the read alone (an
-    /// interval still open), not only when the snapshot does: such a
-    /// family is rendered on every scrape, the others once per snapshot.
-    pub reads_now: bool,
+    /// For a family whose samples change with the time of the read alone
+    /// (an interval still open), not only when the snapshot does: their
+    /// value at that time, from the unit's totals, as `samples` gives it.
+    /// Such a family is written on every scrape, from its lines' labels kept
+    /// (`http::open`); the others are rendered once per snapshot.
+    pub reads_now: Option<ValueAt>,
     pub samples: fn(&UnitView<'_>, &mut Emit<'_>),
 }
 
@@ -119,7 +124,7 @@ pub const UNIT_FAMILIES: &[UnitFamily] = &[
         unit: None,
         kind: Kind::Gauge,
         optional: false,
-        reads_now: false,
+        reads_now: None,
         samples: |v, emit| {
             if !v.is_job() {
                 emit(&[], flag(v.up()))
@@ -132,7 +137,7 @@ pub const UNIT_FAMILIES: &[UnitFamily] = &[
         unit: Some("seconds"),
         kind: Kind::Counter,
         optional: false,
-        reads_now: true,
+        reads_now: Some(|t, now| Value::Float(seconds(t.at(now).0))),
         samples: |v, emit| {
             if !v.is_job() {
                 emit(&[], Value::Float(v.uptime_seconds))
@@ -145,7 +150,7 @@ pub const UNIT_FAMILIES: &[UnitFamily] = &[
         unit: Some("seconds"),
         kind: Kind::Counter,
         optional: false,
-        reads_now: true,
+        reads_now: Some(|t, now| Value::Float(seconds(t.at(now).1))),
         samples: |v, emit| {
             if !v.is_job() {
                 emit(&[], Value::Float(v.downtime_seconds))
@@ -158,7 +163,7 @@ pub const UNIT_FAMILIES: &[UnitFamily] = &[
         unit: None,
         kind: Kind::Counter,
         optional: false,
-        reads_now: false,
+        reads_now: None,
         samples: |v, emit| {
             for trigger in Trigger::ALL {
                 let n = match trigger {
@@ -175,7 +180,7 @@ pub const UNIT_FAMILIES: &[UnitFamily] = &[
         unit: None,
         kind: Kind::Counter,
         optional: false,
-        reads_now: false,
+        reads_now: None,
         samples: |v, emit| {
             for (result, n) in v.failures {
                 emit(&[("result", &escape_label(result))], Value::Int(*n));
@@ -188,7 +193,7 @@ pub const UNIT_FAMILIES: &[UnitFamily] = &[
         unit: None,
         kind: Kind::Gauge,
         optional: true,
-        reads_now: false,
+        reads_now: None,
         samples: |v, emit| {
             for state in ActiveState::ALL {
                 emit(&[("state", state.as_str())], flag(v.state == state));
@@ -201,7 +206,7 @@ pub const UNIT_FAMILIES: &[UnitFamily] = &[
         unit: Some("seconds"),
         kind: Kind::Gauge,
         optional: true,
-        reads_now: false,
+        reads_now: None,
         samples: |v, emit| emit(&[], Value::Float(v.state_change_seconds)),
     },
     UnitFamily {
@@ -210,7 +215,7 @@ pub const UNIT_FAMILIES: &[UnitFamily] = &[
         unit: None,
         kind: Kind::Counter,
         optional: false,
-        reads_now: false,
+        reads_now: None,
         samples: |v, emit| {
             if !v.is_job() {
                 return;
@@ -230,7 +235,7 @@ pub const UNIT_FAMILIES: &[UnitFamily] = &[
         unit: None,
         kind: Kind::Gauge,
         optional: false,
-        reads_now: false,
+        reads_now: None,
         samples: |v, emit| {
             if v.is_job() {
                 emit(&[], flag(v.running()))
@@ -243,7 +248,7 @@ pub const UNIT_FAMILIES: &[UnitFamily] = &[
         unit: None,
         kind: Kind::Gauge,
         optional: false,
-        reads_now: false,
+        reads_now: None,
         samples: |v, emit| {
             if let (true, Some(last)) = (v.is_job(), &v.runs.last) {
                 emit(&[], flag(last.succeeded()))
@@ -256,7 +261,7 @@ pub const UNIT_FAMILIES: &[UnitFamily] = &[
         unit: Some("seconds"),
         kind: Kind::Gauge,
         optional: false,
-        reads_now: false,
+        reads_now: None,
         samples: |v, emit| {
             if v.is_job() && v.runs.last_start != 0 {
                 emit(&[], Value::Float(seconds(v.runs.last_start)))
@@ -269,7 +274,7 @@ pub const UNIT_FAMILIES: &[UnitFamily] = &[
         unit: Some("seconds"),
         kind: Kind::Gauge,
         optional: false,
-        reads_now: false,
+        reads_now: None,
         samples: |v, emit| {
             if let (true, Some(d)) = (v.is_job(), v.runs.last.and_then(|r| r.duration())) {
                 emit(&[], Value::Float(seconds(d)))
@@ -282,7 +287,7 @@ pub const UNIT_FAMILIES: &[UnitFamily] = &[
         unit: Some("seconds"),
         kind: Kind::Gauge,
         optional: false,
-        reads_now: false,
+        reads_now: None,
         samples: |v, emit| {
             if v.is_job() && v.runs.last_success != 0 {
                 emit(&[], Value::Float(seconds(v.runs.last_success)))
@@ -295,7 +300,7 @@ pub const UNIT_FAMILIES: &[UnitFamily] = &[
         unit: Some("seconds"),
         kind: Kind::Histogram,
         optional: true,
-        reads_now: false,
+        reads_now: None,
         samples: |v, emit| {
             if !v.is_job() {
                 return;
@@ -315,7 +320,7 @@ pub const UNIT_FAMILIES: &[UnitFamily] = &[
         unit: Some("seconds"),
         kind: Kind::Gauge,
         optional: false,
-        reads_now: false,
+        reads_now: None,
         samples: |v, emit| {
             if let Some(t) = v.timer.filter(|t| v.is_job() && t.last_trigger != 0) {
                 emit(&[], Value::Float(seconds(t.last_trigger)))
@@ -328,7 +333,7 @@ pub const UNIT_FAMILIES: &[UnitFamily] = &[
         unit: Some("seconds"),
         kind: Kind::Gauge,
         optional: false,
-        reads_now: false,
+        reads_now: None,
         samples: |v, emit| {
             if let Some(t) = v.timer.filter(|t| v.is_job() && t.next_elapse != 0) {
                 emit(&[], Value::Float(seconds(t.next_elapse)))

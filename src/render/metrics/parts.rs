@@ -30,7 +30,7 @@ pub enum Part {
 impl Part {
     /// Whether the part changes with the time of the read alone.
     pub fn reads_now(&self) -> bool {
-        matches!(self, Part::Unit(f) if f.reads_now)
+        matches!(self, Part::Unit(f) if f.reads_now.is_some())
     }
 }
 
@@ -79,16 +79,21 @@ pub fn labelled(snapshot: &Snapshot, now: Usec) -> Vec<Labelled<'_>> {
         .ledger
         .view(now)
         .zip(snapshot.ledger.versions())
-        .map(|(view, version)| {
-            let (unit, user) = key::split(view.unit);
-            Labelled {
-                unit: escape_label(unit),
-                user: user.map(escape_label),
-                view,
-                version,
-            }
-        })
+        .map(|(view, version)| Labelled::new(view, version))
         .collect()
+}
+
+impl<'a> Labelled<'a> {
+    /// The unit of `view`, whose account is at `version`.
+    pub fn new(view: UnitView<'a>, version: u64) -> Labelled<'a> {
+        let (unit, user) = key::split(view.unit);
+        Labelled {
+            unit: escape_label(unit),
+            user: user.map(escape_label),
+            view,
+            version,
+        }
+    }
 }
 
 /// The header (`# HELP`, `# TYPE`, ...) of the per-unit family `f`.
