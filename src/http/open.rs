@@ -5,7 +5,9 @@
 //! numbers. At thousands of units, reading every account again and
 //! rendering its labels was most of a scrape's time, though only the
 //! numbers had moved; and an event renders again the lines of the units it
-//! changed, not every unit's.
+//! changed, not every unit's. A sample's line is the same in either
+//! exposition format (only a family's header differs), so both formats'
+//! scrapes keep one copy of each unit's lines.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -21,6 +23,8 @@ pub struct Open {
     /// The ledger's version and clock frame they were rendered from.
     ledger: u64,
     frame: i64,
+    /// The format of the headers; the lines are the same in either.
+    format: Format,
     /// By family: its header, and its samples' value at a time.
     families: Vec<(String, ValueAt)>,
     /// By unit, in the ledger's order.
@@ -41,8 +45,8 @@ struct Lines {
 
 impl Open {
     /// `families` (each with `reads_now`) of the units of `snapshot` (read
-    /// as of `now`), taking from `before` the lines of the units whose
-    /// accounts did not change since: those are not read.
+    /// as of `now`), taking from `before` (of either format) the lines of
+    /// the units whose accounts did not change since: those are not read.
     pub fn new(
         snapshot: &Snapshot,
         now: Usec,
@@ -75,12 +79,23 @@ impl Open {
         Open {
             ledger: snapshot.ledger.version(),
             frame: snapshot.frame,
+            format,
             families: families
                 .iter()
                 .map(|(f, value)| (metrics::unit_header(f, format), *value))
                 .collect(),
             units,
         }
+    }
+
+    /// The version of the ledger it was rendered from: a later ledger has
+    /// a higher one.
+    pub fn ledger(&self) -> u64 {
+        self.ledger
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
     }
 
     /// Whether it was rendered from what `snapshot` holds.
@@ -142,5 +157,102 @@ impl Lines {
             text: text.into_boxed_str(),
             lines: lines.into_boxed_slice(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{ActiveState, Event, Ledger, Transition};
+    use crate::render::metrics::UNIT_FAMILIES;
+    use crate::snapshot::Stats;
+
+    const S: Usec = 1_000_000;
+    const T0: Usec = 1_700_000_000 * S;
+
+    fn seen(l: &mut Ledger, unit: &str) {
+        l.apply(Event::new(
+            unit,
+            T0,
+            Transition::Seen {
+                state: ActiveState::Active,
+                sub_state: "running".into(),
+                n_restarts: Some(0),
+            },
+        ));
+    }
+
+    fn snapshot(ledger: Ledger) -> Snapshot {
+        Snapshot {
+            ledger,
+            stats: Stats::default(),
+            frame: 0,
+            sample: Default::default(),
+        }
+    }
+
+    fn open_families() -> Vec<&'static UnitFamily> {
+        UNIT_FAMILIES
+            .iter()
+            .filter(|f| f.reads_now.is_some())
+            .collect()
+    }
+
+    #[test]
+    fn a_unit_whose_account_did_not_change_keeps_its_lines() {
+        let mut l = Ledger::new();
+        seen(&mut l, "a.service");
+        seen(&mut l, "b.service");
+        let one = snapshot(l.clone());
+        let before = Open::new(&one, T0 + S, Format::Text, &open_families(), None);
+        l.apply(Event::new(
+            "b.service",
+            T0 + S,
+            Transition::State {
+                state: ActiveState::Failed,
+                sub_state: None,
+            },
+        ));
+        let two = snapshot(l);
+        let after = Open::new(
+            &two,
+            T0 + 2 * S,
+            Format::Text,
+            &open_families(),
+            Some(&before),
+        );
+        assert!(
+            Arc::ptr_eq(&before.units[0], &after.units[0]),
+            "a.service is as it was"
+        );
+        assert!(
+            !Arc::ptr_eq(&before.units[1], &after.units[1]),
+            "b.service changed"
+        );
+        assert!(after.holds(&two) && !before.holds(&two));
+    }
+
+    #[test]
+    fn both_formats_keep_one_copy_of_a_units_lines() {
+        let mut l = Ledger::new();
+        seen(&mut l, "a.service");
+        let s = snapshot(l);
+        let text = Open::new(&s, T0, Format::Text, &open_families(), None);
+        let om = Open::new(&s, T0, Format::OpenMetrics, &open_families(), Some(&text));
+        assert!(Arc::ptr_eq(&text.units[0], &om.units[0]));
+        let fresh = Open::new(&s, T0, Format::OpenMetrics, &open_families(), None);
+        assert_eq!(fresh.units[0].text, om.units[0].text);
+        assert_eq!(fresh.render(T0 + S), om.render(T0 + S));
+    }
+
+    #[test]
+    fn the_values_are_the_totals_at_the_time_of_the_read() {
+        let mut l = Ledger::new();
+        seen(&mut l, "a.service");
+        let s = snapshot(l);
+        let open = Open::new(&s, T0, Format::Text, &open_families(), None);
+        let text = open.render(T0 + 3 * S + 500_000);
+        assert!(text.contains("service_uptime_seconds_total{unit=\"a.service\"} 3.5\n"));
+        assert!(text.contains("service_downtime_seconds_total{unit=\"a.service\"} 0.0\n"));
     }
 }

@@ -198,7 +198,7 @@ impl Scrapes {
             .map(|(i, (reads, parts))| {
                 let before = open.get(i).cloned().flatten();
                 (*reads == Reads::Now).then(|| match before {
-                    Some(open) if open.holds(snapshot) => open,
+                    Some(open) if open.holds(snapshot) && open.format() == format => open,
                     before => {
                         let families: Vec<_> = parts
                             .iter()
@@ -363,7 +363,8 @@ impl Scrapes {
             return (out, Arc::default(), none());
         };
         let Some(c) = cache.iter().find(|c| c.format == format) else {
-            return (out, Arc::default(), none());
+            let open = cache.first().map_or_else(none, |c| c.open.clone());
+            return (out, Arc::default(), open);
         };
         for (o, k) in out.iter_mut().zip(&c.groups) {
             *o = k
@@ -371,7 +372,17 @@ impl Scrapes {
                 .filter(|k| k.from.holds(snapshot))
                 .map(|k| Arc::clone(&k.segment));
         }
-        (out, Arc::clone(&c.pieces), c.open.clone())
+        // The lines of open intervals are the same in either format (only
+        // the headers differ): the newest kept of any format is taken from.
+        let open = (0..self.groups.len())
+            .map(|i| {
+                cache
+                    .iter()
+                    .filter_map(|c| c.open.get(i).cloned().flatten())
+                    .max_by_key(|o| (o.holds(snapshot) && o.format() == format, o.ledger()))
+            })
+            .collect();
+        (out, Arc::clone(&c.pieces), open)
     }
 
     /// Keeps the segments just rendered of the groups `which`, and the
