@@ -358,20 +358,9 @@ impl Scrapes {
         Vec<Option<Arc<Open>>>,
     ) {
         let mut out = vec![None; self.groups.len()];
-        let none = || vec![None; self.groups.len()];
         let Ok(cache) = self.cache.lock() else {
-            return (out, Arc::default(), none());
+            return (out, Arc::default(), vec![None; self.groups.len()]);
         };
-        let Some(c) = cache.iter().find(|c| c.format == format) else {
-            let open = cache.first().map_or_else(none, |c| c.open.clone());
-            return (out, Arc::default(), open);
-        };
-        for (o, k) in out.iter_mut().zip(&c.groups) {
-            *o = k
-                .as_ref()
-                .filter(|k| k.from.holds(snapshot))
-                .map(|k| Arc::clone(&k.segment));
-        }
         // The lines of open intervals are the same in either format (only
         // the headers differ): the newest kept of any format is taken from.
         let open = (0..self.groups.len())
@@ -382,6 +371,15 @@ impl Scrapes {
                     .max_by_key(|o| (o.holds(snapshot) && o.format() == format, o.ledger()))
             })
             .collect();
+        let Some(c) = cache.iter().find(|c| c.format == format) else {
+            return (out, Arc::default(), open);
+        };
+        for (o, k) in out.iter_mut().zip(&c.groups) {
+            *o = k
+                .as_ref()
+                .filter(|k| k.from.holds(snapshot))
+                .map(|k| Arc::clone(&k.segment));
+        }
         (out, Arc::clone(&c.pieces), open)
     }
 

@@ -77,9 +77,8 @@ pub struct Labelled<'a> {
 pub fn labelled(snapshot: &Snapshot, now: Usec) -> Vec<Labelled<'_>> {
     snapshot
         .ledger
-        .view(now)
-        .zip(snapshot.ledger.versions())
-        .map(|(view, version)| Labelled::new(view, version))
+        .lazy_view(now)
+        .map(|(version, view)| Labelled::new(view(), version))
         .collect()
 }
 
