@@ -3,7 +3,8 @@
 //!
 //! On (re)connect it calls `Subscribe`, takes a snapshot of the watched units
 //! (`ListUnitsByPatterns`, `ListUnitFilesByPatterns` + `LoadUnit`, then the
-//! few properties accounting needs, one `Get` each: [`read_unit`]), and from
+//! few properties accounting needs that the list did not give, one `Get`
+//! each: [`read_unit`]), and from
 //! then on follows, in the order systemd sent them, `PropertiesChanged` of
 //! the watched units and the manager's
 //! `UnitNew`, `UnitRemoved`, `JobNew`, `JobRemoved` and `Reloading` signals.
@@ -302,9 +303,16 @@ impl DbusSource {
         // Read many units at once (replies come back in order of the list),
         // then take them in one by one.
         let reads: Vec<_> = futures_util::stream::iter(names)
-            .map(|(name, (path, check_load))| async move {
-                let read = read_unit(conn, &name, &path, check_load).await;
-                (name, path, read)
+            .map(|(name, found)| async move {
+                let read = read_unit(
+                    conn,
+                    &name,
+                    &found.path,
+                    found.check_load,
+                    found.listed.as_ref(),
+                )
+                .await;
+                (name, found.path, read)
             })
             .buffered(SNAPSHOT_AHEAD)
             .collect()
@@ -322,7 +330,7 @@ impl DbusSource {
         name: String,
         path: OwnedObjectPath,
     ) -> Result<(), DbusError> {
-        let read = read_unit(conn, &name, &path, true).await?;
+        let read = read_unit(conn, &name, &path, true, None).await?;
         self.take_in(conn, name, path, read).await
     }
 

@@ -49,6 +49,25 @@ pub(super) const READ_AHEAD: usize = 32;
 /// (`max_replies_per_connection`) with an error.
 pub(super) const SNAPSHOT_AHEAD: usize = 8;
 
+/// A unit as `ListUnitsByPatterns` gave it: its path, whether its
+/// `LoadState` is still to be checked (a unit loaded by name was not
+/// listed), and the state the list showed.
+pub(super) struct Found {
+    pub path: OwnedObjectPath,
+    pub check_load: bool,
+    pub listed: Option<Listed>,
+}
+
+/// The states a unit had in the list, and when (on the monotonic clock)
+/// the list was asked for: a unit whose `StateChangeTimestampMonotonic` is
+/// older still had that state when its other properties were read, so
+/// they are not asked for again.
+pub(super) struct Listed {
+    pub active_state: String,
+    pub sub_state: String,
+    pub at: crate::ledger::Usec,
+}
+
 /// A unit's properties as read at `now`, and the receive positions of the replies.
 pub(super) struct ReadUnit {
     pub now: crate::ledger::Usec,
@@ -59,15 +78,18 @@ pub(super) struct ReadUnit {
 }
 
 /// The watched units of the manager on `conn`, by name: those loaded that
-/// `selector` matches and are neither masked nor missing, and those with a
-/// unit file (not a template's) that match, loaded so that a stopped one is
-/// accounted as down; with whether their `LoadState` is still to be checked
-/// (for those loaded here).
+/// `selector` matches and are neither masked nor missing, with the state the
+/// list showed, and those with a unit file (not a template's) that match,
+/// loaded so that a stopped one is accounted as down, whose `LoadState` is
+/// still to be checked.
 pub(super) async fn list_watched(
     conn: &Connection,
     selector: &Selector,
-) -> Result<HashMap<String, (OwnedObjectPath, bool)>, DbusError> {
+) -> Result<HashMap<String, Found>, DbusError> {
     let patterns = selector.include_patterns();
+    // Taken before the list is asked for: systemd's state timestamps are on
+    // the same clock (as [`UnitProperties::rebase`] has it too).
+    let at = clock::monotonic();
     let listed: Vec<ListedUnit> = call(
         conn,
         MANAGER_PATH,
@@ -78,10 +100,22 @@ pub(super) async fn list_watched(
     .await?
     .body()
     .deserialize()?;
-    let mut found: HashMap<String, (OwnedObjectPath, bool)> = listed
+    let mut found: HashMap<String, Found> = listed
         .into_iter()
         .filter(|u| selector.matches(&u.0) && !switched_off(&u.2))
-        .map(|u| (u.0, (u.6, false)))
+        .map(|u| {
+            let listed = Listed {
+                active_state: u.3,
+                sub_state: u.4,
+                at,
+            };
+            let found = Found {
+                path: u.6,
+                check_load: false,
+                listed: Some(listed),
+            };
+            (u.0, found)
+        })
         .collect();
     // Units with a unit file but not loaded right now (e.g. stopped and
     // garbage-collected) are loaded so they are accounted as down.
@@ -108,7 +142,12 @@ pub(super) async fn list_watched(
         match call(conn, MANAGER_PATH, MANAGER, "LoadUnit", &(&name,)).await {
             Ok(reply) => {
                 let object: OwnedObjectPath = reply.body().deserialize()?;
-                found.insert(name, (object, true));
+                let found_here = Found {
+                    path: object,
+                    check_load: true,
+                    listed: None,
+                };
+                found.insert(name, found_here);
             }
             Err(e) => tracing::debug!(unit = %name, error = %e, "cannot load unit"),
         }
@@ -142,12 +181,14 @@ const TORN_RETRIES: usize = 3;
 
 /// Reads a unit's properties; `None` if it cannot be read, is masked or does
 /// not exist. `check_load`: whether its `LoadState` is still to be checked
-/// (a unit listed by `ListUnitsByPatterns` was already).
+/// (a unit listed by `ListUnitsByPatterns` was already). `listed`: the
+/// state the list showed, taken unless the unit changed since.
 pub(super) async fn read_unit(
     conn: &Connection,
     name: &str,
     path: &OwnedObjectPath,
     check_load: bool,
+    listed: Option<&Listed>,
 ) -> Result<Option<ReadUnit>, DbusError> {
     // Asked alone first: for a unit that does not exist (a name a pattern
     // matched as systemd loaded it for someone else's question) one call
@@ -166,67 +207,116 @@ pub(super) async fn read_unit(
             }
         }
     }
-    let mut wanted: Vec<(&'static str, &'static str)> = Vec::new();
-    wanted.extend(UNIT_READ.iter().map(|p| (UNIT, *p)));
-    if name.ends_with(".service") {
-        wanted.extend(UnitProperties::SERVICE.iter().map(|p| (SERVICE, *p)));
+    let service = name.ends_with(".service");
+    if let Some(listed) = listed {
+        // The state's timestamp read last: if it is older than the list,
+        // nothing changed from the list to the end of the read.
+        let wanted = wanted(service, &["ActiveState", "SubState", STATE_CHANGE]);
+        let Some(mut read) = read_once(conn, name, path, &wanted).await? else {
+            return Ok(None);
+        };
+        if read.1.iter().all(|t| *t < listed.at) {
+            read.0
+                .props
+                .set("ActiveState", Value::Str(listed.active_state.clone()));
+            read.0
+                .props
+                .set("SubState", Value::Str(listed.sub_state.clone()));
+            read.0.props.rebase(read.0.frame);
+            return Ok(Some(read.0));
+        }
+        tracing::debug!(unit = %name, "unit changed since it was listed; reading its state");
     }
-    // The state's timestamp read again last: the `Get`s are sent at once but
-    // systemd answers them one by one and may change the unit in between;
-    // if that moved, the read is torn and taken again.
-    wanted.push((UNIT, "StateChangeTimestampMonotonic"));
+    // The state's timestamp read first and again last: the `Get`s are sent
+    // at once but systemd answers them one by one and may change the unit in
+    // between; if that moved, the read is torn and taken again.
+    let mut wanted = wanted(service, &[]);
+    wanted.insert(0, (UNIT, STATE_CHANGE));
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let (now, frame) = clock::now_in_frame();
-        let replies =
-            futures_util::future::join_all(wanted.iter().map(|(interface, property)| async move {
-                call(
-                    conn,
-                    path.as_str(),
-                    PROPERTIES,
-                    "Get",
-                    &(*interface, *property),
-                )
-                .await
-            }))
-            .await;
-        let mut props = UnitProperties::default();
-        let mut read_at: Vec<(&'static str, Sequence)> = Vec::new();
-        let mut state_change = Vec::with_capacity(2);
-        for ((interface, property), reply) in wanted.iter().zip(replies) {
-            let reply = match reply {
-                Ok(reply) => reply,
-                Err(e) => {
-                    tracing::debug!(unit = %name, error = %e, "cannot read unit properties");
-                    return Ok(None);
-                }
-            };
-            // Signals received before the first reply of an interface are
-            // older than anything read.
-            if !read_at.iter().any(|(i, _)| i == interface) {
-                read_at.push((interface, reply.recv_position()));
-            }
-            let v: OwnedValue = reply.body().deserialize()?;
-            let Some(v) = from_zvalue(&v) else { continue };
-            if let ("StateChangeTimestampMonotonic", Value::U64(t)) = (*property, &v) {
-                state_change.push(*t);
-            }
-            props.set(property, v);
-        }
+        let Some((mut read, state_change)) = read_once(conn, name, path, &wanted).await? else {
+            return Ok(None);
+        };
         // After a few tries the last read stands: the signals of the
         // changes that tore it follow and are applied on top.
         if state_change.windows(2).all(|w| w[0] == w[1]) || attempt == TORN_RETRIES {
-            props.rebase(frame);
-            return Ok(Some(ReadUnit {
-                now,
-                frame,
-                props,
-                read_at,
-            }));
+            read.props.rebase(read.frame);
+            return Ok(Some(read));
         }
         tracing::debug!(unit = %name, "unit changed while read; reading it again");
     }
+}
+
+const STATE_CHANGE: &str = "StateChangeTimestampMonotonic";
+
+/// The `Get`s of a unit's read, but those of `skip`, with
+/// `StateChangeTimestampMonotonic` last.
+fn wanted(service: bool, skip: &[&str]) -> Vec<(&'static str, &'static str)> {
+    let mut wanted: Vec<(&'static str, &'static str)> = UNIT_READ
+        .iter()
+        .filter(|p| **p != STATE_CHANGE && !skip.contains(p))
+        .map(|p| (UNIT, *p))
+        .collect();
+    if service {
+        wanted.extend(UnitProperties::SERVICE.iter().map(|p| (SERVICE, *p)));
+    }
+    wanted.push((UNIT, STATE_CHANGE));
+    wanted
+}
+
+/// Sends the `Get`s of `wanted` at once and takes in the replies, not yet
+/// rebased; with every `StateChangeTimestampMonotonic` read, in order.
+/// `None` if one fails.
+async fn read_once(
+    conn: &Connection,
+    name: &str,
+    path: &OwnedObjectPath,
+    wanted: &[(&'static str, &'static str)],
+) -> Result<Option<(ReadUnit, Vec<u64>)>, DbusError> {
+    let (now, frame) = clock::now_in_frame();
+    let replies =
+        futures_util::future::join_all(wanted.iter().map(|(interface, property)| async move {
+            call(
+                conn,
+                path.as_str(),
+                PROPERTIES,
+                "Get",
+                &(*interface, *property),
+            )
+            .await
+        }))
+        .await;
+    let mut props = UnitProperties::default();
+    let mut read_at: Vec<(&'static str, Sequence)> = Vec::new();
+    let mut state_change = Vec::with_capacity(2);
+    for ((interface, property), reply) in wanted.iter().zip(replies) {
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(e) => {
+                tracing::debug!(unit = %name, error = %e, "cannot read unit properties");
+                return Ok(None);
+            }
+        };
+        // Signals received before the first reply of an interface are
+        // older than anything read.
+        if !read_at.iter().any(|(i, _)| i == interface) {
+            read_at.push((interface, reply.recv_position()));
+        }
+        let v: OwnedValue = reply.body().deserialize()?;
+        let Some(v) = from_zvalue(&v) else { continue };
+        if let (STATE_CHANGE, Value::U64(t)) = (*property, &v) {
+            state_change.push(*t);
+        }
+        props.set(property, v);
+    }
+    let read = ReadUnit {
+        now,
+        frame,
+        props,
+        read_at,
+    };
+    Ok(Some((read, state_change)))
 }
 
 pub(super) fn merge(props: &mut UnitProperties, values: &Changed, frame: i64) {
@@ -293,5 +383,29 @@ pub(super) async fn read_triggers(
             tracing::debug!(unit = %path.as_str(), error = %e, "cannot read what a timer triggers");
             Ok(Vec::new())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listed_unit_is_not_asked_its_state_and_its_state_change_is_read_last() {
+        let listed = wanted(true, &["ActiveState", "SubState", STATE_CHANGE]);
+        let names: Vec<&str> = listed.iter().map(|(_, p)| *p).collect();
+        assert!(!names.contains(&"ActiveState") && !names.contains(&"SubState"));
+        assert_eq!(names.iter().filter(|p| **p == STATE_CHANGE).count(), 1);
+        assert_eq!(names.last(), Some(&STATE_CHANGE));
+        assert!(names.contains(&"NRestarts"), "a service's own properties");
+    }
+
+    #[test]
+    fn a_unit_read_in_full_is_asked_its_state() {
+        let full = wanted(false, &[]);
+        let names: Vec<&str> = full.iter().map(|(_, p)| *p).collect();
+        assert!(names.contains(&"ActiveState") && names.contains(&"SubState"));
+        assert!(!names.contains(&"NRestarts"), "not a service");
+        assert_eq!(names.last(), Some(&STATE_CHANGE));
     }
 }
