@@ -75,7 +75,12 @@ impl UnitProperties {
             ("NRestarts", Value::U32(n)) => self.n_restarts = Some(n),
             ("Type", Value::Str(s)) => self.service_type = Some(s),
             ("RemainAfterExit", Value::Bool(b)) => self.remain_after_exit = Some(b),
-            ("TriggeredBy", Value::Strs(units)) => self.triggered_by = units,
+            // Sorted: systemd lists a set, and the snapshot builds the same
+            // from the timers' `Triggers`.
+            ("TriggeredBy", Value::Strs(mut units)) => {
+                units.sort();
+                self.triggered_by = units
+            }
             ("Result", Value::Str(s)) => self.result = Some(s),
             ("InvocationID", Value::Bytes(b)) => {
                 self.invocation_id = Some(

@@ -59,13 +59,16 @@ pub(super) struct Found {
 }
 
 /// The states a unit had in the list, and when (on the monotonic clock)
-/// the list was asked for: a unit whose `StateChangeTimestampMonotonic` is
+/// the list was asked for, and the timers that trigger it: a unit whose `StateChangeTimestampMonotonic` is
 /// older still had that state when its other properties were read, so
 /// they are not asked for again.
 pub(super) struct Listed {
     pub active_state: String,
     pub sub_state: String,
     pub at: crate::ledger::Usec,
+    /// The timers whose `Triggers` name the unit: its `TriggeredBy`, as far
+    /// as accounting reads it ([`UnitProperties::timer`]).
+    pub triggered_by: Vec<String>,
 }
 
 /// A unit's properties as read at `now`, and the receive positions of the replies.
@@ -100,6 +103,7 @@ pub(super) async fn list_watched(
     .await?
     .body()
     .deserialize()?;
+    let mut timers = timers_of(conn).await?;
     let mut found: HashMap<String, Found> = listed
         .into_iter()
         .filter(|u| selector.matches(&u.0) && !switched_off(&u.2))
@@ -108,6 +112,7 @@ pub(super) async fn list_watched(
                 active_state: u.3,
                 sub_state: u.4,
                 at,
+                triggered_by: timers.remove(&u.0).unwrap_or_default(),
             };
             let found = Found {
                 path: u.6,
@@ -153,6 +158,31 @@ pub(super) async fn list_watched(
         }
     }
     Ok(found)
+}
+
+/// The units the loaded timers trigger, each with its timers: one `Get` of
+/// `Triggers` a timer rather than one of `TriggeredBy` a unit.
+async fn timers_of(conn: &Connection) -> Result<HashMap<String, Vec<String>>, DbusError> {
+    let listed: Vec<ListedUnit> = call(
+        conn,
+        MANAGER_PATH,
+        MANAGER,
+        "ListUnitsByPatterns",
+        &(Vec::<String>::new(), vec!["*.timer"]),
+    )
+    .await?
+    .body()
+    .deserialize()?;
+    let mut timers: HashMap<String, Vec<String>> = HashMap::new();
+    for timer in listed.into_iter().filter(|u| !switched_off(&u.2)) {
+        for unit in read_triggers(conn, &timer.6).await? {
+            timers.entry(unit).or_default().push(timer.0.clone());
+        }
+    }
+    for of_unit in timers.values_mut() {
+        of_unit.sort();
+    }
+    Ok(timers)
 }
 
 /// The `Unit` properties the snapshot reads, one `Get` each. Its `GetAll`
@@ -211,7 +241,8 @@ pub(super) async fn read_unit(
     if let Some(listed) = listed {
         // The state's timestamp read last: if it is older than the list,
         // nothing changed from the list to the end of the read.
-        let wanted = wanted(service, &["ActiveState", "SubState", STATE_CHANGE]);
+        let skip = ["ActiveState", "SubState", "TriggeredBy", STATE_CHANGE];
+        let wanted = wanted(service, &skip);
         let Some(mut read) = read_once(conn, name, path, &wanted).await? else {
             return Ok(None);
         };
@@ -222,6 +253,7 @@ pub(super) async fn read_unit(
             read.0
                 .props
                 .set("SubState", Value::Str(listed.sub_state.clone()));
+            read.0.props.triggered_by = listed.triggered_by.clone();
             read.0.props.rebase(read.0.frame);
             return Ok(Some(read.0));
         }
@@ -392,9 +424,13 @@ mod tests {
 
     #[test]
     fn a_listed_unit_is_not_asked_its_state_and_its_state_change_is_read_last() {
-        let listed = wanted(true, &["ActiveState", "SubState", STATE_CHANGE]);
+        let listed = wanted(
+            true,
+            &["ActiveState", "SubState", "TriggeredBy", STATE_CHANGE],
+        );
         let names: Vec<&str> = listed.iter().map(|(_, p)| *p).collect();
         assert!(!names.contains(&"ActiveState") && !names.contains(&"SubState"));
+        assert!(!names.contains(&"TriggeredBy"), "the timers' Triggers say");
         assert_eq!(names.iter().filter(|p| **p == STATE_CHANGE).count(), 1);
         assert_eq!(names.last(), Some(&STATE_CHANGE));
         assert!(names.contains(&"NRestarts"), "a service's own properties");
