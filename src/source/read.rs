@@ -241,12 +241,20 @@ pub(super) async fn read_unit(
     if let Some(listed) = listed {
         // The state's timestamp read last: if it is older than the list,
         // nothing changed from the list to the end of the read.
-        let skip = ["ActiveState", "SubState", "TriggeredBy", STATE_CHANGE];
-        let wanted = wanted(service, &skip);
+        let wanted = wanted(service, &LISTED_SKIP);
         let Some(mut read) = read_once(conn, name, path, &wanted).await? else {
             return Ok(None);
         };
         if read.1.iter().all(|t| *t < listed.at) {
+            // `RemainAfterExit` tells only a oneshot's kind
+            // ([`UnitProperties::is_job`]); asked for only then.
+            if read.0.props.service_type.as_deref() == Some("oneshot") {
+                let remain = (SERVICE, "RemainAfterExit");
+                let Some(more) = read_once(conn, name, path, &[remain]).await? else {
+                    return Ok(None);
+                };
+                read.0.props.remain_after_exit = more.0.props.remain_after_exit;
+            }
             read.0
                 .props
                 .set("ActiveState", Value::Str(listed.active_state.clone()));
@@ -282,6 +290,16 @@ pub(super) async fn read_unit(
 
 const STATE_CHANGE: &str = "StateChangeTimestampMonotonic";
 
+/// What a listed unit's read does not ask: the list, the timers and its
+/// type tell, and its state's timestamp is read last.
+const LISTED_SKIP: [&str; 5] = [
+    "ActiveState",
+    "SubState",
+    "TriggeredBy",
+    "RemainAfterExit",
+    STATE_CHANGE,
+];
+
 /// The `Get`s of a unit's read, but those of `skip`, with
 /// `StateChangeTimestampMonotonic` last.
 fn wanted(service: bool, skip: &[&str]) -> Vec<(&'static str, &'static str)> {
@@ -291,7 +309,8 @@ fn wanted(service: bool, skip: &[&str]) -> Vec<(&'static str, &'static str)> {
         .map(|p| (UNIT, *p))
         .collect();
     if service {
-        wanted.extend(UnitProperties::SERVICE.iter().map(|p| (SERVICE, *p)));
+        let own = UnitProperties::SERVICE.iter().filter(|p| !skip.contains(p));
+        wanted.extend(own.map(|p| (SERVICE, *p)));
     }
     wanted.push((UNIT, STATE_CHANGE));
     wanted
@@ -431,6 +450,10 @@ mod tests {
         let names: Vec<&str> = listed.iter().map(|(_, p)| *p).collect();
         assert!(!names.contains(&"ActiveState") && !names.contains(&"SubState"));
         assert!(!names.contains(&"TriggeredBy"), "the timers' Triggers say");
+        assert!(
+            !names.contains(&"RemainAfterExit"),
+            "asked of a oneshot only"
+        );
         assert_eq!(names.iter().filter(|p| **p == STATE_CHANGE).count(), 1);
         assert_eq!(names.last(), Some(&STATE_CHANGE));
         assert!(names.contains(&"NRestarts"), "a service's own properties");
