@@ -443,10 +443,7 @@ mod tests {
 
     #[test]
     fn a_listed_unit_is_not_asked_its_state_and_its_state_change_is_read_last() {
-        let listed = wanted(
-            true,
-            &["ActiveState", "SubState", "TriggeredBy", STATE_CHANGE],
-        );
+        let listed = wanted(true, &LISTED_SKIP);
         let names: Vec<&str> = listed.iter().map(|(_, p)| *p).collect();
         assert!(!names.contains(&"ActiveState") && !names.contains(&"SubState"));
         assert!(!names.contains(&"TriggeredBy"), "the timers' Triggers say");
