@@ -93,16 +93,7 @@ pub(super) async fn list_watched(
     // Taken before the list is asked for: systemd's state timestamps are on
     // the same clock (as [`UnitProperties::rebase`] has it too).
     let at = clock::monotonic();
-    let listed: Vec<ListedUnit> = call(
-        conn,
-        MANAGER_PATH,
-        MANAGER,
-        "ListUnitsByPatterns",
-        &(Vec::<String>::new(), &patterns),
-    )
-    .await?
-    .body()
-    .deserialize()?;
+    let listed = list_units(conn, &patterns).await?;
     let mut timers = timers_of(conn).await?;
     let mut found: HashMap<String, Found> = listed
         .into_iter()
@@ -160,19 +151,28 @@ pub(super) async fn list_watched(
     Ok(found)
 }
 
-/// The units the loaded timers trigger, each with its timers: one `Get` of
-/// `Triggers` a timer rather than one of `TriggeredBy` a unit.
-async fn timers_of(conn: &Connection) -> Result<HashMap<String, Vec<String>>, DbusError> {
-    let listed: Vec<ListedUnit> = call(
+/// The loaded units whose names match `patterns`, in any state
+/// (`ListUnitsByPatterns`).
+pub(super) async fn list_units<P: AsRef<str>>(
+    conn: &Connection,
+    patterns: &[P],
+) -> Result<Vec<ListedUnit>, DbusError> {
+    let patterns: Vec<&str> = patterns.iter().map(AsRef::as_ref).collect();
+    let reply = call(
         conn,
         MANAGER_PATH,
         MANAGER,
         "ListUnitsByPatterns",
-        &(Vec::<String>::new(), vec!["*.timer"]),
+        &(Vec::<String>::new(), patterns),
     )
-    .await?
-    .body()
-    .deserialize()?;
+    .await?;
+    Ok(reply.body().deserialize()?)
+}
+
+/// The units the loaded timers trigger, each with its timers: one `Get` of
+/// `Triggers` a timer rather than one of `TriggeredBy` a unit.
+async fn timers_of(conn: &Connection) -> Result<HashMap<String, Vec<String>>, DbusError> {
+    let listed = list_units(conn, &["*.timer"]).await?;
     let mut timers: HashMap<String, Vec<String>> = HashMap::new();
     for timer in listed.into_iter().filter(|u| !switched_off(&u.2)) {
         for unit in read_triggers(conn, &timer.6).await? {

@@ -44,7 +44,7 @@ use zbus::{Connection, Message};
 use super::changed::Changed;
 use super::dbus::{Bus, DbusError, DbusSource};
 use super::properties::UnitProperties;
-use super::read::{call, merge, ListedUnit, MANAGER_PATH};
+use super::read::{call, list_units, merge, MANAGER_PATH};
 use super::signal::{self, Signal, Throttle, MANAGER, PROPERTIES, UNIT};
 use super::signal_queue::{self, Queued};
 use crate::clock;
@@ -263,16 +263,7 @@ impl UserManagers {
 
     /// Which managers run now: those are followed, and no others.
     async fn snapshot(&mut self, conn: &Connection, shutdown: &Shutdown) -> Result<(), DbusError> {
-        let listed: Vec<ListedUnit> = call(
-            conn,
-            MANAGER_PATH,
-            MANAGER,
-            "ListUnitsByPatterns",
-            &(Vec::<String>::new(), vec!["user@*.service"]),
-        )
-        .await?
-        .body()
-        .deserialize()?;
+        let listed = list_units(conn, &["user@*.service"]).await?;
         self.units.clear();
         let mut states = HashMap::new();
         for (name, _, _, active, _, _, path, ..) in listed {
