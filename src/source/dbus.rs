@@ -3,8 +3,7 @@
 //!
 //! On (re)connect it calls `Subscribe`, takes a snapshot of the watched units
 //! (`ListUnitsByPatterns`, `ListUnitFilesByPatterns` + `LoadUnit`, then the
-//! few properties accounting needs that the list did not give, one `Get`
-//! each: [`read_unit`]), and from
+//! few properties accounting needs, one `Get` each: [`read_unit`]), and from
 //! then on follows, in the order systemd sent them, `PropertiesChanged` of
 //! the watched units and the manager's
 //! `UnitNew`, `UnitRemoved`, `JobNew`, `JobRemoved` and `Reloading` signals.
@@ -304,15 +303,9 @@ impl DbusSource {
         // then take them in one by one.
         let reads: Vec<_> = futures_util::stream::iter(names)
             .map(|(name, found)| async move {
-                let read = read_unit(
-                    conn,
-                    &name,
-                    &found.path,
-                    found.check_load,
-                    found.listed.as_ref(),
-                )
-                .await;
-                (name, found.path, read)
+                let (path, check, listed) = (found.path, found.check_load, found.listed);
+                let read = read_unit(conn, &name, &path, check, listed.as_ref()).await;
+                (name, path, read)
             })
             .buffered(SNAPSHOT_AHEAD)
             .collect()
