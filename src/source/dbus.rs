@@ -304,7 +304,7 @@ impl DbusSource {
         let reads: Vec<_> = futures_util::stream::iter(names)
             .map(|(name, found)| async move {
                 let (path, check, listed) = (found.path, found.check_load, found.listed);
-                let read = read_unit(conn, &name, &path, check, listed.as_ref()).await;
+                let read = read_unit(conn, &name, &path, check, listed).await;
                 (name, path, read)
             })
             .buffered(SNAPSHOT_AHEAD)

@@ -76,7 +76,7 @@ impl UnitProperties {
             ("Type", Value::Str(s)) => self.service_type = Some(s),
             ("RemainAfterExit", Value::Bool(b)) => self.remain_after_exit = Some(b),
             // Sorted: systemd lists a set, and the snapshot builds the same
-            // from the timers' `Triggers`.
+            // from the timers' `Triggers` (in no order of systemd's).
             ("TriggeredBy", Value::Strs(mut units)) => {
                 units.sort();
                 self.triggered_by = units

@@ -49,19 +49,19 @@ pub(super) const READ_AHEAD: usize = 32;
 /// (`max_replies_per_connection`) with an error.
 pub(super) const SNAPSHOT_AHEAD: usize = 6;
 
-/// A unit as `ListUnitsByPatterns` gave it: its path, whether its
+/// A watched unit found by [`list_watched`]: its path, whether its
 /// `LoadState` is still to be checked (a unit loaded by name was not
-/// listed), and the state the list showed.
+/// listed), and, for one `ListUnitsByPatterns` gave, what the list showed.
 pub(super) struct Found {
     pub path: OwnedObjectPath,
     pub check_load: bool,
     pub listed: Option<Listed>,
 }
 
-/// The states a unit had in the list, and when (on the monotonic clock)
-/// the list was asked for, and the timers that trigger it: a unit whose `StateChangeTimestampMonotonic` is
-/// older still had that state when its other properties were read, so
-/// they are not asked for again.
+/// The states a unit had in the list, when (on the monotonic clock) the
+/// list was asked for, and the timers that trigger it: a unit whose
+/// `StateChangeTimestampMonotonic` is older still had that state when its
+/// other properties were read, so they are not asked for again.
 pub(super) struct Listed {
     pub active_state: String,
     pub sub_state: String,
@@ -179,9 +179,6 @@ async fn timers_of(conn: &Connection) -> Result<HashMap<String, Vec<String>>, Db
             timers.entry(unit).or_default().push(timer.0.clone());
         }
     }
-    for of_unit in timers.values_mut() {
-        of_unit.sort();
-    }
     Ok(timers)
 }
 
@@ -222,7 +219,7 @@ pub(super) async fn read_unit(
     name: &str,
     path: &OwnedObjectPath,
     check_load: bool,
-    listed: Option<&Listed>,
+    listed: Option<Listed>,
 ) -> Result<Option<ReadUnit>, DbusError> {
     // Asked alone first: for a unit that does not exist (a name a pattern
     // matched as systemd loaded it for someone else's question) one call
@@ -246,28 +243,28 @@ pub(super) async fn read_unit(
         // The state's timestamp read last: if it is older than the list,
         // nothing changed from the list to the end of the read.
         let wanted = wanted(service, &LISTED_SKIP);
-        let Some(mut read) = read_once(conn, name, path, &wanted).await? else {
+        let Some((mut read, state_change)) = read_once(conn, name, path, &wanted).await? else {
             return Ok(None);
         };
-        if read.1.iter().all(|t| *t < listed.at) {
+        if state_change.iter().all(|t| *t < listed.at) {
             // `RemainAfterExit` tells only a oneshot's kind
             // ([`UnitProperties::is_job`]); asked for only then.
-            if read.0.props.service_type.as_deref() == Some("oneshot") {
+            if read.props.service_type.as_deref() == Some("oneshot") {
                 let remain = (SERVICE, "RemainAfterExit");
-                let Some(more) = read_once(conn, name, path, &[remain]).await? else {
+                let Some((more, _)) = read_once(conn, name, path, &[remain]).await? else {
                     return Ok(None);
                 };
-                read.0.props.remain_after_exit = more.0.props.remain_after_exit;
+                read.props.remain_after_exit = more.props.remain_after_exit;
             }
-            read.0
-                .props
-                .set("ActiveState", Value::Str(listed.active_state.clone()));
-            read.0
-                .props
-                .set("SubState", Value::Str(listed.sub_state.clone()));
-            read.0.props.triggered_by = listed.triggered_by.clone();
-            read.0.props.rebase(read.0.frame);
-            return Ok(Some(read.0));
+            // Through `set`, as a `Get` would have given them (it sorts
+            // `TriggeredBy`, a set in systemd).
+            read.props
+                .set("ActiveState", Value::Str(listed.active_state));
+            read.props.set("SubState", Value::Str(listed.sub_state));
+            read.props
+                .set("TriggeredBy", Value::Strs(listed.triggered_by));
+            read.props.rebase(read.frame);
+            return Ok(Some(read));
         }
         tracing::debug!(unit = %name, "unit changed since it was listed; reading its state");
     }
