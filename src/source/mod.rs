@@ -6,6 +6,7 @@
 //! implements [`Source`] and is started by [`spawn`]: a new one is a new
 //! file here and one line in `server::run`.
 
+pub mod bus;
 pub mod cgroup;
 pub mod changed;
 pub mod dbus;

@@ -22,8 +22,8 @@ use tokio::sync::mpsc;
 use zbus::zvariant::OwnedObjectPath;
 use zbus::{Connection, MatchRule, MessageStream};
 
+use super::bus::{connect, Bus};
 use super::cgroup::{Cgroups, Want};
-use super::dbus::{connect, Bus};
 use super::read::{ListedUnit, MANAGER_PATH, READ_AHEAD};
 use super::signal::{MANAGER, SERVICE};
 use super::signal_queue::SYSTEMD;
