@@ -235,3 +235,71 @@ fn a_user_managers_failures_and_restarts_count_once() {
     assert_eq!(uw.value(&auto(crash)), Some(restarts));
     assert_eq!(uw.value(&manual(crash)), Some(0.0));
 }
+
+/// `__REALTIME_TIMESTAMP`s, in seconds, of `unit`'s records with `message_id`
+/// since `since` (seconds since the epoch), oldest first.
+fn record_times(sb: &Sandbox, unit: &str, message_id: &str, since: f64) -> Vec<f64> {
+    sb.sh(&format!(
+        "journalctl -u {unit} MESSAGE_ID={message_id} -S @{since:.6} -o json"
+    ))
+    .lines()
+    .map(|line| {
+        let fields: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+        fields["__REALTIME_TIMESTAMP"]
+            .as_str()
+            .and_then(|t| t.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no timestamp in {line}"))
+            / 1e6
+    })
+    .collect()
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// A unit stopped and started twice while unitwatch was stopped: systemd
+/// keeps the timestamps of the last cycle only, the journal has both, and
+/// both are downtime (the D-Bus connection that followed the unit ended
+/// with the process that had it).
+#[test]
+fn every_stop_while_unitwatch_was_stopped_is_downtime() {
+    let sb = sandbox!();
+    let unit = "aitbc-stable.service";
+    sb.write_unit(unit, STABLE);
+    sb.daemon_reload();
+    sb.systemctl(&["start", unit]);
+    let dir = temp_dir("exact-away");
+    let down = series("service_downtime_seconds_total", unit, "");
+    let mut uw = Unitwatch::launch(&sb, WATCH, "backfill = \"0\"", &dir);
+    uw.wait_value(&series("service_up", unit, ""), WAIT, |v| v == 1.0);
+    let down_before = uw.value(&down).unwrap_or(0.0);
+    let away = now();
+    assert!(
+        uw.stop().is_some_and(|s| s.success()),
+        "unitwatch stops cleanly"
+    );
+    for _ in 0..2 {
+        sb.systemctl(&["stop", unit]);
+        // A span of downtime to measure; nothing is waited for.
+        std::thread::sleep(Duration::from_millis(800));
+        sb.systemctl(&["start", unit]);
+    }
+    let stops = record_times(&sb, unit, "de5b426a63be47a7b6ac3eaac82e2f6f", away);
+    let starts = record_times(&sb, unit, "39f53479d3a045ac8e11786248231fbf", away);
+    assert_eq!((stops.len(), starts.len()), (2, 2), "two cycles recorded");
+    let gaps: f64 = stops.iter().zip(&starts).map(|(s, t)| t - s).sum();
+
+    let uw = Unitwatch::launch(&sb, WATCH, "backfill = \"0\"", &dir);
+    uw.wait_value(&series("service_up", unit, ""), WAIT, |v| v == 1.0);
+    let want = down_before + gaps;
+    let got = uw.wait_value(&down, WAIT, |v| v > 0.0);
+    assert!(
+        (got - want).abs() < 0.3,
+        "down {got:.3} s; the journal says {want:.3} s (two stops of {gaps:.3} s in all)\n{}",
+        uw.log()
+    );
+}
