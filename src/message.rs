@@ -43,6 +43,13 @@ pub enum Input {
     /// News of `user`'s manager, from the source following it (`[watch]
     /// user_managers`); the system manager's comes as the variants above.
     UserManager { user: String, news: Manager },
+    /// The D-Bus source is stopping: from here on the journal's news is
+    /// left for the next start, not applied and its position not kept.
+    /// While D-Bus follows a unit its journal records are passed over, each
+    /// trusted to have its signal; once the source stops taking signals in,
+    /// the next record's may never come, and only a record read again after
+    /// the restart (when nothing is followed) still counts.
+    Stopping,
     /// Save the state and stop.
     Shutdown(oneshot::Sender<()>),
 }

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::clock;
 use crate::health::Health;
-use crate::ledger::{Event, Ledger, Op, Outcome, Usec};
+use crate::ledger::{Event, Ledger, Op, Origin, Outcome, Usec};
 use crate::message::{Input, Logged, Manager};
 use crate::notify::Notifier;
 use crate::persist::{Frame, Meta, Writer};
@@ -42,6 +42,8 @@ struct Live {
     shutdown_reply: Option<oneshot::Sender<()>>,
     /// The sampler's last round.
     sample: Arc<Sample>,
+    /// [`Input::Stopping`] came: the journal's news waits for the next start.
+    stopping: bool,
 }
 
 /// `event` with its time in the current frame, if it was taken in another
@@ -204,6 +206,9 @@ impl Owner {
     /// Takes one input; true when it is time to stop.
     fn handle(&mut self, input: Input, live: &mut Live) -> bool {
         match input {
+            Input::Journal { .. } | Input::HostDown { .. } if live.stopping => {}
+            Input::Event { event, .. } if live.stopping && event.origin == Origin::Journal => {}
+            Input::Stopping => live.stopping = true,
             Input::Event { event, frame } => {
                 live.dirty = true;
                 self.apply(in_frame(event, frame), &mut live.stats);
@@ -363,6 +368,7 @@ mod tests {
 
     use super::*;
     use crate::ledger::{ActiveState, Transition};
+    use crate::message::Logged;
     use crate::persist::{test_dir, Position, StateFile};
     use crate::snapshot::{self, Snapshot};
 
@@ -381,6 +387,57 @@ mod tests {
             listen: ([127, 0, 0, 1], 0).into(),
             ops: Vec::new(),
         }
+    }
+
+    fn state(state: ActiveState) -> Transition {
+        Transition::State {
+            state,
+            sub_state: None,
+        }
+    }
+
+    /// After [`Input::Stopping`] the journal's records are not applied and
+    /// its position stays where it was: the next start reads them again.
+    #[tokio::test]
+    async fn the_journal_read_after_stopping_is_left_for_the_next_start() {
+        let dir = test_dir("owner-stopping");
+        let (inputs, rx) = mpsc::channel(16);
+        let (publisher, _snapshots) = snapshot::channel(Snapshot::default());
+        let run = tokio::spawn(owner(&dir).run(rx, publisher));
+        let logged = |at, s| Logged::Event {
+            event: Event::logged("u.service", at, state(s)),
+            frame: None,
+        };
+        let journal = |cursor: &str, items| Input::Journal {
+            items,
+            cursor: cursor.into(),
+            boot_id: None,
+        };
+        let (done, saved) = oneshot::channel();
+        for input in [
+            journal("a", vec![logged(T0, ActiveState::Active)]),
+            Input::Stopping,
+            journal("b", vec![logged(T0 + 1_000_000, ActiveState::Inactive)]),
+            Input::HostDown { at: T0 + 2_000_000 },
+            Input::Shutdown(done),
+        ] {
+            inputs.send(input).await.expect("owner takes inputs");
+        }
+        saved.await.expect("owner saves");
+        run.await.expect("owner ends");
+        let saved = StateFile::new(&dir)
+            .load(crate::ledger::DEFAULT_MAX_UNITS)
+            .saved
+            .expect("a saved state");
+        assert_eq!(saved.journal_cursor.as_deref(), Some("a"));
+        let views: Vec<_> = saved.ledger.view(T0 + 3_000_000).collect();
+        assert_eq!(views.len(), 1);
+        assert_eq!(
+            views[0].state,
+            ActiveState::Active,
+            "still up: the stop is read at the next start"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A storm's ops are saved as they reach [`SAVE_AT_OPS`], well before

@@ -11,7 +11,7 @@ mod common;
 use std::time::Duration;
 
 use common::series::{auto, exit_code, manual, series};
-use common::unitwatch::{temp_dir, Place, Unitwatch};
+use common::unitwatch::{signal, temp_dir, Place, Unitwatch};
 use common::{wait_for, Boot, Sandbox};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -300,6 +300,57 @@ fn every_stop_while_unitwatch_was_stopped_is_downtime() {
     assert!(
         (got - want).abs() < 0.3,
         "down {got:.3} s; the journal says {want:.3} s (two stops of {gaps:.3} s in all)\n{}",
+        uw.log()
+    );
+}
+
+/// A unit stopped at the moment unitwatch is told to stop: the stop is
+/// downtime from its "Stopping" record. Whichever of its signals and its
+/// journal records unitwatch reads before it ends, the stop is applied
+/// before it ends or read again at the next start.
+#[test]
+fn a_stop_as_unitwatch_stops_is_downtime() {
+    let sb = sandbox!();
+    let unit = "aitbc-stable.service";
+    sb.write_unit(unit, STABLE);
+    sb.daemon_reload();
+    sb.systemctl(&["start", unit]);
+    let dir = temp_dir("exact-stopping");
+    let down = series("service_downtime_seconds_total", unit, "");
+    let mut uw = Unitwatch::launch(&sb, WATCH, "backfill = \"0\"", &dir);
+    uw.wait_value(&series("service_up", unit, ""), WAIT, |v| v == 1.0);
+    let down_before = uw.value(&down).unwrap_or(0.0);
+    let away = now();
+    let pid = uw.pid().expect("unitwatch runs");
+    // Held still while the unit stops, then told to stop as it wakes: its
+    // socket holds the stop's signals and its journal the records, and
+    // neither has been read.
+    signal(pid, libc::SIGSTOP);
+    sb.systemctl(&["stop", unit]);
+    wait_for("the stop in the journal", WAIT, || {
+        (!record_times(&sb, unit, "de5b426a63be47a7b6ac3eaac82e2f6f", away).is_empty())
+            .then_some(())
+    });
+    signal(pid, libc::SIGTERM);
+    signal(pid, libc::SIGCONT);
+    assert!(
+        uw.wait_exit(WAIT).is_some_and(|s| s.success()),
+        "unitwatch stops cleanly"
+    );
+    // A span of downtime to measure; nothing is waited for.
+    std::thread::sleep(Duration::from_millis(500));
+    sb.systemctl(&["start", unit]);
+    let stops = record_times(&sb, unit, "de5b426a63be47a7b6ac3eaac82e2f6f", away);
+    let starts = record_times(&sb, unit, "39f53479d3a045ac8e11786248231fbf", away);
+    assert_eq!((stops.len(), starts.len()), (1, 1), "one stop, one start");
+
+    let uw = Unitwatch::launch(&sb, WATCH, "backfill = \"0\"", &dir);
+    uw.wait_value(&series("service_up", unit, ""), WAIT, |v| v == 1.0);
+    let want = down_before + (starts[0] - stops[0]);
+    let got = uw.wait_value(&down, WAIT, |v| v > 0.0);
+    assert!(
+        (got - want).abs() < 0.2,
+        "down {got:.3} s; the journal says {want:.3} s\n{}",
         uw.log()
     );
 }

@@ -1,11 +1,14 @@
 //! Which service manager to follow and how to reach it: the bus (system,
 //! session, an address) or a user manager's private socket, the connection
-//! every D-Bus reader of unitwatch opens, and why a session with it ends.
+//! every D-Bus reader of unitwatch opens, when systemd was last heard on it,
+//! and why a session with it ends.
 
 use std::time::Duration;
 
 use zbus::Connection;
 
+use crate::clock;
+use crate::ledger::Usec;
 use crate::source::{private, signal_queue, users};
 
 /// Which service manager to follow.
@@ -62,4 +65,26 @@ pub enum DbusError {
     LedgerGone,
     #[error("the bus connection closed")]
     Closed,
+    #[error("unitwatch is stopping")]
+    Stopped,
+}
+
+/// When systemd was last heard on a connection (unitwatch's clock; 0:
+/// never): the time a lost connection stopped telling, which is when it
+/// stopped being trusted alone. Changes after it went unsignalled, and only
+/// the journal can tell them, whenever its records are read. (When the loss
+/// is noticed is later, by how long the socket's end took to be read.)
+#[derive(Clone, Debug, Default)]
+pub struct Heard(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl Heard {
+    /// Heard now.
+    pub fn now(&self) {
+        self.0
+            .store(clock::now(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn at(&self) -> Option<Usec> {
+        Some(self.0.load(std::sync::atomic::Ordering::Relaxed)).filter(|t| *t > 0)
+    }
 }

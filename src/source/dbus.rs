@@ -37,7 +37,7 @@ use crate::ledger::{key, Event, Kind, Transition, Usec};
 use crate::message::{Input, Manager};
 use crate::select::{Kinds, Selector};
 use crate::shutdown::Shutdown;
-use crate::source::bus::connect;
+use crate::source::bus::{connect, Heard};
 pub use crate::source::bus::{Bus, DbusError};
 use crate::source::properties::UnitProperties;
 use crate::source::read::{
@@ -48,6 +48,12 @@ use crate::source::signal::{self, Signal, Throttle, MANAGER, TIMER};
 use crate::source::signal_queue::{self, Queued};
 use crate::source::timers::Timers;
 use crate::source::users::{self, Gone};
+
+/// `org.freedesktop.DBus.Peer`, which sd-bus answers on every object.
+const PEER: &str = "org.freedesktop.DBus.Peer";
+
+/// How long the last call and its signals may take at shutdown, each.
+const LAST_CALL: Duration = Duration::from_secs(1);
 
 /// The D-Bus source task.
 pub struct DbusSource {
@@ -76,6 +82,9 @@ pub struct DbusSource {
     malformed: Throttle,
     /// A user manager's: when it went away ([`DbusSource::until_gone`]).
     gone: Gone,
+    /// When the session's systemd was last heard: the time a lost
+    /// connection is lost at ([`Heard`]).
+    heard: Option<Heard>,
 }
 
 impl super::Source for DbusSource {
@@ -110,6 +119,7 @@ impl DbusSource {
             queue: signal_queue::capacity(),
             malformed: Throttle::new(signal::WARN_EVERY),
             gone: Gone::default(),
+            heard: None,
         }
     }
 
@@ -127,16 +137,18 @@ impl DbusSource {
         let mut warned: Option<String> = None;
         loop {
             let result = tokio::select! {
-                r = self.session() => r,
-                _ = shutdown.recv() => return,
+                r = self.session(&mut shutdown) => r,
                 at = gone.for_long() => return self.gone(at).await,
             };
             let reason = match result {
                 Ok(()) => "the bus connection closed".to_owned(),
-                Err(DbusError::LedgerGone) => return,
+                Err(DbusError::LedgerGone | DbusError::Stopped) => return,
                 Err(e) => e.to_string(),
             };
-            let lost = self.news(Manager::Lost { at: clock::now() });
+            let at = self.heard.take().and_then(|h| h.at());
+            let lost = self.news(Manager::Lost {
+                at: at.unwrap_or_else(clock::now),
+            });
             if self.events.send(lost).await.is_err() {
                 return;
             }
@@ -177,41 +189,83 @@ impl DbusSource {
         users::input(self.bus.user(), news)
     }
 
-    /// One connection: subscribe, snapshot, follow. Returns when the connection ends.
-    async fn session(&mut self) -> Result<(), DbusError> {
-        let conn = connect(&self.bus, None).await?;
-        tracing::debug!(
-            "connected to the bus as {}",
-            conn.unique_name().map_or("-", |n| n.as_str())
-        );
-        // Receive positions are only comparable within one connection.
-        self.read_at.clear();
-        let (_drain, mut queue) = match self.bus {
-            Bus::UserManager { .. } => signal_queue::open_direct(&conn, self.queue).await?,
-            _ => signal_queue::open(&conn, self.queue).await?,
+    /// One connection: subscribe, snapshot, follow. Returns when the
+    /// connection ends, or with [`DbusError::Stopped`] at shutdown.
+    async fn session(&mut self, shutdown: &mut Shutdown) -> Result<(), DbusError> {
+        let setup = async {
+            let conn = connect(&self.bus, None).await?;
+            tracing::debug!(
+                "connected to the bus as {}",
+                conn.unique_name().map_or("-", |n| n.as_str())
+            );
+            // Receive positions are only comparable within one connection.
+            self.read_at.clear();
+            let (drain, queue) = match self.bus {
+                Bus::UserManager { .. } => signal_queue::open_direct(&conn, self.queue).await?,
+                _ => signal_queue::open(&conn, self.queue).await?,
+            };
+            call(&conn, MANAGER_PATH, MANAGER, "Subscribe", &()).await?;
+            let n = self.snapshot(&conn).await?;
+            self.health.set_up(n);
+            tracing::debug!(units = n, "subscribed to systemd; following unit changes");
+            self.snapshot_done(n).await?;
+            Ok::<_, DbusError>((conn, drain, queue))
         };
-        self.follow(&conn, &mut queue).await
+        let set_up = tokio::select! {
+            r = setup => Some(r?),
+            _ = shutdown.recv() => None,
+        };
+        let Some((conn, drain, mut queue)) = set_up else {
+            return self.stopping(None).await;
+        };
+        let heard = drain.heard();
+        heard.now();
+        self.heard = Some(heard);
+        loop {
+            let item = tokio::select! {
+                item = queue.recv() => item,
+                _ = shutdown.recv() => return self.stopping(Some((&conn, &drain, &mut queue))).await,
+            };
+            match item {
+                Some(Queued::Signal(msg)) => self.handle(&conn, &msg).await?,
+                Some(Queued::Overflow { since, dropped }) => {
+                    self.overflowed(&conn, since, dropped).await?
+                }
+                Some(Queued::Flushed) => {}
+                None => return Ok(()),
+            }
+        }
     }
 
-    async fn follow(
+    /// At shutdown: tells the owner to leave the journal's news for the next
+    /// start ([`Input::Stopping`]), then takes in every signal systemd sent
+    /// before it answers one last call, so that each journal record the
+    /// ledger passed over while this source followed its unit has had its
+    /// signal applied. Ends the session with [`DbusError::Stopped`].
+    async fn stopping(
         &mut self,
-        conn: &Connection,
-        queue: &mut mpsc::Receiver<Queued>,
+        following: Option<(
+            &Connection,
+            &signal_queue::Drain,
+            &mut mpsc::Receiver<Queued>,
+        )>,
     ) -> Result<(), DbusError> {
-        call(conn, MANAGER_PATH, MANAGER, "Subscribe", &()).await?;
-        let n = self.snapshot(conn).await?;
-        self.health.set_up(n);
-        tracing::debug!(units = n, "subscribed to systemd; following unit changes");
-        self.snapshot_done(n).await?;
-        while let Some(item) = queue.recv().await {
-            match item {
-                Queued::Signal(msg) => self.handle(conn, &msg).await?,
-                Queued::Overflow { since, dropped } => {
-                    self.overflowed(conn, since, dropped).await?
+        let told = self.events.send(Input::Stopping).await;
+        let (Some((conn, drain, queue)), Ok(())) = (following, told) else {
+            return Err(DbusError::Stopped);
+        };
+        let last = call(conn, MANAGER_PATH, PEER, "Ping", &());
+        if let Ok(Ok(_)) = tokio::time::timeout(LAST_CALL, last).await {
+            drain.flush();
+            while let Ok(Some(item)) = tokio::time::timeout(LAST_CALL, queue.recv()).await {
+                match item {
+                    Queued::Signal(msg) => self.handle(conn, &msg).await?,
+                    Queued::Overflow { .. } => {}
+                    Queued::Flushed => break,
                 }
             }
         }
-        Ok(())
+        Err(DbusError::Stopped)
     }
 
     /// Signals were dropped from `since` on: the ledger stops trusting D-Bus

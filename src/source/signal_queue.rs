@@ -47,7 +47,7 @@
 
 use std::time::Instant;
 
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::sync::oneshot;
 use zbus::message::{Sequence, Type as MessageType};
@@ -56,6 +56,7 @@ use zbus::{Connection, MatchRule, Message, MessageStream};
 
 use crate::clock;
 use crate::ledger::Usec;
+use crate::source::bus::Heard;
 use crate::source::signal::{self, Throttle};
 
 /// The bus itself, as the sender of its own messages; no connection can
@@ -100,6 +101,9 @@ pub enum Queued {
         since: Usec,
         dropped: u64,
     },
+    /// Every signal zbus had read when [`Drain::flush`] was asked came
+    /// before this.
+    Flushed,
 }
 
 /// systemd's unique name on the bus as last heard, and where in the
@@ -176,17 +180,34 @@ pub struct Start<S> {
 
 /// The task draining the queue; stopped when dropped, so no path out of a
 /// session leaves it (and the connection its streams hold) behind.
-pub struct Drain(tokio::task::JoinHandle<()>);
+pub struct Drain {
+    task: tokio::task::JoinHandle<()>,
+    flush: mpsc::Sender<()>,
+    heard: Heard,
+}
 
 impl Drain {
+    /// When systemd was last heard on the connection.
+    pub fn heard(&self) -> Heard {
+        self.heard.clone()
+    }
+
     pub fn is_finished(&self) -> bool {
-        self.0.is_finished()
+        self.task.is_finished()
+    }
+
+    /// Asks for a [`Queued::Flushed`] after every signal zbus has read by
+    /// now. zbus hands a method call's reply over only once every message
+    /// read before it went to the streams, so after a reply this queues
+    /// every signal systemd sent before it answered.
+    pub fn flush(&self) {
+        let _ = self.flush.try_send(());
     }
 }
 
 impl Drop for Drain {
     fn drop(&mut self) {
-        self.0.abort();
+        self.task.abort();
     }
 }
 
@@ -270,7 +291,10 @@ where
 {
     let (tx, rx) = mpsc::channel(capacity.max(1));
     let (start, started) = oneshot::channel();
-    (Drain(tokio::spawn(drain(owners, started, tx))), start, rx)
+    let (flush, flushes) = mpsc::channel(1);
+    let heard = Heard::default();
+    let task = tokio::spawn(drain(owners, started, tx, flushes, heard.clone()));
+    (Drain { task, flush, heard }, start, rx)
 }
 
 /// Signals dropped since the queue was last full.
@@ -283,6 +307,8 @@ async fn drain<S, O>(
     mut owners: O,
     mut started: oneshot::Receiver<Start<S>>,
     tx: mpsc::Sender<Queued>,
+    mut flushes: mpsc::Receiver<()>,
+    heard: Heard,
 ) where
     S: Stream<Item = zbus::Result<Message>> + Unpin,
     O: Stream<Item = zbus::Result<Message>> + Unpin,
@@ -314,6 +340,18 @@ async fn drain<S, O>(
                 let Some(Ok(msg)) = change else { return };
                 owner.changed(&msg);
             }
+            Some(()) = flushes.recv() => {
+                // What zbus read is in the stream by now: all that is ready.
+                while let Some(Some(Ok(msg))) = signals.next().now_or_never() {
+                    heard.now();
+                    if owner.sent(&msg, &mut foreign) && tx.send(Queued::Signal(msg)).await.is_err() {
+                        return;
+                    }
+                }
+                if tx.send(Queued::Flushed).await.is_err() {
+                    return;
+                }
+            }
             room = tx.reserve_many(resume), if lost.is_some() => {
                 let Ok(mut permits) = room else { return };
                 if let (Some(Lost { since, dropped }), Some(permit)) = (lost.take(), permits.next()) {
@@ -323,6 +361,7 @@ async fn drain<S, O>(
             msg = signals.next() => {
                 // An error is the connection's, and the last item.
                 let Some(Ok(msg)) = msg else { return };
+                heard.now();
                 if !owner.sent(&msg, &mut foreign) {
                     continue;
                 }
@@ -412,6 +451,28 @@ mod tests {
                 .map(|b| b.0),
             _ => None,
         }
+    }
+
+    /// A flush comes after every signal already in zbus's stream, however
+    /// far behind the drain task is; the last of them is when systemd was
+    /// last heard.
+    #[tokio::test]
+    async fn a_flush_comes_after_every_signal_read_before_it() {
+        let (signals, _owners, drain, mut rx) = queue(64);
+        assert_eq!(drain.heard().at(), None, "nothing heard yet");
+        for n in 1..=3 {
+            signals.send(job_new(":1.0", n)).expect("fed");
+        }
+        drain.flush();
+        let mut ids = Vec::new();
+        loop {
+            match rx.recv().await {
+                Some(Queued::Flushed) => break,
+                item => ids.push(id(item).expect("a signal")),
+            }
+        }
+        assert_eq!(ids, [1, 2, 3]);
+        assert!(drain.heard().at().is_some_and(|t| t <= clock::now()));
     }
 
     /// Lets the drain task take everything fed so far.

@@ -256,6 +256,7 @@ impl UserManagers {
                 Queued::Signal(msg) => self.handle(&conn, &msg, shutdown).await?,
                 // Missed some: ask again.
                 Queued::Overflow { .. } => self.snapshot(&conn, shutdown).await?,
+                Queued::Flushed => {}
             }
         }
         Ok(())

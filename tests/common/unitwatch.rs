@@ -437,7 +437,7 @@ pub fn terminate(pid: u32) {
 }
 
 /// Sends `sig` to process `pid`.
-fn signal(pid: u32, sig: libc::c_int) {
+pub fn signal(pid: u32, sig: libc::c_int) {
     let pid = libc::pid_t::try_from(pid).expect("a process ID");
     // SAFETY: kill has no memory-safety preconditions; a failure (the
     // process is gone) is what the caller's wait then sees.
