@@ -306,8 +306,13 @@ fn daemon(args: DaemonArgs, user: bool) -> anyhow::Result<()> {
     let listen = args.listen.unwrap_or(config.listen);
     let bus = if user { Bus::User } else { Bus::System };
     limit_malloc_arenas();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread for every task: each of systemd's signals passes through
+    // four of them (zbus's reader, the signal queue, the D-Bus source, the
+    // owner), and on a runtime of two workers each hand-over could wake the
+    // other thread. What takes long runs elsewhere: scrapes are rendered on
+    // the blocking pool, the journal and the state writer have threads of
+    // their own.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
