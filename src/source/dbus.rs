@@ -49,11 +49,7 @@ use crate::source::signal_queue::{self, Queued};
 use crate::source::timers::Timers;
 use crate::source::users::{self, Gone};
 
-/// `org.freedesktop.DBus.Peer`, which sd-bus answers on every object.
-const PEER: &str = "org.freedesktop.DBus.Peer";
-
-/// How long the last call and its signals may take at shutdown, each.
-const LAST_CALL: Duration = Duration::from_secs(1);
+mod stopping;
 
 /// The D-Bus source task.
 pub struct DbusSource {
@@ -222,50 +218,35 @@ impl DbusSource {
         heard.now();
         self.heard = Some(heard);
         loop {
-            let item = tokio::select! {
-                item = queue.recv() => item,
-                _ = shutdown.recv() => return self.stopping(Some((&conn, &drain, &mut queue))).await,
+            let next = tokio::select! {
+                item = queue.recv() => Some(item),
+                _ = shutdown.recv() => None,
             };
-            match item {
-                Some(Queued::Signal(msg)) => self.handle(&conn, &msg).await?,
-                Some(Queued::Overflow { since, dropped }) => {
-                    self.overflowed(&conn, since, dropped).await?
-                }
-                Some(Queued::Flushed) => {}
-                None => return Ok(()),
+            let item = match next {
+                Some(Some(item)) => item,
+                Some(None) => return Ok(()),
+                None => return self.stopping(Some((&conn, &drain, &mut queue))).await,
+            };
+            // What an item sets off (a snapshot after an overflow or a
+            // reload takes seconds on a large host) gives way to shutdown.
+            let taken = tokio::select! {
+                r = self.take(&conn, item) => Some(r),
+                _ = shutdown.recv() => None,
+            };
+            match taken {
+                Some(r) => r?,
+                None => return self.stopping(Some((&conn, &drain, &mut queue))).await,
             }
         }
     }
 
-    /// At shutdown: tells the owner to leave the journal's news for the next
-    /// start ([`Input::Stopping`]), then takes in every signal systemd sent
-    /// before it answers one last call, so that each journal record the
-    /// ledger passed over while this source followed its unit has had its
-    /// signal applied. Ends the session with [`DbusError::Stopped`].
-    async fn stopping(
-        &mut self,
-        following: Option<(
-            &Connection,
-            &signal_queue::Drain,
-            &mut mpsc::Receiver<Queued>,
-        )>,
-    ) -> Result<(), DbusError> {
-        let told = self.events.send(Input::Stopping).await;
-        let (Some((conn, drain, queue)), Ok(())) = (following, told) else {
-            return Err(DbusError::Stopped);
-        };
-        let last = call(conn, MANAGER_PATH, PEER, "Ping", &());
-        if let Ok(Ok(_)) = tokio::time::timeout(LAST_CALL, last).await {
-            drain.flush();
-            while let Ok(Some(item)) = tokio::time::timeout(LAST_CALL, queue.recv()).await {
-                match item {
-                    Queued::Signal(msg) => self.handle(conn, &msg).await?,
-                    Queued::Overflow { .. } => {}
-                    Queued::Flushed => break,
-                }
-            }
+    /// Acts on what the signal queue held.
+    async fn take(&mut self, conn: &Connection, item: Queued) -> Result<(), DbusError> {
+        match item {
+            Queued::Signal(msg) => self.handle(conn, &msg).await,
+            Queued::Overflow { since, dropped } => self.overflowed(conn, since, dropped).await,
+            Queued::Flushed => Ok(()),
         }
-        Err(DbusError::Stopped)
     }
 
     /// Signals were dropped from `since` on: the ledger stops trusting D-Bus
