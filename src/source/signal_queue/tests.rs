@@ -1,0 +1,200 @@
+//! The signal queue's tests: order, overflow and its gap, the sender check,
+//! flushes.
+
+use super::*;
+
+type Feeder = mpsc::UnboundedSender<zbus::Result<Message>>;
+
+/// A stream fed by hand, and its feeder.
+fn feed() -> (
+    Feeder,
+    impl Stream<Item = zbus::Result<Message>> + Unpin + Send + 'static,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    (tx, Box::pin(stream))
+}
+
+/// A queue of `capacity` whose systemd is `:1.0`: its feeders of
+/// signals and of owner changes.
+fn queue(capacity: usize) -> (Feeder, Feeder, Drain, mpsc::Receiver<Queued>) {
+    let (signals, signal_stream) = feed();
+    let (owners, owner_stream) = feed();
+    let (drain, start, rx) = spawn(owner_stream, capacity);
+    let start = start.send(Start {
+        owner: Some(OwnedUniqueName::try_from(":1.0").expect("a name")),
+        at: Sequence::default(),
+        signals: signal_stream,
+    });
+    assert!(start.is_ok(), "the queue takes its start");
+    (signals, owners, drain, rx)
+}
+
+fn job_new(sender: &str, id: u32) -> zbus::Result<Message> {
+    Message::signal(
+        "/org/freedesktop/systemd1",
+        "org.freedesktop.systemd1.Manager",
+        "JobNew",
+    )
+    .and_then(|b| b.sender(sender))
+    .and_then(|b| {
+        b.build(&(
+            id,
+            zbus::zvariant::ObjectPath::try_from("/org/freedesktop/systemd1/job/1").expect("path"),
+            "a.service",
+        ))
+    })
+}
+
+fn owner_changed(sender: &str, old: &str, new: &str) -> zbus::Result<Message> {
+    Message::signal("/org/freedesktop/DBus", BUS, "NameOwnerChanged")
+        .and_then(|b| b.sender(sender))
+        .and_then(|b| b.build(&(SYSTEMD, old, new)))
+}
+
+fn id(item: Option<Queued>) -> Option<u32> {
+    match item {
+        Some(Queued::Signal(msg)) => msg
+            .body()
+            .deserialize::<(u32, zbus::zvariant::OwnedObjectPath, String)>()
+            .ok()
+            .map(|b| b.0),
+        _ => None,
+    }
+}
+
+/// A flush comes after every signal already in zbus's stream, however
+/// far behind the drain task is; the last of them is when systemd was
+/// last heard.
+#[tokio::test]
+async fn a_flush_comes_after_every_signal_read_before_it() {
+    let (signals, _owners, drain, mut rx) = queue(64);
+    assert_eq!(drain.heard().at(), None, "nothing heard yet");
+    for n in 1..=3 {
+        signals.send(job_new(":1.0", n)).expect("fed");
+    }
+    drain.flush();
+    let mut ids = Vec::new();
+    loop {
+        match rx.recv().await {
+            Some(Queued::Flushed) => break,
+            item => ids.push(id(item).expect("a signal")),
+        }
+    }
+    assert_eq!(ids, [1, 2, 3]);
+    assert!(drain.heard().at().is_some_and(|t| t <= clock::now()));
+}
+
+/// Lets the drain task take everything fed so far.
+async fn settle() {
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn signals_that_fit_pass_in_order() {
+    let (feeder, _owners, _drain, mut rx) = queue(4);
+    for n in 1..=3 {
+        feeder.send(job_new(":1.0", n)).expect("feed");
+    }
+    for n in 1..=3 {
+        assert_eq!(id(rx.recv().await), Some(n));
+    }
+}
+
+#[tokio::test]
+async fn overflow_drops_counts_and_marks_the_gap_once_half_is_free() {
+    let (feeder, _owners, _drain, mut rx) = queue(4);
+    for n in 1..=10 {
+        feeder.send(job_new(":1.0", n)).expect("feed");
+    }
+    settle().await;
+    // Room for one: not enough to resume; what comes meanwhile is dropped.
+    assert_eq!(id(rx.recv().await), Some(1));
+    feeder.send(job_new(":1.0", 11)).expect("feed");
+    settle().await;
+    assert_eq!(id(rx.recv().await), Some(2));
+    settle().await;
+    for n in 3..=4 {
+        assert_eq!(id(rx.recv().await), Some(n));
+    }
+    match rx.recv().await {
+        Some(Queued::Overflow { dropped, since }) => {
+            assert_eq!(dropped, 7, "5..=11");
+            assert!(since > 0);
+        }
+        other => panic!("not the overflow: {other:?}"),
+    }
+    // Taking signals again.
+    feeder.send(job_new(":1.0", 12)).expect("feed");
+    assert_eq!(id(rx.recv().await), Some(12));
+}
+
+#[tokio::test]
+async fn only_systemd_gets_in_and_its_new_name_once_the_bus_says_so() {
+    let (feeder, owners, _drain, mut rx) = queue(16);
+    feeder.send(job_new(":1.5", 1)).expect("feed");
+    // Only the bus can say who systemd is.
+    owners
+        .send(owner_changed(":1.5", ":1.0", ":1.5"))
+        .expect("feed");
+    settle().await;
+    feeder.send(job_new(":1.5", 2)).expect("feed");
+    feeder.send(job_new(":1.0", 3)).expect("feed");
+    assert_eq!(id(rx.recv().await), Some(3));
+    // daemon-reexec: systemd comes back as :1.9.
+    owners.send(owner_changed(BUS, ":1.0", "")).expect("feed");
+    owners.send(owner_changed(BUS, "", ":1.9")).expect("feed");
+    feeder.send(job_new(":1.0", 4)).expect("feed");
+    feeder.send(job_new(":1.9", 5)).expect("feed");
+    assert_eq!(id(rx.recv().await), Some(5));
+    settle().await;
+    assert!(rx.try_recv().is_err(), "nothing else got in");
+}
+
+#[tokio::test]
+async fn on_a_direct_connection_every_message_is_systemds() {
+    let (signals, signal_stream) = feed();
+    let owners = futures_util::stream::pending::<zbus::Result<Message>>();
+    let (_drain, start, mut rx) = spawn(owners, 4);
+    let start = start.send(Start {
+        owner: None,
+        at: Sequence::default(),
+        signals: signal_stream,
+    });
+    assert!(start.is_ok(), "the queue takes its start");
+    // A peer's messages carry no sender.
+    let unsent = Message::signal(
+        "/org/freedesktop/systemd1",
+        "org.freedesktop.systemd1.Manager",
+        "JobNew",
+    )
+    .and_then(|b| {
+        b.build(&(
+            7u32,
+            zbus::zvariant::ObjectPath::try_from("/org/freedesktop/systemd1/job/7").expect("path"),
+            "a.service",
+        ))
+    });
+    signals.send(unsent).expect("feed");
+    signals.send(job_new(":1.3", 8)).expect("feed");
+    assert_eq!(id(rx.recv().await), Some(7));
+    assert_eq!(id(rx.recv().await), Some(8));
+}
+
+#[tokio::test]
+async fn the_queue_ends_with_the_connection() {
+    let (feeder, _owners, drain, mut rx) = queue(4);
+    feeder.send(job_new(":1.0", 1)).expect("feed");
+    feeder
+        .send(Err(zbus::Error::InputOutput(std::sync::Arc::new(
+            std::io::Error::from(std::io::ErrorKind::BrokenPipe),
+        ))))
+        .expect("feed");
+    assert_eq!(id(rx.recv().await), Some(1));
+    assert!(rx.recv().await.is_none());
+    settle().await;
+    assert!(drain.is_finished());
+}
