@@ -49,6 +49,7 @@ use crate::source::signal_queue::{self, Queued};
 use crate::source::timers::Timers;
 use crate::source::users::{self, Gone};
 
+mod overflow;
 mod stopping;
 
 /// The D-Bus source task.
@@ -244,32 +245,13 @@ impl DbusSource {
     async fn take(&mut self, conn: &Connection, item: Queued) -> Result<(), DbusError> {
         match item {
             Queued::Signal(msg) => self.handle(conn, &msg).await,
-            Queued::Overflow { since, dropped } => self.overflowed(conn, since, dropped).await,
+            Queued::Overflow {
+                since,
+                dropped,
+                units,
+            } => self.overflowed(conn, since, dropped, units).await,
             Queued::Flushed => Ok(()),
         }
-    }
-
-    /// Signals were dropped from `since` on: the ledger stops trusting D-Bus
-    /// alone from then (the journal fills in, as after a lost connection),
-    /// and every watched unit is read again.
-    async fn overflowed(
-        &mut self,
-        conn: &Connection,
-        since: Usec,
-        dropped: u64,
-    ) -> Result<(), DbusError> {
-        tracing::warn!(
-            dropped,
-            queue = self.queue,
-            "more of systemd's signals came at once than unitwatch queues; dropped them and re-reading every watched unit"
-        );
-        self.events
-            .send(self.news(Manager::Overflow { at: since }))
-            .await
-            .map_err(|_| DbusError::LedgerGone)?;
-        let n = self.snapshot(conn).await?;
-        self.health.set_up(n);
-        self.snapshot_done(n).await
     }
 
     /// Finds every watched unit and reports its current state.

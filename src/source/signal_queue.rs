@@ -45,6 +45,7 @@
 //! private socket) there is no bus: every message comes from the peer at
 //! the other end, and there is no one else who could send one.
 
+use std::collections::HashSet;
 use std::time::Instant;
 
 use futures_util::{FutureExt, Stream, StreamExt};
@@ -52,6 +53,7 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::sync::oneshot;
 use zbus::message::{Sequence, Type as MessageType};
 use zbus::names::OwnedUniqueName;
+use zbus::zvariant::OwnedObjectPath;
 use zbus::{Connection, MatchRule, Message, MessageStream};
 
 use crate::clock;
@@ -100,6 +102,11 @@ pub enum Queued {
     Overflow {
         since: Usec,
         dropped: u64,
+        /// The object paths of the units whose `PropertiesChanged` were
+        /// among them; `None` when they were more than [`MISSED_UNITS`] or a
+        /// manager's signal that says which units there are (`UnitNew`,
+        /// `UnitRemoved`, `Reloading`) was: every unit is to be read again.
+        units: Option<HashSet<OwnedObjectPath>>,
     },
     /// Every signal zbus had read when [`Drain::flush`] was asked came
     /// before this.
@@ -301,6 +308,40 @@ where
 struct Lost {
     since: Usec,
     dropped: u64,
+    units: Option<HashSet<OwnedObjectPath>>,
+}
+
+/// How many units' dropped signals are told apart before every unit is
+/// read again.
+pub const MISSED_UNITS: usize = 4096;
+
+impl Lost {
+    fn new(msg: &Message) -> Lost {
+        let mut lost = Lost {
+            since: clock::now(),
+            dropped: 0,
+            units: Some(HashSet::new()),
+        };
+        lost.add(msg);
+        lost
+    }
+
+    /// Counts `msg` and notes what it was about. A job's signals need no
+    /// read: the jobs followed are forgotten at an overflow, as at a lost
+    /// connection, and the journal tells restarts by hand.
+    fn add(&mut self, msg: &Message) {
+        self.dropped += 1;
+        let header = msg.header();
+        match (header.member().map(|m| m.as_str()), &mut self.units) {
+            (Some("JobNew" | "JobRemoved"), _) | (_, None) => {}
+            (Some("PropertiesChanged"), Some(units)) if units.len() < MISSED_UNITS => {
+                if let Some(path) = header.path() {
+                    units.insert(path.clone().into());
+                }
+            }
+            _ => self.units = None,
+        }
+    }
 }
 
 async fn drain<S, O>(
@@ -354,8 +395,8 @@ async fn drain<S, O>(
             }
             room = tx.reserve_many(resume), if lost.is_some() => {
                 let Ok(mut permits) = room else { return };
-                if let (Some(Lost { since, dropped }), Some(permit)) = (lost.take(), permits.next()) {
-                    permit.send(Queued::Overflow { since, dropped });
+                if let (Some(Lost { since, dropped, units }), Some(permit)) = (lost.take(), permits.next()) {
+                    permit.send(Queued::Overflow { since, dropped, units });
                 }
             }
             msg = signals.next() => {
@@ -366,17 +407,13 @@ async fn drain<S, O>(
                     continue;
                 }
                 if let Some(lost) = &mut lost {
-                    lost.dropped += 1;
+                    lost.add(&msg);
                     continue;
                 }
                 match tx.try_send(Queued::Signal(msg)) {
                     Ok(()) => {}
-                    Err(TrySendError::Full(_)) => {
-                        lost = Some(Lost {
-                            since: clock::now(),
-                            dropped: 1,
-                        })
-                    }
+                    Err(TrySendError::Full(Queued::Signal(msg))) => lost = Some(Lost::new(&msg)),
+                    Err(TrySendError::Full(_)) => {}
                     Err(TrySendError::Closed(_)) => return,
                 }
             }

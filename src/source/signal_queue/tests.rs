@@ -121,9 +121,14 @@ async fn overflow_drops_counts_and_marks_the_gap_once_half_is_free() {
         assert_eq!(id(rx.recv().await), Some(n));
     }
     match rx.recv().await {
-        Some(Queued::Overflow { dropped, since }) => {
+        Some(Queued::Overflow {
+            dropped,
+            since,
+            units,
+        }) => {
             assert_eq!(dropped, 7, "5..=11");
             assert!(since > 0);
+            assert_eq!(units.map(|u| u.len()), Some(0), "only jobs' news lost");
         }
         other => panic!("not the overflow: {other:?}"),
     }
@@ -197,4 +202,82 @@ async fn the_queue_ends_with_the_connection() {
     assert!(rx.recv().await.is_none());
     settle().await;
     assert!(drain.is_finished());
+}
+
+fn unit_changed(unit: &str) -> zbus::Result<Message> {
+    let path = format!("/org/freedesktop/systemd1/unit/{unit}");
+    Message::signal(
+        path.as_str(),
+        "org.freedesktop.DBus.Properties",
+        "PropertiesChanged",
+    )
+    .and_then(|b| b.sender(":1.0"))
+    .and_then(|b| {
+        let changed: std::collections::HashMap<String, zbus::zvariant::Value> = Default::default();
+        b.build(&(
+            "org.freedesktop.systemd1.Unit",
+            changed,
+            Vec::<String>::new(),
+        ))
+    })
+}
+
+/// Fills a queue of 2 and drops what `dropped` makes; the overflow's units.
+async fn missed(dropped: Vec<zbus::Result<Message>>) -> Option<Vec<String>> {
+    let (feeder, _owners, _drain, mut rx) = queue(2);
+    for n in 1..=2 {
+        feeder.send(job_new(":1.0", n)).expect("feed");
+    }
+    for msg in dropped {
+        feeder.send(msg).expect("feed");
+    }
+    settle().await;
+    for _ in 1..=2 {
+        assert!(id(rx.recv().await).is_some());
+    }
+    match rx.recv().await {
+        Some(Queued::Overflow { units, .. }) => units.map(|u| {
+            let mut u: Vec<String> = u.iter().map(|p| p.as_str().to_owned()).collect();
+            u.sort();
+            u
+        }),
+        other => panic!("not the overflow: {other:?}"),
+    }
+}
+
+/// An overflow names the units whose changes it dropped, so only those are
+/// read again.
+#[tokio::test]
+async fn an_overflow_names_the_units_whose_changes_it_dropped() {
+    let dropped = vec![
+        unit_changed("a"),
+        job_new(":1.0", 3),
+        unit_changed("b"),
+        unit_changed("a"),
+    ];
+    assert_eq!(
+        missed(dropped).await,
+        Some(vec![
+            "/org/freedesktop/systemd1/unit/a".to_owned(),
+            "/org/freedesktop/systemd1/unit/b".to_owned()
+        ])
+    );
+}
+
+/// A dropped `UnitNew` may be a unit never seen: every unit is read again.
+#[tokio::test]
+async fn an_overflow_that_dropped_a_new_unit_reads_every_unit() {
+    let unit_new = Message::signal(
+        "/org/freedesktop/systemd1",
+        "org.freedesktop.systemd1.Manager",
+        "UnitNew",
+    )
+    .and_then(|b| b.sender(":1.0"))
+    .and_then(|b| {
+        b.build(&(
+            "c.service",
+            zbus::zvariant::ObjectPath::try_from("/org/freedesktop/systemd1/unit/c").expect("path"),
+        ))
+    });
+    assert_eq!(missed(vec![unit_changed("a"), unit_new]).await, None);
 }
