@@ -255,6 +255,22 @@ fn record_times(sb: &Sandbox, unit: &str, message_id: &str, since: f64) -> Vec<f
     .collect()
 }
 
+const STABLE_UNIT: &str = "aitbc-stable.service";
+
+fn downtime(unit: &str) -> String {
+    series("service_downtime_seconds_total", unit, "")
+}
+
+/// [`STABLE_UNIT`] started, and unitwatch (its state in `dir`) seeing it up.
+fn watching_it_up(sb: &Sandbox, dir: &std::path::Path) -> Unitwatch {
+    sb.write_unit(STABLE_UNIT, STABLE);
+    sb.daemon_reload();
+    sb.systemctl(&["start", STABLE_UNIT]);
+    let uw = Unitwatch::launch(sb, WATCH, "backfill = \"0\"", dir);
+    uw.wait_value(&series("service_up", STABLE_UNIT, ""), WAIT, |v| v == 1.0);
+    uw
+}
+
 fn now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -268,14 +284,8 @@ fn now() -> f64 {
 #[test]
 fn every_stop_while_unitwatch_was_stopped_is_downtime() {
     let sb = sandbox!();
-    let unit = "aitbc-stable.service";
-    sb.write_unit(unit, STABLE);
-    sb.daemon_reload();
-    sb.systemctl(&["start", unit]);
-    let dir = temp_dir("exact-away");
-    let down = series("service_downtime_seconds_total", unit, "");
-    let mut uw = Unitwatch::launch(&sb, WATCH, "backfill = \"0\"", &dir);
-    uw.wait_value(&series("service_up", unit, ""), WAIT, |v| v == 1.0);
+    let (unit, down, dir) = (STABLE_UNIT, downtime(STABLE_UNIT), temp_dir("exact-away"));
+    let mut uw = watching_it_up(&sb, &dir);
     let down_before = uw.value(&down).unwrap_or(0.0);
     let away = now();
     assert!(
@@ -311,14 +321,12 @@ fn every_stop_while_unitwatch_was_stopped_is_downtime() {
 #[test]
 fn a_stop_as_unitwatch_stops_is_downtime() {
     let sb = sandbox!();
-    let unit = "aitbc-stable.service";
-    sb.write_unit(unit, STABLE);
-    sb.daemon_reload();
-    sb.systemctl(&["start", unit]);
-    let dir = temp_dir("exact-stopping");
-    let down = series("service_downtime_seconds_total", unit, "");
-    let mut uw = Unitwatch::launch(&sb, WATCH, "backfill = \"0\"", &dir);
-    uw.wait_value(&series("service_up", unit, ""), WAIT, |v| v == 1.0);
+    let (unit, down, dir) = (
+        STABLE_UNIT,
+        downtime(STABLE_UNIT),
+        temp_dir("exact-stopping"),
+    );
+    let mut uw = watching_it_up(&sb, &dir);
     let down_before = uw.value(&down).unwrap_or(0.0);
     let away = now();
     let pid = uw.pid().expect("unitwatch runs");
