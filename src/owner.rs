@@ -389,6 +389,13 @@ mod tests {
         }
     }
 
+    /// An owner saving to `dir`, running: its inputs and its task.
+    fn running(dir: &std::path::Path) -> (mpsc::Sender<Input>, tokio::task::JoinHandle<()>) {
+        let (inputs, rx) = mpsc::channel(16);
+        let (publisher, _snapshots) = snapshot::channel(Snapshot::default());
+        (inputs, tokio::spawn(owner(dir).run(rx, publisher)))
+    }
+
     fn state(state: ActiveState) -> Transition {
         Transition::State {
             state,
@@ -401,9 +408,7 @@ mod tests {
     #[tokio::test]
     async fn the_journal_read_after_stopping_is_left_for_the_next_start() {
         let dir = test_dir("owner-stopping");
-        let (inputs, rx) = mpsc::channel(16);
-        let (publisher, _snapshots) = snapshot::channel(Snapshot::default());
-        let run = tokio::spawn(owner(&dir).run(rx, publisher));
+        let (inputs, run) = running(&dir);
         let logged = |at, s| Logged::Event {
             event: Event::logged("u.service", at, state(s)),
             frame: None,
@@ -445,9 +450,7 @@ mod tests {
     #[tokio::test]
     async fn a_storm_is_saved_before_the_save_interval_is_up() {
         let dir = test_dir("owner-storm");
-        let (inputs, rx) = mpsc::channel(16);
-        let (publisher, _snapshots) = snapshot::channel(Snapshot::default());
-        let run = tokio::spawn(owner(&dir).run(rx, publisher));
+        let (inputs, run) = running(&dir);
         for i in 0..2 * SAVE_AT_OPS as u64 {
             let state = if i % 2 == 0 {
                 ActiveState::Active
