@@ -41,7 +41,7 @@ use crate::source::bus::{connect, Heard};
 pub use crate::source::bus::{Bus, DbusError};
 use crate::source::properties::UnitProperties;
 use crate::source::read::{
-    call, list_watched, merge, read_timer, read_triggers, read_unit, ReadUnit, MANAGER_PATH,
+    call, list_watched, merge, read_timer, read_triggers, read_unit, Found, ReadUnit, MANAGER_PATH,
     SNAPSHOT_AHEAD,
 };
 use crate::source::signal::{self, Signal, Throttle, MANAGER, TIMER};
@@ -219,23 +219,22 @@ impl DbusSource {
         heard.now();
         self.heard = Some(heard);
         loop {
-            let next = tokio::select! {
-                item = queue.recv() => Some(item),
-                _ = shutdown.recv() => None,
-            };
-            let item = match next {
-                Some(Some(item)) => item,
-                Some(None) => return Ok(()),
-                None => return self.stopping(Some((&conn, &drain, &mut queue))).await,
-            };
             // What an item sets off (a snapshot after an overflow or a
             // reload takes seconds on a large host) gives way to shutdown.
+            let next = async {
+                match queue.recv().await {
+                    Some(item) => self.take(&conn, item).await.map(Some),
+                    None => Ok(None),
+                }
+            };
             let taken = tokio::select! {
-                r = self.take(&conn, item) => Some(r),
+                r = next => Some(r),
                 _ = shutdown.recv() => None,
             };
             match taken {
-                Some(r) => r?,
+                Some(Ok(Some(()))) => {}
+                Some(Ok(None)) => return Ok(()),
+                Some(Err(e)) => return Err(e),
                 None => return self.stopping(Some((&conn, &drain, &mut queue))).await,
             }
         }
@@ -261,9 +260,18 @@ impl DbusSource {
         tracing::debug!(units = found.len(), "listed watched units; reading them");
         let mut names: Vec<_> = found.into_iter().collect();
         names.sort_by(|a, b| a.0.cmp(&b.0));
-        // Read many units at once (replies come back in order of the list),
-        // then take them in one by one.
-        let reads: Vec<_> = futures_util::stream::iter(names)
+        self.read_in(conn, names).await?;
+        Ok(self.paths.len())
+    }
+
+    /// Reads `units` many at once (replies come back in order of the list),
+    /// then takes them in one by one.
+    async fn read_in(
+        &mut self,
+        conn: &Connection,
+        units: Vec<(String, Found)>,
+    ) -> Result<(), DbusError> {
+        let reads: Vec<_> = futures_util::stream::iter(units)
             .map(|(name, found)| async move {
                 let (path, check, listed) = (found.path, found.check_load, found.listed);
                 let read = read_unit(conn, &name, &path, check, listed).await;
@@ -275,7 +283,7 @@ impl DbusSource {
         for (name, path, read) in reads {
             self.take_in(conn, name, path, read?).await?;
         }
-        Ok(self.paths.len())
+        Ok(())
     }
 
     /// Reads a unit's properties and reports it as seen (or its changes, if known).
@@ -311,24 +319,12 @@ impl DbusSource {
         }
         let events = match self.units.get(&name) {
             Some(before) if before.active_state.is_some() => {
-                let mut events = props.changes_since(before, &name, now);
-                // Seen again (after a reconnect or a reload): no new baseline,
-                // but make sure the ledger knows it is loaded.
-                if let Some(state) = props.active_state {
-                    events.insert(
-                        0,
-                        Event::new(
-                            &name,
-                            now,
-                            Transition::Seen {
-                                state,
-                                sub_state: props.sub_state.clone().unwrap_or_default(),
-                                n_restarts: None,
-                            },
-                        ),
-                    );
-                }
-                events
+                let changes = props.changes_since(before, &name, now);
+                props
+                    .seen_again(&name, now)
+                    .into_iter()
+                    .chain(changes)
+                    .collect()
             }
             _ => props.seen(&name, now),
         };

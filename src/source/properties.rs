@@ -183,6 +183,19 @@ impl UnitProperties {
         events
     }
 
+    /// Seen again (after a reconnect, a reload or an overflow), at `now`:
+    /// no new baseline (`NRestarts` is not in it), so that the ledger knows
+    /// the unit is loaded and follows it again; `None` before its state is
+    /// known.
+    pub fn seen_again(&self, unit: &str, now: Usec) -> Option<Event> {
+        let transition = Transition::Seen {
+            state: self.active_state?,
+            sub_state: self.sub_state.clone().unwrap_or_default(),
+            n_restarts: None,
+        };
+        Some(Event::new(unit, now, transition))
+    }
+
     /// The events that lead from `before` to `self`; `now` is unitwatch's time
     /// of the update, used for `NRestarts`, which carries no timestamp.
     pub fn changes_since(&self, before: &UnitProperties, unit: &str, now: Usec) -> Vec<Event> {

@@ -12,9 +12,10 @@ use zbus::Connection;
 
 use super::DbusSource;
 use crate::clock;
-use crate::ledger::{Event, Transition, Usec};
+use crate::ledger::Usec;
 use crate::message::Manager;
 use crate::source::bus::DbusError;
+use crate::source::read::Found;
 
 impl DbusSource {
     /// Signals were dropped from `since` on: the ledger stops trusting
@@ -50,26 +51,22 @@ impl DbusSource {
             return self.snapshot_done(n).await;
         };
         let (now, frame) = clock::now_in_frame();
-        let seen: Vec<Event> = self
-            .paths
-            .iter()
-            .filter(|(path, _)| !units.contains(*path))
-            .filter_map(|(_, name)| {
-                let props = self.units.get(name)?;
-                let transition = Transition::Seen {
-                    state: props.active_state?,
-                    sub_state: props.sub_state.clone().unwrap_or_default(),
-                    n_restarts: None,
+        let mut reread = Vec::with_capacity(units.len());
+        let mut seen = Vec::new();
+        for (path, name) in &self.paths {
+            if units.contains(path) {
+                let found = Found {
+                    path: path.clone(),
+                    check_load: true,
+                    listed: None,
                 };
-                Some(Event::new(name, now, transition))
-            })
-            .collect();
-        self.send(seen, frame).await?;
-        for path in units {
-            if let Some(name) = self.paths.get(&path).cloned() {
-                self.observe(conn, name, path).await?;
+                reread.push((name.clone(), found));
+            } else if let Some(event) = self.units.get(name).and_then(|p| p.seen_again(name, now)) {
+                seen.push(event);
             }
         }
+        self.send(seen, frame).await?;
+        self.read_in(conn, reread).await?;
         let n = self.paths.len();
         self.health.set_up(n);
         self.snapshot_done(n).await
