@@ -242,7 +242,10 @@ pub(super) async fn read_unit(
         let Some((mut read, state_change)) = read_once(conn, name, path, &wanted).await? else {
             return Ok(None);
         };
-        if state_change.iter().all(|t| *t < listed.at) {
+        // 0 is a unit loaded anew since the list (systemd unloaded the
+        // stopped unit and a `Get` loaded it again, with nothing kept): the
+        // list's state is not its own.
+        if state_change.iter().all(|t| *t != 0 && *t < listed.at) {
             // `RemainAfterExit` tells only a oneshot's kind
             // ([`UnitProperties::is_job`]); asked for only then.
             if read.props.service_type.as_deref() == Some("oneshot") {
