@@ -36,6 +36,11 @@ impl Changed {
         self.0.iter().map(|(n, v)| (*n, v))
     }
 
+    /// The properties kept, taken out.
+    pub fn into_values(self) -> impl Iterator<Item = (&'static str, Value)> {
+        self.0.into_iter()
+    }
+
     /// The value of property `name`, if it came and is of a type unitwatch reads.
     #[cfg(test)]
     fn get(&self, name: &str) -> Option<&Value> {
@@ -59,13 +64,19 @@ impl<'de> Deserialize<'de> for Invalidated {
     }
 }
 
-/// The name in [`KNOWN`] equal to `key`.
-pub(super) fn known(key: &str) -> Option<&'static str> {
-    KNOWN
-        .iter()
-        .flat_map(|names| names.iter())
-        .copied()
-        .find(|n| *n == key)
+/// The name in [`KNOWN`] equal to `key`. On bytes, so that the reader of
+/// the wire ([`super::wire`]) need not check that the forty or so keys of a
+/// `PropertiesChanged` it walks past are UTF-8; plain loops, as this runs
+/// for each of them (a length that differs ends a comparison at once).
+pub(super) fn known(key: &[u8]) -> Option<&'static str> {
+    for names in KNOWN {
+        for name in names {
+            if name.as_bytes() == key {
+                return Some(name);
+            }
+        }
+    }
+    None
 }
 
 impl Type for Changed {
@@ -91,7 +102,7 @@ impl<'de> Visitor<'de> for ChangedVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Changed, A::Error> {
         let mut kept = Vec::new();
         while let Some(key) = map.next_key::<&'de str>()? {
-            match known(key) {
+            match known(key.as_bytes()) {
                 Some(name) => {
                     let value: ZValue<'de> = map.next_value()?;
                     if let Some(value) = from_zvalue(&value) {

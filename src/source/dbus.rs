@@ -448,7 +448,7 @@ impl DbusSource {
                 let (now, frame) = clock::now_in_frame();
                 let before = self.units.entry(name.clone()).or_default();
                 let mut after = before.clone();
-                merge(&mut after, &changed, frame);
+                merge(&mut after, changed, frame);
                 if after == *before {
                     return Ok(());
                 }

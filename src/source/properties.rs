@@ -83,12 +83,7 @@ impl UnitProperties {
             }
             ("Result", Value::Str(s)) => self.result = Some(s),
             ("InvocationID", Value::Bytes(b)) => {
-                self.invocation_id = Some(
-                    b.iter()
-                        .map(|byte| format!("{byte:02x}"))
-                        .collect::<String>(),
-                )
-                .filter(|id| !id.is_empty());
+                self.invocation_id = (!b.is_empty()).then(|| hex(&b));
             }
             _ => {}
         }
@@ -342,6 +337,19 @@ impl UnitProperties {
     }
 }
 
+/// `bytes` in lowercase hex, as systemd writes an `InvocationID` in the
+/// journal; by hand, as this runs for every `PropertiesChanged` of a unit
+/// (a `format!` a byte was a tenth of decoding one).
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,6 +357,15 @@ mod tests {
 
     const S: Usec = 1_000_000;
     const T0: Usec = 1_700_000_000 * S;
+
+    #[test]
+    fn an_invocation_id_is_lowercase_hex_and_none_when_empty() {
+        let mut p = UnitProperties::default();
+        p.set("InvocationID", Value::Bytes(vec![0x0a, 0xf0, 0x00, 0x9b]));
+        assert_eq!(p.invocation_id.as_deref(), Some("0af0009b"));
+        p.set("InvocationID", Value::Bytes(vec![]));
+        assert_eq!(p.invocation_id, None);
+    }
 
     fn props(state: &str, sub: &str, ts: [u64; 5], n: u32, result: &str) -> UnitProperties {
         let mut p = UnitProperties::default();

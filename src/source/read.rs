@@ -370,9 +370,9 @@ async fn read_once(
     Ok(Some((read, state_change)))
 }
 
-pub(super) fn merge(props: &mut UnitProperties, values: &Changed, frame: i64) {
-    for (name, v) in values.iter() {
-        props.set(name, v.clone());
+pub(super) fn merge(props: &mut UnitProperties, values: Changed, frame: i64) {
+    for (name, v) in values.into_values() {
+        props.set(name, v);
     }
     props.rebase(frame);
 }

@@ -373,7 +373,7 @@ impl UserManagers {
                 path,
                 interface: UNIT,
                 changed,
-            } => self.changed(&path, &changed, shutdown),
+            } => self.changed(&path, changed, shutdown),
             Signal::UnitNew { name, path } => {
                 let Some(uid) = manager_uid(&name) else {
                     return Ok(());
@@ -382,7 +382,7 @@ impl UserManagers {
                 match call(conn, path.as_str(), PROPERTIES, "GetAll", &(UNIT,)).await {
                     Ok(reply) => {
                         let all: Changed = reply.body().deserialize()?;
-                        merge(&mut props, &all, clock::frame());
+                        merge(&mut props, all, clock::frame());
                     }
                     Err(e) => tracing::debug!(unit = %name, error = %e, "cannot read unit"),
                 }
@@ -403,7 +403,7 @@ impl UserManagers {
     }
 
     /// A `user@UID.service` unit's properties changed.
-    fn changed(&mut self, path: &OwnedObjectPath, changed: &Changed, shutdown: &Shutdown) {
+    fn changed(&mut self, path: &OwnedObjectPath, changed: Changed, shutdown: &Shutdown) {
         let Some((uid, props)) = self.units.get_mut(path) else {
             return;
         };

@@ -18,10 +18,14 @@
 //! fast path never decides that a message is malformed, only zvariant does.
 
 use zbus::message::Body;
-use zbus::zvariant::Endian;
+use zbus::zvariant::{Endian, Signature, Type};
 
-use super::changed::{known, Changed};
+use super::changed::{known, Changed, Invalidated};
 use super::properties::Value;
+
+/// A `PropertiesChanged` body's signature, `sa{sv}as`, as the structure of
+/// its arguments.
+const BODY: &Signature = <(&str, Changed, Invalidated)>::SIGNATURE;
 
 /// How deep values may nest (variants in structures in arrays ...) before
 /// the reader gives up; the specification allows 64 in all.
@@ -31,8 +35,10 @@ const MAX_DEPTH: u8 = 64;
 /// body; `None` if this reader cannot read it (then zvariant decodes it).
 pub fn properties_changed(body: &Body) -> Option<(&str, Changed)> {
     // zbus gives a body's signature as a structure of its arguments.
+    // Compared as signatures, not with a string (which walks the signature
+    // as text, some hundreds of instructions a message).
     let signature = body.signature();
-    if *signature != "(sa{sv}as)" && *signature != "sa{sv}as" {
+    if signature != BODY {
         return None;
     }
     let data = body.data();
@@ -56,7 +62,12 @@ fn read(bytes: &[u8], position: usize, big: bool) -> Option<(&str, Changed)> {
     let mut kept = Vec::new();
     while r.at < end {
         r.align(8)?;
-        let key = r.str()?;
+        // A key unitwatch reads is UTF-8 as its name is; any other is
+        // checked only as cheaply as it can be: ASCII, as systemd's are.
+        let key = r.str_bytes()?;
+        if !key.is_ascii() {
+            std::str::from_utf8(key).ok()?;
+        }
         let signature = r.single()?;
         match known(key) {
             Some(name) => {
@@ -408,6 +419,29 @@ mod tests {
         assert_eq!(complete(b"a(sasbttttuii)"), Some(14));
         let deep = [b'a'; 100];
         assert_eq!(complete(&deep), None);
+    }
+
+    #[test]
+    fn a_key_not_ascii_is_checked_as_utf8() {
+        // Valid UTF-8, walked past as any other key...
+        let dict = HashMap::from([
+            ("Überall", ZValue::from(1u32)),
+            ("NRestarts", ZValue::from(2u32)),
+        ]);
+        let msg = message(&dict, Endian::Little);
+        let body = msg.body();
+        let fast = properties_changed(&body).map(|(_, c)| c);
+        assert_eq!(fast, Some(slow(&msg).1));
+        // ... but bytes that are not UTF-8 are left to zvariant to reject.
+        let data = body.data();
+        let position = data.context().position();
+        let mut bytes = data.to_vec();
+        let at = bytes
+            .windows(2)
+            .position(|w| w == "Ü".as_bytes())
+            .expect("the key is in the body");
+        bytes[at] = 0xff;
+        assert_eq!(read(&bytes, position, false), None);
     }
 
     #[test]
