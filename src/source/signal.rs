@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use zbus::zvariant::OwnedObjectPath;
+use zbus::zvariant::{ObjectPath, OwnedObjectPath};
 
 use super::changed::{Changed, Invalidated};
 use super::wire;
@@ -71,16 +71,22 @@ pub fn decode(
     msg: &Message,
     watched: impl Fn(&OwnedObjectPath) -> bool,
 ) -> Result<Option<Signal>, Malformed> {
-    let header = msg.header();
-    let interface = header
-        .interface()
-        .ok_or(Malformed::Header("an interface"))?;
-    let member = header.member().ok_or(Malformed::Header("a member"))?;
+    wire::with_fields(msg, |fields| decode_with(msg, fields, watched))
+}
+
+fn decode_with(
+    msg: &Message,
+    fields: wire::Fields<'_>,
+    watched: impl Fn(&OwnedObjectPath) -> bool,
+) -> Result<Option<Signal>, Malformed> {
+    let interface = fields.interface.ok_or(Malformed::Header("an interface"))?;
+    let member = fields.member.ok_or(Malformed::Header("a member"))?;
     let body = msg.body();
-    let signal = match (interface.as_str(), member.as_str()) {
+    let signal = match (interface, member) {
         (PROPERTIES, "PropertiesChanged") => {
-            let path =
-                OwnedObjectPath::from(header.path().ok_or(Malformed::Header("a path"))?.to_owned());
+            let path = fields.path.ok_or(Malformed::Header("a path"))?;
+            // Checked as zbus read the message (see wire::header).
+            let path = OwnedObjectPath::from(ObjectPath::from_str_unchecked(path).into_owned());
             if !watched(&path) {
                 return Ok(None);
             }

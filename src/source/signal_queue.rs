@@ -75,6 +75,7 @@ use crate::clock;
 use crate::ledger::Usec;
 use crate::source::bus::Heard;
 use crate::source::signal::{self, Throttle, MANAGER, PROPERTIES, SERVICE, TIMER, UNIT};
+use crate::source::wire;
 
 /// Where systemd's units are on the bus.
 const UNITS_PATH: &str = "/org/freedesktop/systemd1/unit";
@@ -175,8 +176,10 @@ impl Owner {
         if self.direct {
             return true;
         }
-        let header = msg.header();
-        let sender = header.sender().map(|s| s.as_str());
+        wire::with_fields(msg, |fields| self.sent_by(msg, fields.sender, foreign))
+    }
+
+    fn sent_by(&self, msg: &Message, sender: Option<&str>, foreign: &mut Throttle) -> bool {
         if sender.is_some() && sender == self.name.as_ref().map(|o| o.as_str()) {
             return true;
         }

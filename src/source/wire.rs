@@ -1,6 +1,7 @@
 //! A fast path for the body of `PropertiesChanged` (`sa{sv}as`): read off
 //! the message's bytes for the few properties unitwatch follows, every other
-//! value walked past by its signature.
+//! value walked past by its signature; and for the header fields of every
+//! signal ([`header`]).
 //!
 //! Why not zvariant alone? It decodes each variant by parsing its signature
 //! into an owned `Signature` (a parser, allocations) and walks past a value
@@ -22,6 +23,10 @@ use zbus::zvariant::{Endian, Signature, Type};
 
 use super::changed::{known, Changed, Invalidated};
 use super::properties::Value;
+
+mod header;
+
+pub use header::{with_fields, Fields};
 
 /// A `PropertiesChanged` body's signature, `sa{sv}as`, as the structure of
 /// its arguments.
