@@ -37,9 +37,8 @@
 //! (the bus sets the sender; it cannot be forged), following the bus's
 //! `NameOwnerChanged` for it (systemd reconnects to the bus under a new name
 //! on `daemon-reexec`). The bus sends those on the same socket as systemd's
-//! signals, so an owner change is seen before anything its new owner sends:
-//! zbus hands each message to every matching stream before reading the next,
-//! and the owner stream is looked at first.
+//! signals, and both come through the one stream, in the order sent: an
+//! owner change is seen before anything its new owner sends.
 //!
 //! Why ask the bus for so little? systemd sends, at each change of a unit,
 //! one `PropertiesChanged` for every interface the unit has (`Unit`, and
@@ -47,9 +46,11 @@
 //! (`NFailedUnits`): each costs unitwatch a wakeup, a read and zbus's
 //! parsing of its header before it can be dropped. So the bus is asked
 //! (`AddMatch`) only for the manager's signals and the `PropertiesChanged`
-//! of the interfaces unitwatch reads ([`rules`]). zbus's own streams would
-//! add a rule of their own, and one that says which interface (an `arg0`)
-//! makes zbus decode every message's body to check it; so the signals come
+//! of the interfaces unitwatch reads ([`rules`]), and for the changes of
+//! systemd's name. zbus's own streams would add a rule of their own, and
+//! one that says which interface (an `arg0`) makes zbus decode every
+//! message's body to check it (and every stream's rule is checked against
+//! every message, its header built anew each time); so all of it comes
 //! through the connection's stream of every message it reads, which asks
 //! the bus for nothing, and replies to unitwatch's calls are dropped here.
 //! Measured in a flap storm (3 units restarting every 100 ms, instructions
@@ -153,7 +154,13 @@ impl Owner {
 
     /// Takes in a `NameOwnerChanged` if the bus sent it and it is about systemd.
     fn changed(&mut self, msg: &Message) {
-        if msg.header().sender().map(|s| s.as_str()) != Some(BUS) {
+        if msg.message_type() != MessageType::Signal {
+            return;
+        }
+        let header = msg.header();
+        if header.sender().map(|s| s.as_str()) != Some(BUS)
+            || header.member().map(|m| m.as_str()) != Some("NameOwnerChanged")
+        {
             return;
         }
         let Ok((name, _old, new)) = msg.body().deserialize::<(String, String, String)>() else {
@@ -165,9 +172,9 @@ impl Owner {
         }
     }
 
-    /// Whether `msg` was sent by systemd; logs (throttled) a signal sent by
-    /// anyone else but the bus.
-    fn sent(&self, msg: &Message, foreign: &mut Throttle) -> bool {
+    /// Whether `msg` was sent by systemd; takes in the bus's news of who
+    /// that is, and logs (throttled) a signal sent by anyone else.
+    fn sent(&mut self, msg: &Message, foreign: &mut Throttle) -> bool {
         // The stream has every message the connection reads: the replies
         // to unitwatch's own calls too.
         if msg.message_type() != MessageType::Signal {
@@ -179,13 +186,13 @@ impl Owner {
         wire::with_fields(msg, |fields| self.sent_by(msg, fields.sender, foreign))
     }
 
-    fn sent_by(&self, msg: &Message, sender: Option<&str>, foreign: &mut Throttle) -> bool {
+    fn sent_by(&mut self, msg: &Message, sender: Option<&str>, foreign: &mut Throttle) -> bool {
         if sender.is_some() && sender == self.name.as_ref().map(|o| o.as_str()) {
             return true;
         }
-        // The bus's own signals (NameOwnerChanged) come here too, as zbus
-        // lets every signal match the rule; they are not news.
-        if sender != Some(BUS) {
+        if sender == Some(BUS) {
+            self.changed(msg);
+        } else {
             signal::warn_ignored(
                 foreign,
                 Instant::now(),
@@ -201,15 +208,12 @@ impl Owner {
 }
 
 /// What the queue starts from once systemd's name is known.
-pub struct Start<S> {
+pub struct Start {
     /// systemd's unique name, as `GetNameOwner` for [`SYSTEMD`] said
     /// (`None`: a direct connection, where every message is systemd's)...
     pub owner: Option<OwnedUniqueName>,
     /// ... in the reply received here.
     pub at: Sequence,
-    /// systemd's signals (among every message the connection reads, or
-    /// on a direct connection those of match rule type signal).
-    pub signals: S,
 }
 
 /// The task draining the queue; stopped when dropped, so no path out of a
@@ -251,8 +255,13 @@ pub async fn open(
     conn: &Connection,
     capacity: usize,
 ) -> zbus::Result<(Drain, mpsc::Receiver<Queued>)> {
+    // Every message the connection reads, in the order read (see "Why ask
+    // the bus for so little?"), drained from now on.
+    let mut unfiltered = conn.clone();
+    unfiltered.set_max_queued(ZBUS_QUEUED);
+    let (drain, starter, queue) = spawn(MessageStream::from(unfiltered), capacity);
     // Who systemd is on the bus, and who it becomes: changes subscribed to
-    // before asking, so none is missed, and followed at once.
+    // before asking, so none is missed.
     let owners = MatchRule::builder()
         .msg_type(MessageType::Signal)
         .sender(BUS)?
@@ -260,8 +269,7 @@ pub async fn open(
         .member("NameOwnerChanged")?
         .arg(0, SYSTEMD)?
         .build();
-    let owners = MessageStream::for_match_rule(owners, conn, None).await?;
-    let (drain, starter, queue) = spawn(owners, capacity);
+    add_match(conn, &owners).await?;
     let reply = conn
         .call_method(
             Some(BUS),
@@ -272,31 +280,30 @@ pub async fn open(
         )
         .await?;
     let owner = Some(reply.body().deserialize()?);
-    // All of systemd's signals through one stream, so their order is kept:
-    // the connection's own, of every message it reads (see "Why ask the bus
-    // for so little?"). Created once their sender is known and handed over
-    // at once, so no storm can fill it before it is drained.
-    let mut unfiltered = conn.clone();
-    unfiltered.set_max_queued(ZBUS_QUEUED);
     let start = Start {
         owner,
         at: reply.recv_position(),
-        signals: MessageStream::from(unfiltered),
     };
     // Only fails if the task ended, and then so did the connection: the
     // queue is already closed, which ends the session.
     let _ = starter.send(start);
     for rule in rules()? {
-        conn.call_method(
-            Some(BUS),
-            "/org/freedesktop/DBus",
-            Some(BUS),
-            "AddMatch",
-            &(rule.to_string(),),
-        )
-        .await?;
+        add_match(conn, &rule).await?;
     }
     Ok((drain, queue))
+}
+
+/// Asks the bus to send what `rule` matches.
+async fn add_match(conn: &Connection, rule: &MatchRule<'_>) -> zbus::Result<()> {
+    conn.call_method(
+        Some(BUS),
+        "/org/freedesktop/DBus",
+        Some(BUS),
+        "AddMatch",
+        &(rule.to_string(),),
+    )
+    .await
+    .map(drop)
 }
 
 /// What the bus is asked to send of systemd's: the manager's own signals
@@ -331,37 +338,34 @@ pub async fn open_direct(
     conn: &Connection,
     capacity: usize,
 ) -> zbus::Result<(Drain, mpsc::Receiver<Queued>)> {
-    let owners = futures_util::stream::pending::<zbus::Result<Message>>();
-    let (drain, starter, queue) = spawn(owners, capacity);
     // No sender: messages on a direct connection carry none.
     let rule = MatchRule::builder().msg_type(MessageType::Signal).build();
     let signals = MessageStream::for_match_rule(rule, conn, Some(ZBUS_QUEUED)).await?;
+    let (drain, starter, queue) = spawn(signals, capacity);
     let _ = starter.send(Start {
         owner: None,
         at: Sequence::default(),
-        signals,
     });
     Ok((drain, queue))
 }
 
-/// Starts following `owners` (the bus's `NameOwnerChanged` for [`SYSTEMD`])
-/// at once, so they never pile up in zbus; once [`Start`] comes, drains its
-/// signals into a queue of `capacity`, letting in those systemd sent. The
-/// task ends when a stream does (the connection closed), or the `Start` or
-/// the receiver is dropped.
-pub fn spawn<S, O>(
-    owners: O,
+/// Starts draining `messages` at once, so they never pile up in zbus,
+/// following the bus's `NameOwnerChanged` for [`SYSTEMD`] among them; once
+/// [`Start`] comes, queues the signals systemd sent, in a queue of
+/// `capacity`. The task ends when the stream does (the connection closed),
+/// or the `Start` or the receiver is dropped.
+pub fn spawn<S>(
+    messages: S,
     capacity: usize,
-) -> (Drain, oneshot::Sender<Start<S>>, mpsc::Receiver<Queued>)
+) -> (Drain, oneshot::Sender<Start>, mpsc::Receiver<Queued>)
 where
     S: Stream<Item = zbus::Result<Message>> + Unpin + Send + 'static,
-    O: Stream<Item = zbus::Result<Message>> + Unpin + Send + 'static,
 {
     let (tx, rx) = mpsc::channel(capacity.max(1));
     let (start, started) = oneshot::channel();
     let (flush, flushes) = mpsc::channel(1);
     let heard = Heard::default();
-    let task = tokio::spawn(drain(owners, started, tx, flushes, heard.clone()));
+    let task = tokio::spawn(drain(messages, started, tx, flushes, heard.clone()));
     (Drain { task, flush, heard }, start, rx)
 }
 
@@ -405,46 +409,43 @@ impl Lost {
     }
 }
 
-async fn drain<S, O>(
-    mut owners: O,
-    mut started: oneshot::Receiver<Start<S>>,
+async fn drain<S>(
+    mut messages: S,
+    mut started: oneshot::Receiver<Start>,
     tx: mpsc::Sender<Queued>,
     mut flushes: mpsc::Receiver<()>,
     heard: Heard,
 ) where
     S: Stream<Item = zbus::Result<Message>> + Unpin,
-    O: Stream<Item = zbus::Result<Message>> + Unpin,
 {
     let mut owner = Owner::default();
-    let mut signals = loop {
+    loop {
         tokio::select! {
-            change = owners.next() => {
-                let Some(Ok(msg)) = change else { return };
-                owner.changed(&msg);
-            }
+            // The start first: what comes after it in the stream is news.
+            biased;
             start = &mut started => {
-                let Ok(Start { owner: name, at, signals }) = start else { return };
+                let Ok(Start { owner: name, at }) = start else { return };
                 owner.direct = name.is_none();
                 owner.heard(name, at);
-                break signals;
+                break;
+            }
+            // Nothing of systemd's is asked for before the start.
+            msg = messages.next() => {
+                let Some(Ok(msg)) = msg else { return };
+                owner.changed(&msg);
             }
         }
-    };
+    }
     // Half the queue free before taking signals again.
     let resume = (tx.max_capacity() / 2).max(1);
     let mut lost: Option<Lost> = None;
     let mut foreign = Throttle::new(signal::WARN_EVERY);
     loop {
         tokio::select! {
-            // Owner changes first: see the module's comment.
             biased;
-            change = owners.next() => {
-                let Some(Ok(msg)) = change else { return };
-                owner.changed(&msg);
-            }
             Some(()) = flushes.recv() => {
                 // What zbus read is in the stream by now: all that is ready.
-                while let Some(Some(Ok(msg))) = signals.next().now_or_never() {
+                while let Some(Some(Ok(msg))) = messages.next().now_or_never() {
                     heard.now();
                     if owner.sent(&msg, &mut foreign) && tx.send(Queued::Signal(msg)).await.is_err() {
                         return;
@@ -460,7 +461,7 @@ async fn drain<S, O>(
                     permit.send(Queued::Overflow { since, dropped, units });
                 }
             }
-            msg = signals.next() => {
+            msg = messages.next() => {
                 // An error is the connection's, and the last item.
                 let Some(Ok(msg)) = msg else { return };
                 heard.now();

@@ -1,5 +1,5 @@
 //! The signal queue's tests: order, overflow and its gap, the sender check,
-//! flushes.
+//! owner changes, flushes.
 
 use super::*;
 
@@ -16,19 +16,17 @@ fn feed() -> (
     (tx, Box::pin(stream))
 }
 
-/// A queue of `capacity` whose systemd is `:1.0`: its feeders of
-/// signals and of owner changes.
+/// A queue of `capacity` whose systemd is `:1.0`: its feeder of messages,
+/// twice (one for signals, one for owner changes: the one stream).
 fn queue(capacity: usize) -> (Feeder, Feeder, Drain, mpsc::Receiver<Queued>) {
-    let (signals, signal_stream) = feed();
-    let (owners, owner_stream) = feed();
-    let (drain, start, rx) = spawn(owner_stream, capacity);
+    let (messages, stream) = feed();
+    let (drain, start, rx) = spawn(stream, capacity);
     let start = start.send(Start {
         owner: Some(OwnedUniqueName::try_from(":1.0").expect("a name")),
         at: Sequence::default(),
-        signals: signal_stream,
     });
     assert!(start.is_ok(), "the queue takes its start");
-    (signals, owners, drain, rx)
+    (messages.clone(), messages, drain, rx)
 }
 
 fn job_new(sender: &str, id: u32) -> zbus::Result<Message> {
@@ -162,12 +160,10 @@ async fn only_systemd_gets_in_and_its_new_name_once_the_bus_says_so() {
 #[tokio::test]
 async fn on_a_direct_connection_every_message_is_systemds() {
     let (signals, signal_stream) = feed();
-    let owners = futures_util::stream::pending::<zbus::Result<Message>>();
-    let (_drain, start, mut rx) = spawn(owners, 4);
+    let (_drain, start, mut rx) = spawn(signal_stream, 4);
     let start = start.send(Start {
         owner: None,
         at: Sequence::default(),
-        signals: signal_stream,
     });
     assert!(start.is_ok(), "the queue takes its start");
     // A peer's messages carry no sender.
@@ -297,6 +293,25 @@ async fn replies_among_the_signals_are_left_out() {
     signals.send(reply).expect("fed");
     signals.send(job_new(":1.0", 1)).expect("fed");
     assert_eq!(id(rx.recv().await), Some(1), "the signal after the reply");
+    settle().await;
+    assert!(rx.try_recv().is_err(), "nothing else queued");
+}
+
+/// Before the start nothing is queued: systemd's name is not known yet
+/// (and nothing of systemd's was asked for).
+#[tokio::test]
+async fn nothing_is_queued_before_the_start() {
+    let (messages, stream) = feed();
+    let (_drain, start, mut rx) = spawn(stream, 8);
+    messages.send(job_new(":1.0", 1)).expect("fed");
+    settle().await;
+    let start = start.send(Start {
+        owner: Some(OwnedUniqueName::try_from(":1.0").expect("a name")),
+        at: Sequence::default(),
+    });
+    assert!(start.is_ok(), "the queue takes its start");
+    messages.send(job_new(":1.0", 2)).expect("fed");
+    assert_eq!(id(rx.recv().await), Some(2));
     settle().await;
     assert!(rx.try_recv().is_err(), "nothing else queued");
 }
