@@ -399,11 +399,15 @@ impl Lost {
         let header = msg.header();
         match (header.member().map(|m| m.as_str()), &mut self.units) {
             (Some("JobNew" | "JobRemoved"), _) | (_, None) => {}
-            (Some("PropertiesChanged"), Some(units)) if units.len() < MISSED_UNITS => {
-                if let Some(path) = header.path() {
+            (Some("PropertiesChanged"), Some(units)) => match header.path() {
+                None => {}
+                // A unit already named is no more to read.
+                Some(path) if units.contains(path) => {}
+                Some(path) if units.len() < MISSED_UNITS => {
                     units.insert(path.clone().into());
                 }
-            }
+                Some(_) => self.units = None,
+            },
             _ => self.units = None,
         }
     }

@@ -315,3 +315,14 @@ async fn nothing_is_queued_before_the_start() {
     settle().await;
     assert!(rx.try_recv().is_err(), "nothing else queued");
 }
+
+/// A full set of missed units stays as it is for a unit already in it, and
+/// gives way to reading every unit only for one more.
+#[tokio::test]
+async fn a_full_set_of_missed_units_takes_a_unit_named_again() {
+    let full = || (0..MISSED_UNITS).map(|n| unit_changed(&format!("u{n}")));
+    let again: Vec<_> = full().chain([unit_changed("u0")]).collect();
+    assert_eq!(missed(again).await.map(|u| u.len()), Some(MISSED_UNITS));
+    let more: Vec<_> = full().chain([unit_changed("another")]).collect();
+    assert_eq!(missed(more).await, None);
+}
