@@ -21,12 +21,18 @@ fn feed() -> (
 fn queue(capacity: usize) -> (Feeder, Feeder, Drain, mpsc::Receiver<Queued>) {
     let (messages, stream) = feed();
     let (drain, start, rx) = spawn(stream, capacity);
+    begin(start, Some(":1.0"));
+    (messages.clone(), messages, drain, rx)
+}
+
+/// Gives the queue its start: systemd is `owner` (`None`: a direct
+/// connection).
+fn begin(start: oneshot::Sender<Start>, owner: Option<&str>) {
     let start = start.send(Start {
-        owner: Some(OwnedUniqueName::try_from(":1.0").expect("a name")),
+        owner: owner.map(|o| OwnedUniqueName::try_from(o).expect("a name")),
         at: Sequence::default(),
     });
     assert!(start.is_ok(), "the queue takes its start");
-    (messages.clone(), messages, drain, rx)
 }
 
 fn job_new(sender: &str, id: u32) -> zbus::Result<Message> {
@@ -161,11 +167,7 @@ async fn only_systemd_gets_in_and_its_new_name_once_the_bus_says_so() {
 async fn on_a_direct_connection_every_message_is_systemds() {
     let (signals, signal_stream) = feed();
     let (_drain, start, mut rx) = spawn(signal_stream, 4);
-    let start = start.send(Start {
-        owner: None,
-        at: Sequence::default(),
-    });
-    assert!(start.is_ok(), "the queue takes its start");
+    begin(start, None);
     // A peer's messages carry no sender.
     let unsent = Message::signal(
         "/org/freedesktop/systemd1",
@@ -305,11 +307,7 @@ async fn nothing_is_queued_before_the_start() {
     let (_drain, start, mut rx) = spawn(stream, 8);
     messages.send(job_new(":1.0", 1)).expect("fed");
     settle().await;
-    let start = start.send(Start {
-        owner: Some(OwnedUniqueName::try_from(":1.0").expect("a name")),
-        at: Sequence::default(),
-    });
-    assert!(start.is_ok(), "the queue takes its start");
+    begin(start, Some(":1.0"));
     messages.send(job_new(":1.0", 2)).expect("fed");
     assert_eq!(id(rx.recv().await), Some(2));
     settle().await;
