@@ -74,6 +74,9 @@ pub enum DbusError {
 /// stopped being trusted alone. Changes after it went unsignalled, and only
 /// the journal can tell them, whenever its records are read. (When the loss
 /// is noticed is later, by how long the socket's end took to be read.)
+/// Only what systemd sent counts, not the bus's own messages: the bus
+/// announces systemd's leaving (`NameOwnerChanged`) after systemd has gone
+/// silent, at a poweroff as soon as the bus itself begins to stop.
 #[derive(Clone, Debug, Default)]
 pub struct Heard(std::sync::Arc<std::sync::atomic::AtomicU64>);
 

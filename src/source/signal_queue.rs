@@ -172,24 +172,33 @@ impl Owner {
         }
     }
 
-    /// Whether `msg` was sent by systemd; takes in the bus's news of who
-    /// that is, and logs (throttled) a signal sent by anyone else.
-    fn sent(&mut self, msg: &Message, foreign: &mut Throttle) -> bool {
+    /// Whether `msg` is a signal systemd sent; takes in the bus's news of
+    /// who that is, notes when systemd was last `heard` (a reply of its
+    /// counts: what it signalled before, it sent before), and logs
+    /// (throttled) a signal sent by anyone else.
+    fn sent(&mut self, msg: &Message, foreign: &mut Throttle, heard: &Heard) -> bool {
         // The stream has every message the connection reads: the replies
         // to unitwatch's own calls too.
-        if msg.message_type() != MessageType::Signal {
-            return false;
-        }
+        let signal = msg.message_type() == MessageType::Signal;
         if self.direct {
-            return true;
+            heard.now();
+            return signal;
         }
-        wire::with_fields(msg, |fields| self.sent_by(msg, fields.sender, foreign))
+        wire::with_fields(msg, |fields| {
+            if fields.sender.is_some() && fields.sender == self.name.as_ref().map(|o| o.as_str()) {
+                heard.now();
+                return signal;
+            }
+            if signal {
+                self.foreign(msg, fields.sender, foreign);
+            }
+            false
+        })
     }
 
-    fn sent_by(&mut self, msg: &Message, sender: Option<&str>, foreign: &mut Throttle) -> bool {
-        if sender.is_some() && sender == self.name.as_ref().map(|o| o.as_str()) {
-            return true;
-        }
+    /// A signal not sent by systemd: the bus's news of its name is taken
+    /// in, anyone else's logged.
+    fn foreign(&mut self, msg: &Message, sender: Option<&str>, foreign: &mut Throttle) {
         if sender == Some(BUS) {
             self.changed(msg);
         } else {
@@ -203,7 +212,6 @@ impl Owner {
                 ),
             );
         }
-        false
     }
 }
 
@@ -450,8 +458,7 @@ async fn drain<S>(
             Some(()) = flushes.recv() => {
                 // What zbus read is in the stream by now: all that is ready.
                 while let Some(Some(Ok(msg))) = messages.next().now_or_never() {
-                    heard.now();
-                    if owner.sent(&msg, &mut foreign) && tx.send(Queued::Signal(msg)).await.is_err() {
+                    if owner.sent(&msg, &mut foreign, &heard) && tx.send(Queued::Signal(msg)).await.is_err() {
                         return;
                     }
                 }
@@ -468,8 +475,7 @@ async fn drain<S>(
             msg = messages.next() => {
                 // An error is the connection's, and the last item.
                 let Some(Ok(msg)) = msg else { return };
-                heard.now();
-                if !owner.sent(&msg, &mut foreign) {
+                if !owner.sent(&msg, &mut foreign, &heard) {
                     continue;
                 }
                 if let Some(lost) = &mut lost {

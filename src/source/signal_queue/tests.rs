@@ -324,3 +324,33 @@ async fn a_full_set_of_missed_units_takes_a_unit_named_again() {
     let more: Vec<_> = full().chain([unit_changed("another")]).collect();
     assert_eq!(missed(more).await, None);
 }
+
+/// Only what systemd sends is systemd heard: not the bus's news that it
+/// left, which comes after systemd went silent; a reply of its does count.
+#[tokio::test]
+async fn systemd_is_heard_by_its_own_messages_only() {
+    let (messages, _owners, drain, _rx) = queue(8);
+    messages.send(owner_changed(BUS, ":1.0", "")).expect("fed");
+    messages.send(job_new(":1.5", 1)).expect("fed");
+    settle().await;
+    assert_eq!(
+        drain.heard().at(),
+        None,
+        "the bus and others are not systemd"
+    );
+    let call = Message::method_call("/org/freedesktop/systemd1", "GetUnit")
+        .and_then(|b| b.destination(SYSTEMD))
+        .and_then(|b| b.build(&("a.service",)))
+        .expect("a call");
+    let (messages, _owners, drain, mut rx) = queue(8);
+    let reply = Message::method_return(&call.header())
+        .and_then(|b| b.sender(":1.0"))
+        .and_then(|b| b.build(&("/org/freedesktop/systemd1/unit/a_2eservice",)));
+    messages.send(reply).expect("fed");
+    settle().await;
+    assert!(
+        drain.heard().at().is_some(),
+        "a reply of systemd's is systemd heard"
+    );
+    assert!(rx.try_recv().is_err(), "nothing queued");
+}
