@@ -280,18 +280,22 @@ async fn an_overflow_that_dropped_a_new_unit_reads_every_unit() {
     assert_eq!(missed(vec![unit_changed("a"), unit_new]).await, None);
 }
 
+/// systemd's (`:1.0`) reply to a `GetUnit` of unitwatch's.
+fn reply_of_systemd() -> zbus::Result<Message> {
+    let call = Message::method_call("/org/freedesktop/systemd1", "GetUnit")
+        .and_then(|b| b.destination(SYSTEMD))
+        .and_then(|b| b.build(&("a.service",)))?;
+    Message::method_return(&call.header())
+        .and_then(|b| b.sender(":1.0"))
+        .and_then(|b| b.build(&("/org/freedesktop/systemd1/unit/a_2eservice",)))
+}
+
 /// The stream has every message the connection reads: a reply of systemd's
 /// to one of unitwatch's calls is not a signal and is left out.
 #[tokio::test]
 async fn replies_among_the_signals_are_left_out() {
     let (signals, _owners, _drain, mut rx) = queue(64);
-    let call = Message::method_call("/org/freedesktop/systemd1", "GetUnit")
-        .and_then(|b| b.destination(SYSTEMD))
-        .and_then(|b| b.build(&("a.service",)))
-        .expect("a call");
-    let reply = Message::method_return(&call.header())
-        .and_then(|b| b.sender(":1.0"))
-        .and_then(|b| b.build(&("/org/freedesktop/systemd1/unit/a_2eservice",)));
+    let reply = reply_of_systemd();
     signals.send(reply).expect("fed");
     signals.send(job_new(":1.0", 1)).expect("fed");
     assert_eq!(id(rx.recv().await), Some(1), "the signal after the reply");
@@ -338,14 +342,8 @@ async fn systemd_is_heard_by_its_own_messages_only() {
         None,
         "the bus and others are not systemd"
     );
-    let call = Message::method_call("/org/freedesktop/systemd1", "GetUnit")
-        .and_then(|b| b.destination(SYSTEMD))
-        .and_then(|b| b.build(&("a.service",)))
-        .expect("a call");
     let (messages, _owners, drain, mut rx) = queue(8);
-    let reply = Message::method_return(&call.header())
-        .and_then(|b| b.sender(":1.0"))
-        .and_then(|b| b.build(&("/org/freedesktop/systemd1/unit/a_2eservice",)));
+    let reply = reply_of_systemd();
     messages.send(reply).expect("fed");
     settle().await;
     assert!(
