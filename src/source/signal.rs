@@ -69,7 +69,7 @@ pub enum Malformed {
 /// system are not watched).
 pub fn decode(
     msg: &Message,
-    watched: impl Fn(&OwnedObjectPath) -> bool,
+    watched: impl Fn(&ObjectPath<'_>) -> bool,
 ) -> Result<Option<Signal>, Malformed> {
     wire::with_fields(msg, |fields| decode_with(msg, fields, watched))
 }
@@ -77,7 +77,7 @@ pub fn decode(
 fn decode_with(
     msg: &Message,
     fields: wire::Fields<'_>,
-    watched: impl Fn(&OwnedObjectPath) -> bool,
+    watched: impl Fn(&ObjectPath<'_>) -> bool,
 ) -> Result<Option<Signal>, Malformed> {
     let interface = fields.interface.ok_or(Malformed::Header("an interface"))?;
     let member = fields.member.ok_or(Malformed::Header("a member"))?;
@@ -85,11 +85,13 @@ fn decode_with(
     let signal = match (interface, member) {
         (PROPERTIES, "PropertiesChanged") => {
             let path = fields.path.ok_or(Malformed::Header("a path"))?;
-            // Checked as zbus read the message (see wire::header).
-            let path = OwnedObjectPath::from(ObjectPath::from_str_unchecked(path).into_owned());
+            // Checked as zbus read the message (see wire::header); owned
+            // only once watched, as most units on a system are not.
+            let path = ObjectPath::from_str_unchecked(path);
             if !watched(&path) {
                 return Ok(None);
             }
+            let path = OwnedObjectPath::from(path.into_owned());
             // Read off the bytes where it can be ([`wire`], which says why),
             // by zvariant where it cannot.
             let (interface, changed) = match wire::properties_changed(&body) {

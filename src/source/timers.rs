@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use zbus::zvariant::OwnedObjectPath;
+use zbus::zvariant::{ObjectPath, OwnedObjectPath};
 
 use super::changed::Changed;
 use super::properties::Value;
@@ -111,7 +111,7 @@ impl Timers {
     }
 
     /// Whether `path` is a followed timer's.
-    pub fn contains(&self, path: &OwnedObjectPath) -> bool {
+    pub fn contains(&self, path: &ObjectPath<'_>) -> bool {
         self.by_path.contains_key(path)
     }
 
