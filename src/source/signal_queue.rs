@@ -278,15 +278,7 @@ pub async fn open(
         .arg(0, SYSTEMD)?
         .build();
     add_match(conn, &owners).await?;
-    let reply = conn
-        .call_method(
-            Some(BUS),
-            "/org/freedesktop/DBus",
-            Some(BUS),
-            "GetNameOwner",
-            &(SYSTEMD,),
-        )
-        .await?;
+    let reply = call_bus(conn, "GetNameOwner", &(SYSTEMD,)).await?;
     let owner = Some(reply.body().deserialize()?);
     let start = Start {
         owner,
@@ -303,15 +295,18 @@ pub async fn open(
 
 /// Asks the bus to send what `rule` matches.
 async fn add_match(conn: &Connection, rule: &MatchRule<'_>) -> zbus::Result<()> {
-    conn.call_method(
-        Some(BUS),
-        "/org/freedesktop/DBus",
-        Some(BUS),
-        "AddMatch",
-        &(rule.to_string(),),
-    )
-    .await
-    .map(drop)
+    call_bus(conn, "AddMatch", &(rule.to_string(),))
+        .await
+        .map(drop)
+}
+
+/// Calls `method` of the bus itself.
+async fn call_bus<B>(conn: &Connection, method: &str, body: &B) -> zbus::Result<Message>
+where
+    B: serde::Serialize + zbus::zvariant::DynamicType,
+{
+    conn.call_method(Some(BUS), "/org/freedesktop/DBus", Some(BUS), method, body)
+        .await
 }
 
 /// What the bus is asked to send of systemd's: the manager's own signals
