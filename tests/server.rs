@@ -97,7 +97,10 @@ fn a_scraper_that_asks_for_openmetrics_gets_it_and_others_the_text_format() {
 #[test]
 fn a_scraper_that_takes_gzip_gets_the_same_body_gzipped() {
     let s = Server::start(&saved("inproc-gzip"));
-    s.get("/metrics");
+    // The two scrapes compared must not straddle the journal's opening.
+    s.wait_value("unitwatch_journal_up", Duration::from_secs(10), |v| {
+        v == 1.0
+    });
     let (_, plain) = scrape_with(&s.addr, "");
     let (head, zipped) = scrape_with(&s.addr, "Accept-Encoding: gzip\r\n");
     assert!(head.contains("content-encoding: gzip"), "{head}");
