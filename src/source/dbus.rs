@@ -27,9 +27,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
-use zbus::message::Sequence;
 use zbus::zvariant::OwnedObjectPath;
-use zbus::{Connection, Message};
+use zbus::Connection;
 
 use crate::clock;
 use crate::health::Health;
@@ -48,6 +47,7 @@ use crate::source::signal::{self, Signal, Throttle, MANAGER, TIMER};
 use crate::source::signal_queue::{self, Queued};
 use crate::source::timers::Timers;
 use crate::source::users::{self, Gone};
+use crate::source::wire::{Position, Raw};
 
 mod overflow;
 mod stopping;
@@ -72,7 +72,7 @@ pub struct DbusSource {
     /// the last read: signals received before it are older than what it
     /// said (they wait in our queue while the reply is handed over at once)
     /// and are dropped, so a snapshot is never overwritten by stale news.
-    read_at: HashMap<(String, &'static str), Sequence>,
+    read_at: HashMap<(String, &'static str), Position>,
     /// How many signals wait at most ([`signal_queue`]).
     queue: usize,
     /// Warnings about signals that cannot be read.
@@ -190,32 +190,33 @@ impl DbusSource {
     /// connection ends, or with [`DbusError::Stopped`] at shutdown.
     async fn session(&mut self, shutdown: &mut Shutdown) -> Result<(), DbusError> {
         let setup = async {
-            let conn = connect(&self.bus, None).await?;
+            let (inlet, queue) = signal_queue::new(self.queue);
+            let conn = connect(&self.bus, None, Some(inlet)).await?;
             tracing::debug!(
                 "connected to the bus as {}",
                 conn.unique_name().map_or("-", |n| n.as_str())
             );
             // Receive positions are only comparable within one connection.
             self.read_at.clear();
-            let (drain, queue) = match self.bus {
-                Bus::UserManager { .. } => signal_queue::open_direct(&conn, self.queue).await?,
-                _ => signal_queue::open(&conn, self.queue).await?,
-            };
+            match self.bus {
+                Bus::UserManager { .. } => signal_queue::open_direct(&queue),
+                _ => signal_queue::open(&conn, &queue).await?,
+            }
             call(&conn, MANAGER_PATH, MANAGER, "Subscribe", &()).await?;
             let n = self.snapshot(&conn).await?;
             self.health.set_up(n);
             tracing::debug!(units = n, "subscribed to systemd; following unit changes");
             self.snapshot_done(n).await?;
-            Ok::<_, DbusError>((conn, drain, queue))
+            Ok::<_, DbusError>((conn, queue))
         };
         let set_up = tokio::select! {
             r = setup => Some(r?),
             _ = shutdown.recv() => None,
         };
-        let Some((conn, drain, mut queue)) = set_up else {
+        let Some((conn, mut queue)) = set_up else {
             return self.stopping(None).await;
         };
-        let heard = drain.heard();
+        let heard = queue.heard();
         heard.now();
         self.heard = Some(heard);
         loop {
@@ -235,7 +236,7 @@ impl DbusSource {
                 Some(Ok(Some(()))) => {}
                 Some(Ok(None)) => return Ok(()),
                 Some(Err(e)) => return Err(e),
-                None => return self.stopping(Some((&conn, &drain, &mut queue))).await,
+                None => return self.stopping(Some((&conn, &mut queue))).await,
             }
         }
     }
@@ -243,13 +244,12 @@ impl DbusSource {
     /// Acts on what the signal queue held.
     async fn take(&mut self, conn: &Connection, item: Queued) -> Result<(), DbusError> {
         match item {
-            Queued::Signal(msg) => self.handle(conn, &msg).await,
+            Queued::Signal(raw) => self.handle(conn, &raw).await,
             Queued::Overflow {
                 since,
                 dropped,
                 units,
             } => self.overflowed(conn, since, dropped, units).await,
-            Queued::Flushed => Ok(()),
         }
     }
 
@@ -413,14 +413,14 @@ impl DbusSource {
 
     /// Acts on one of systemd's signals; one that cannot be read is logged
     /// and skipped.
-    async fn handle(&mut self, conn: &Connection, msg: &Message) -> Result<(), DbusError> {
-        let signal = match signal::decode(msg, |path| {
+    async fn handle(&mut self, conn: &Connection, raw: &Raw) -> Result<(), DbusError> {
+        let signal = match signal::decode(raw, |path| {
             self.paths.contains_key(path) || self.timers.contains(path)
         }) {
             Ok(Some(signal)) => signal,
             Ok(None) => return Ok(()),
             Err(e) => {
-                signal::warn_ignored(&mut self.malformed, std::time::Instant::now(), msg, &e);
+                signal::warn_ignored(&mut self.malformed, std::time::Instant::now(), raw, &e);
                 return Ok(());
             }
         };
@@ -441,7 +441,7 @@ impl DbusSource {
                 let stale = self
                     .read_at
                     .get(&(name.clone(), interface))
-                    .is_some_and(|read| msg.recv_position() < *read);
+                    .is_some_and(|read| raw.at() < *read);
                 if stale {
                     return Ok(());
                 }

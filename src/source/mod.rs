@@ -19,6 +19,7 @@ mod read;
 pub mod sampler;
 pub mod signal;
 pub mod signal_queue;
+mod tap;
 pub mod timers;
 pub mod users;
 mod wire;

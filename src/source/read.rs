@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 
-use zbus::message::Sequence;
 use zbus::zvariant::{OwnedObjectPath, OwnedValue};
 use zbus::{Connection, Message};
 
@@ -14,6 +13,7 @@ use super::properties::{UnitProperties, Value};
 use super::signal::{MANAGER, PROPERTIES, SERVICE, TIMER, UNIT};
 use super::signal_queue::SYSTEMD;
 use super::timers::TimerProperties;
+use super::wire::Position;
 use crate::clock;
 use crate::select::Selector;
 
@@ -77,7 +77,7 @@ pub(super) struct ReadUnit {
     /// The clock frame `now` and the timestamps are in.
     pub frame: i64,
     pub props: UnitProperties,
-    pub read_at: Vec<(&'static str, Sequence)>,
+    pub read_at: Vec<(&'static str, Position)>,
 }
 
 /// The watched units of the manager on `conn`, by name: those loaded that
@@ -339,7 +339,7 @@ async fn read_once(
         }))
         .await;
     let mut props = UnitProperties::default();
-    let mut read_at: Vec<(&'static str, Sequence)> = Vec::new();
+    let mut read_at: Vec<(&'static str, Position)> = Vec::new();
     let mut state_change = Vec::with_capacity(2);
     for ((interface, property), reply) in wanted.iter().zip(replies) {
         let reply = match reply {
@@ -352,7 +352,7 @@ async fn read_once(
         // Signals received before the first reply of an interface are
         // older than anything read.
         if !read_at.iter().any(|(i, _)| i == interface) {
-            read_at.push((interface, reply.recv_position()));
+            read_at.push((interface, Position::of(&reply)));
         }
         let v: OwnedValue = reply.body().deserialize()?;
         let Some(v) = from_zvalue(&v) else { continue };

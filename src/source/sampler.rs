@@ -136,7 +136,7 @@ impl Sampler {
                 _ = tick.tick() => {}
                 _ = shutdown.recv() => return,
             }
-            let conn = match connect(&self.bus, Some(CALL_TIMEOUT)).await {
+            let conn = match connect(&self.bus, Some(CALL_TIMEOUT), None).await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::debug!(error = %e, "the sampler cannot connect; retrying next round");

@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 use zbus::zvariant::{ObjectPath, OwnedObjectPath};
 
 use super::changed::{Changed, Invalidated};
-use super::wire;
-use zbus::Message;
+use super::wire::{self, Raw};
 
 pub const MANAGER: &str = "org.freedesktop.systemd1.Manager";
 pub const UNIT: &str = "org.freedesktop.systemd1.Unit";
@@ -62,51 +61,40 @@ pub enum Malformed {
     Body(#[from] zbus::Error),
 }
 
-/// Decodes `msg`. `Ok(None)`: nothing unitwatch follows — another member
+/// Decodes `raw`. `Ok(None)`: nothing unitwatch follows — another member
 /// (systemd sends more than it is asked about, such as `UnitFilesChanged`
 /// and `StartupFinished`), another interface, or `PropertiesChanged` of an
 /// object `watched` says no to, whose body is not even read (most units on a
 /// system are not watched).
 pub fn decode(
-    msg: &Message,
+    raw: &Raw,
     watched: impl Fn(&ObjectPath<'_>) -> bool,
 ) -> Result<Option<Signal>, Malformed> {
-    wire::with_fields(msg, |fields| decode_with(msg, fields, watched))
-}
-
-fn decode_with(
-    msg: &Message,
-    fields: wire::Fields<'_>,
-    watched: impl Fn(&ObjectPath<'_>) -> bool,
-) -> Result<Option<Signal>, Malformed> {
+    let fields = raw.fields();
     let interface = fields.interface.ok_or(Malformed::Header("an interface"))?;
     let member = fields.member.ok_or(Malformed::Header("a member"))?;
-    let body = msg.body();
     let signal = match (interface, member) {
         (PROPERTIES, "PropertiesChanged") => {
             let path = fields.path.ok_or(Malformed::Header("a path"))?;
-            // Checked as zbus read the message (see wire::header); owned
-            // only once watched, as most units on a system are not.
-            let path = ObjectPath::from_str_unchecked(path);
+            // The header reader checked it is a string; whether it is an
+            // object path is zvariant's to say, once it is watched.
+            let path = ObjectPath::try_from(path).map_err(zbus::Error::from)?;
             if !watched(&path) {
                 return Ok(None);
             }
             let path = OwnedObjectPath::from(path.into_owned());
             // Read off the bytes where it can be ([`wire`], which says why),
             // by zvariant where it cannot.
-            let (interface, changed) = match wire::properties_changed(&body) {
-                Some(read) => read,
+            let (interface, changed) = match raw.properties_changed() {
+                Some((interface, changed)) => (known_interface(interface), changed),
                 None => {
-                    let (interface, changed, _): (&str, Changed, Invalidated) =
-                        body.deserialize()?;
-                    (interface, changed)
+                    let (interface, changed, _): (String, Changed, Invalidated) =
+                        raw.body(wire::BODY)?;
+                    (known_interface(&interface), changed)
                 }
             };
-            let interface = match interface {
-                UNIT => UNIT,
-                SERVICE => SERVICE,
-                TIMER => TIMER,
-                _ => return Ok(None),
+            let Some(interface) = interface else {
+                return Ok(None);
             };
             Signal::Properties {
                 path,
@@ -115,29 +103,39 @@ fn decode_with(
             }
         }
         (MANAGER, "UnitNew") => {
-            let (name, path): (String, OwnedObjectPath) = body.deserialize()?;
+            let (name, path): (String, OwnedObjectPath) = raw.body("so")?;
             Signal::UnitNew { name, path }
         }
         (MANAGER, "UnitRemoved") => {
-            let (name, _path): (String, OwnedObjectPath) = body.deserialize()?;
+            let (name, _path): (String, OwnedObjectPath) = raw.body("so")?;
             Signal::UnitRemoved { name }
         }
         (MANAGER, "JobNew") => {
-            let (id, _job, unit): (u32, OwnedObjectPath, String) = body.deserialize()?;
+            let (id, _job, unit): (u32, OwnedObjectPath, String) = raw.body("uos")?;
             Signal::JobNew { id, unit }
         }
         (MANAGER, "JobRemoved") => {
             let (id, _job, unit, result): (u32, OwnedObjectPath, String, String) =
-                body.deserialize()?;
+                raw.body("uoss")?;
             Signal::JobRemoved { id, unit, result }
         }
         (MANAGER, "Reloading") => {
-            let (active,): (bool,) = body.deserialize()?;
+            let (active,): (bool,) = raw.body("b")?;
             Signal::Reloading { active }
         }
         _ => return Ok(None),
     };
     Ok(Some(signal))
+}
+
+/// The interfaces whose `PropertiesChanged` unitwatch reads.
+fn known_interface(interface: &str) -> Option<&'static str> {
+    match interface {
+        UNIT => Some(UNIT),
+        SERVICE => Some(SERVICE),
+        TIMER => Some(TIMER),
+        _ => None,
+    }
 }
 
 /// How often at most a warning of one kind is logged.
@@ -175,22 +173,17 @@ impl Throttle {
     }
 }
 
-/// Logs (throttled by `throttle`, as of `now`) that `msg` was skipped, and why.
-pub fn warn_ignored(
-    throttle: &mut Throttle,
-    now: Instant,
-    msg: &Message,
-    why: &dyn std::fmt::Display,
-) {
+/// Logs (throttled by `throttle`, as of `now`) that `raw` was skipped, and why.
+pub fn warn_ignored(throttle: &mut Throttle, now: Instant, raw: &Raw, why: &dyn std::fmt::Display) {
     let Some(skipped) = throttle.check(now) else {
         return;
     };
-    let header = msg.header();
+    let fields = raw.fields();
     tracing::warn!(
-        sender = %header.sender().map(|s| s.as_str()).unwrap_or("-"),
-        path = %header.path().map(|p| p.as_str()).unwrap_or("-"),
-        interface = %header.interface().map(|i| i.as_str()).unwrap_or("-"),
-        member = %header.member().map(|m| m.as_str()).unwrap_or("-"),
+        sender = %fields.sender.unwrap_or("-"),
+        path = %fields.path.unwrap_or("-"),
+        interface = %fields.interface.unwrap_or("-"),
+        member = %fields.member.unwrap_or("-"),
         why = %why,
         not_logged_since_last = skipped,
         "ignored a signal; following systemd goes on"
@@ -200,15 +193,18 @@ pub fn warn_ignored(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use zbus::Message;
 
-    fn signal<B>(path: &str, interface: &str, member: &str, body: &B) -> Message
+    /// A signal's bytes, as the tap reads them.
+    fn signal<B>(path: &str, interface: &str, member: &str, body: &B) -> Raw
     where
         B: serde::Serialize + zbus::zvariant::DynamicType,
     {
-        Message::signal(path, interface, member)
+        let msg = Message::signal(path, interface, member)
             .and_then(|b| b.sender(":1.0"))
             .and_then(|b| b.build(body))
-            .expect("a signal")
+            .expect("a signal");
+        Raw::of(&msg).expect("a header")
     }
 
     const MANAGER_PATH: &str = "/org/freedesktop/systemd1";

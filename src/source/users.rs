@@ -39,14 +39,16 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 use zbus::zvariant::OwnedObjectPath;
-use zbus::{Connection, Message};
+use zbus::Connection;
 
+use super::bus;
 use super::changed::Changed;
 use super::dbus::{Bus, DbusError, DbusSource};
 use super::properties::UnitProperties;
 use super::read::{call, list_units, merge, MANAGER_PATH};
 use super::signal::{self, Signal, Throttle, MANAGER, PROPERTIES, UNIT};
 use super::signal_queue::{self, Queued};
+use super::wire::Raw;
 use crate::clock;
 use crate::health::Health;
 use crate::ledger::{ActiveState, Usec};
@@ -237,26 +239,23 @@ impl UserManagers {
         }
     }
 
-    async fn connect(&self) -> zbus::Result<Connection> {
-        let builder = match &self.bus {
-            Bus::Address(address) => zbus::connection::Builder::address(address.as_str())?,
-            _ => zbus::connection::Builder::system()?,
-        };
-        builder.max_queued(signal_queue::ZBUS_QUEUED).build().await
-    }
-
     /// One connection: subscribe, snapshot, follow.
     async fn session(&mut self, shutdown: &Shutdown) -> Result<(), DbusError> {
-        let conn = self.connect().await?;
-        let (_drain, mut queue) = signal_queue::open(&conn, QUEUE).await?;
+        // The system manager, wherever the system bus is.
+        let bus = match &self.bus {
+            Bus::Address(address) => Bus::Address(address.clone()),
+            _ => Bus::System,
+        };
+        let (inlet, mut queue) = signal_queue::new(QUEUE);
+        let conn = bus::connect(&bus, None, Some(inlet)).await?;
+        signal_queue::open(&conn, &queue).await?;
         call(&conn, MANAGER_PATH, MANAGER, "Subscribe", &()).await?;
         self.snapshot(&conn, shutdown).await?;
         while let Some(item) = queue.recv().await {
             match item {
-                Queued::Signal(msg) => self.handle(&conn, &msg, shutdown).await?,
+                Queued::Signal(raw) => self.handle(&conn, &raw, shutdown).await?,
                 // Missed some: ask again.
                 Queued::Overflow { .. } => self.snapshot(&conn, shutdown).await?,
-                Queued::Flushed => {}
             }
         }
         Ok(())
@@ -357,14 +356,14 @@ impl UserManagers {
     async fn handle(
         &mut self,
         conn: &Connection,
-        msg: &Message,
+        raw: &Raw,
         shutdown: &Shutdown,
     ) -> Result<(), DbusError> {
-        let signal = match signal::decode(msg, |path| self.units.contains_key(path)) {
+        let signal = match signal::decode(raw, |path| self.units.contains_key(path)) {
             Ok(Some(signal)) => signal,
             Ok(None) => return Ok(()),
             Err(e) => {
-                signal::warn_ignored(&mut self.malformed, std::time::Instant::now(), msg, &e);
+                signal::warn_ignored(&mut self.malformed, std::time::Instant::now(), raw, &e);
                 return Ok(());
             }
         };

@@ -18,38 +18,20 @@
 //! caller decodes the body with zvariant as before ([`super::signal`]): the
 //! fast path never decides that a message is malformed, only zvariant does.
 
-use zbus::message::Body;
-use zbus::zvariant::{Endian, Signature, Type};
-
-use super::changed::{known, Changed, Invalidated};
+use super::changed::{known, Changed};
 use super::properties::Value;
 
-mod header;
+pub mod header;
+mod raw;
 
-pub use header::{with_fields, Fields};
+pub use raw::{Position, Raw};
 
-/// A `PropertiesChanged` body's signature, `sa{sv}as`, as the structure of
-/// its arguments.
-const BODY: &Signature = <(&str, Changed, Invalidated)>::SIGNATURE;
+/// A `PropertiesChanged` body's signature, as its header gives it.
+pub const BODY: &str = "sa{sv}as";
 
 /// How deep values may nest (variants in structures in arrays ...) before
 /// the reader gives up; the specification allows 64 in all.
 const MAX_DEPTH: u8 = 64;
-
-/// The interface and the followed properties of a `PropertiesChanged`
-/// body; `None` if this reader cannot read it (then zvariant decodes it).
-pub fn properties_changed(body: &Body) -> Option<(&str, Changed)> {
-    // zbus gives a body's signature as a structure of its arguments.
-    // Compared as signatures, not with a string (which walks the signature
-    // as text, some hundreds of instructions a message).
-    let signature = body.signature();
-    if signature != BODY {
-        return None;
-    }
-    let data = body.data();
-    let context = data.context();
-    read(data, context.position(), context.endian() == Endian::Big)
-}
 
 /// Reads `bytes`, a `sa{sv}as` body that starts `position` bytes into its
 /// message (alignment counts from there), big-endian if `big`.
@@ -288,7 +270,7 @@ fn alignment(code: u8) -> Option<usize> {
 mod tests {
     use std::collections::HashMap;
 
-    use zbus::zvariant::Value as ZValue;
+    use zbus::zvariant::{Endian, Value as ZValue};
     use zbus::Message;
 
     use super::super::changed::Invalidated;
@@ -311,6 +293,12 @@ mod tests {
             ))
         })
         .expect("a signal")
+    }
+
+    /// What this reader makes of `msg`'s body, read off its bytes.
+    fn fast(msg: &Message) -> Option<(String, Changed)> {
+        let raw = Raw::of(msg).expect("a header");
+        raw.properties_changed().map(|(i, c)| (i.to_owned(), c))
     }
 
     /// What zvariant makes of the same body.
@@ -378,8 +366,7 @@ mod tests {
     fn reads_what_zvariant_reads() {
         for endian in [Endian::Little, Endian::Big] {
             let msg = message(&service(), endian);
-            let body = msg.body();
-            let (interface, fast) = properties_changed(&body).expect("the fast path reads it");
+            let (interface, fast) = fast(&msg).expect("the fast path reads it");
             let (slow_interface, slow) = slow(&msg);
             assert_eq!(interface, slow_interface);
             // zvariant keeps the dictionary's order, as this reader does.
@@ -393,8 +380,7 @@ mod tests {
         for (key, value) in service() {
             let dict = HashMap::from([(key, value)]);
             let msg = message(&dict, Endian::Little);
-            let body = msg.body();
-            let fast = properties_changed(&body).map(|(_, c)| c);
+            let fast = fast(&msg).map(|(_, c)| c);
             assert_eq!(fast, Some(slow(&msg).1), "{key}");
         }
     }
@@ -434,10 +420,10 @@ mod tests {
             ("NRestarts", ZValue::from(2u32)),
         ]);
         let msg = message(&dict, Endian::Little);
-        let body = msg.body();
-        let fast = properties_changed(&body).map(|(_, c)| c);
+        let fast = fast(&msg).map(|(_, c)| c);
         assert_eq!(fast, Some(slow(&msg).1));
         // ... but bytes that are not UTF-8 are left to zvariant to reject.
+        let body = msg.body();
         let data = body.data();
         let position = data.context().position();
         let mut bytes = data.to_vec();
@@ -454,6 +440,6 @@ mod tests {
         let msg = Message::signal("/a", "org.freedesktop.DBus.Properties", "PropertiesChanged")
             .and_then(|b| b.build(&("x", 1u32)))
             .expect("a signal");
-        assert!(properties_changed(&msg.body()).is_none());
+        assert!(fast(&msg).is_none());
     }
 }

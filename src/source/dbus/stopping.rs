@@ -4,14 +4,14 @@
 
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use zbus::Connection;
 
 use super::DbusSource;
 use crate::message::Input;
 use crate::source::bus::DbusError;
 use crate::source::read::{call, MANAGER_PATH};
-use crate::source::signal_queue::{self, Queued};
+use crate::source::signal_queue::{Queue, Queued};
+use crate::source::wire::Position;
 
 /// `org.freedesktop.DBus.Peer`, which sd-bus answers on every object.
 const PEER: &str = "org.freedesktop.DBus.Peer";
@@ -30,27 +30,27 @@ impl DbusSource {
     /// signal applied. Ends the session with [`DbusError::Stopped`].
     pub(super) async fn stopping(
         &mut self,
-        following: Option<(
-            &Connection,
-            &signal_queue::Drain,
-            &mut mpsc::Receiver<Queued>,
-        )>,
+        following: Option<(&Connection, &mut Queue)>,
     ) -> Result<(), DbusError> {
         let told = self.events.send(Input::Stopping).await;
-        let (Some((conn, drain, queue)), Ok(())) = (following, told) else {
+        let (Some((conn, queue)), Ok(())) = (following, told) else {
             return Err(DbusError::Stopped);
         };
         // Bounded: the owner's last save must not wait on a busy systemd
         // (a signal taken in may set off a snapshot).
         let last_signals = async {
             let last = call(conn, MANAGER_PATH, PEER, "Ping", &());
-            if let Ok(Ok(_)) = tokio::time::timeout(LAST_CALL, last).await {
-                drain.flush();
-                while let Some(item) = queue.recv().await {
+            if let Ok(Ok(reply)) = tokio::time::timeout(LAST_CALL, last).await {
+                // Every signal read before the reply is queued by now (the
+                // tap queues a signal before zbus sees what follows it).
+                let answered = Position::of(&reply);
+                while let Ok(item) = queue.ready() {
                     match item {
-                        Queued::Signal(msg) => self.handle(conn, &msg).await?,
+                        Queued::Signal(raw) if raw.at() < answered => {
+                            self.handle(conn, &raw).await?
+                        }
+                        Queued::Signal(_) => break,
                         Queued::Overflow { .. } => {}
-                        Queued::Flushed => break,
                     }
                 }
             }

@@ -1,38 +1,41 @@
 //! The signal queue's tests: order, overflow and its gap, the sender check,
-//! owner changes, flushes.
+//! owner changes, when systemd was heard.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use zbus::message::Sequence;
 
 use super::*;
 
-type Feeder = mpsc::UnboundedSender<zbus::Result<Message>>;
-
-/// A stream fed by hand, and its feeder.
-fn feed() -> (
-    Feeder,
-    impl Stream<Item = zbus::Result<Message>> + Unpin + Send + 'static,
-) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let stream =
-        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
-    (tx, Box::pin(stream))
+/// Where the next message fed is read: each after the last.
+fn next_position() -> Position {
+    static READ: AtomicU32 = AtomicU32::new(0);
+    Position::after(
+        Sequence::default(),
+        READ.fetch_add(1, Ordering::Relaxed) + 1,
+    )
 }
 
-/// A queue of `capacity` whose systemd is `:1.0`: its feeder of messages,
-/// twice (one for signals, one for owner changes: the one stream).
-fn queue(capacity: usize) -> (Feeder, Feeder, Drain, mpsc::Receiver<Queued>) {
-    let (messages, stream) = feed();
-    let (drain, start, rx) = spawn(stream, capacity);
-    begin(start, Some(":1.0"));
-    (messages.clone(), messages, drain, rx)
+/// `msg` as the tap reads it.
+fn read(msg: zbus::Result<Message>) -> Raw {
+    let msg = msg.expect("a message");
+    Raw::new(msg.data().to_vec(), next_position()).expect("a header")
+}
+
+/// A queue of `capacity` whose systemd is `:1.0`.
+fn queue(capacity: usize) -> (Inlet, Queue) {
+    let (inlet, queue) = new(capacity);
+    begin(&queue, Some(":1.0"));
+    (inlet, queue)
 }
 
 /// Gives the queue its start: systemd is `owner` (`None`: a direct
 /// connection).
-fn begin(start: oneshot::Sender<Start>, owner: Option<&str>) {
-    let start = start.send(Start {
+fn begin(queue: &Queue, owner: Option<&str>) {
+    queue.start(Start {
         owner: owner.map(|o| OwnedUniqueName::try_from(o).expect("a name")),
-        at: Sequence::default(),
+        at: next_position(),
     });
-    assert!(start.is_ok(), "the queue takes its start");
 }
 
 fn job_new(sender: &str, id: u32) -> zbus::Result<Message> {
@@ -59,72 +62,43 @@ fn owner_changed(sender: &str, old: &str, new: &str) -> zbus::Result<Message> {
 
 fn id(item: Option<Queued>) -> Option<u32> {
     match item {
-        Some(Queued::Signal(msg)) => msg
-            .body()
-            .deserialize::<(u32, zbus::zvariant::OwnedObjectPath, String)>()
+        Some(Queued::Signal(raw)) => raw
+            .body::<(u32, zbus::zvariant::OwnedObjectPath, String)>("uos")
             .ok()
             .map(|b| b.0),
         _ => None,
     }
 }
 
-/// A flush comes after every signal already in zbus's stream, however
-/// far behind the drain task is; the last of them is when systemd was
-/// last heard.
-#[tokio::test]
-async fn a_flush_comes_after_every_signal_read_before_it() {
-    let (signals, _owners, drain, mut rx) = queue(64);
-    assert_eq!(drain.heard().at(), None, "nothing heard yet");
-    for n in 1..=3 {
-        signals.send(job_new(":1.0", n)).expect("fed");
-    }
-    drain.flush();
-    let mut ids = Vec::new();
-    loop {
-        match rx.recv().await {
-            Some(Queued::Flushed) => break,
-            item => ids.push(id(item).expect("a signal")),
-        }
-    }
-    assert_eq!(ids, [1, 2, 3]);
-    assert!(drain.heard().at().is_some_and(|t| t <= clock::now()));
-}
-
-/// Lets the drain task take everything fed so far.
-async fn settle() {
-    for _ in 0..100 {
-        tokio::task::yield_now().await;
-    }
+/// What is ready in the queue now, without waiting.
+fn ready(queue: &mut Queue) -> Option<Queued> {
+    queue.ready().ok()
 }
 
 #[tokio::test]
 async fn signals_that_fit_pass_in_order() {
-    let (feeder, _owners, _drain, mut rx) = queue(4);
+    let (inlet, mut queue) = queue(4);
     for n in 1..=3 {
-        feeder.send(job_new(":1.0", n)).expect("feed");
+        inlet.signal(read(job_new(":1.0", n)));
     }
     for n in 1..=3 {
-        assert_eq!(id(rx.recv().await), Some(n));
+        assert_eq!(id(queue.recv().await), Some(n));
     }
 }
 
 #[tokio::test]
-async fn overflow_drops_counts_and_marks_the_gap_once_half_is_free() {
-    let (feeder, _owners, _drain, mut rx) = queue(4);
+async fn overflow_drops_counts_and_marks_the_gap_once_the_queue_is_taken() {
+    let (inlet, mut queue) = queue(4);
     for n in 1..=10 {
-        feeder.send(job_new(":1.0", n)).expect("feed");
+        inlet.signal(read(job_new(":1.0", n)));
     }
-    settle().await;
-    // Room for one: not enough to resume; what comes meanwhile is dropped.
-    assert_eq!(id(rx.recv().await), Some(1));
-    feeder.send(job_new(":1.0", 11)).expect("feed");
-    settle().await;
-    assert_eq!(id(rx.recv().await), Some(2));
-    settle().await;
-    for n in 3..=4 {
-        assert_eq!(id(rx.recv().await), Some(n));
+    // Room for one: the episode goes on; what comes meanwhile is dropped.
+    assert_eq!(id(queue.recv().await), Some(1));
+    inlet.signal(read(job_new(":1.0", 11)));
+    for n in 2..=4 {
+        assert_eq!(id(queue.recv().await), Some(n));
     }
-    match rx.recv().await {
+    match queue.recv().await {
         Some(Queued::Overflow {
             dropped,
             since,
@@ -137,37 +111,45 @@ async fn overflow_drops_counts_and_marks_the_gap_once_half_is_free() {
         other => panic!("not the overflow: {other:?}"),
     }
     // Taking signals again.
-    feeder.send(job_new(":1.0", 12)).expect("feed");
-    assert_eq!(id(rx.recv().await), Some(12));
+    inlet.signal(read(job_new(":1.0", 12)));
+    assert_eq!(id(queue.recv().await), Some(12));
+    assert!(ready(&mut queue).is_none(), "one overflow for the episode");
 }
 
 #[tokio::test]
 async fn only_systemd_gets_in_and_its_new_name_once_the_bus_says_so() {
-    let (feeder, owners, _drain, mut rx) = queue(16);
-    feeder.send(job_new(":1.5", 1)).expect("feed");
+    let (inlet, mut queue) = queue(16);
+    inlet.signal(read(job_new(":1.5", 1)));
     // Only the bus can say who systemd is.
-    owners
-        .send(owner_changed(":1.5", ":1.0", ":1.5"))
-        .expect("feed");
-    settle().await;
-    feeder.send(job_new(":1.5", 2)).expect("feed");
-    feeder.send(job_new(":1.0", 3)).expect("feed");
-    assert_eq!(id(rx.recv().await), Some(3));
+    inlet.signal(read(owner_changed(":1.5", ":1.0", ":1.5")));
+    inlet.signal(read(job_new(":1.5", 2)));
+    inlet.signal(read(job_new(":1.0", 3)));
+    assert_eq!(id(queue.recv().await), Some(3));
     // daemon-reexec: systemd comes back as :1.9.
-    owners.send(owner_changed(BUS, ":1.0", "")).expect("feed");
-    owners.send(owner_changed(BUS, "", ":1.9")).expect("feed");
-    feeder.send(job_new(":1.0", 4)).expect("feed");
-    feeder.send(job_new(":1.9", 5)).expect("feed");
-    assert_eq!(id(rx.recv().await), Some(5));
-    settle().await;
-    assert!(rx.try_recv().is_err(), "nothing else got in");
+    inlet.signal(read(owner_changed(BUS, ":1.0", "")));
+    inlet.signal(read(owner_changed(BUS, "", ":1.9")));
+    inlet.signal(read(job_new(":1.0", 4)));
+    inlet.signal(read(job_new(":1.9", 5)));
+    assert_eq!(id(queue.recv().await), Some(5));
+    assert!(ready(&mut queue).is_none(), "nothing else got in");
+}
+
+/// The bus's news of systemd's name from before the reply that said who
+/// it is does not undo that reply.
+#[tokio::test]
+async fn news_older_than_the_start_does_not_undo_it() {
+    let (inlet, mut queue) = new(8);
+    let old = read(owner_changed(BUS, "", ":1.3"));
+    begin(&queue, Some(":1.0"));
+    inlet.signal(old);
+    inlet.signal(read(job_new(":1.0", 1)));
+    assert_eq!(id(queue.recv().await), Some(1));
 }
 
 #[tokio::test]
 async fn on_a_direct_connection_every_message_is_systemds() {
-    let (signals, signal_stream) = feed();
-    let (_drain, start, mut rx) = spawn(signal_stream, 4);
-    begin(start, None);
+    let (inlet, mut queue) = new(4);
+    begin(&queue, None);
     // A peer's messages carry no sender.
     let unsent = Message::signal(
         "/org/freedesktop/systemd1",
@@ -181,25 +163,20 @@ async fn on_a_direct_connection_every_message_is_systemds() {
             "a.service",
         ))
     });
-    signals.send(unsent).expect("feed");
-    signals.send(job_new(":1.3", 8)).expect("feed");
-    assert_eq!(id(rx.recv().await), Some(7));
-    assert_eq!(id(rx.recv().await), Some(8));
+    inlet.signal(read(unsent));
+    inlet.signal(read(job_new(":1.3", 8)));
+    assert_eq!(id(queue.recv().await), Some(7));
+    assert_eq!(id(queue.recv().await), Some(8));
 }
 
 #[tokio::test]
 async fn the_queue_ends_with_the_connection() {
-    let (feeder, _owners, drain, mut rx) = queue(4);
-    feeder.send(job_new(":1.0", 1)).expect("feed");
-    feeder
-        .send(Err(zbus::Error::InputOutput(std::sync::Arc::new(
-            std::io::Error::from(std::io::ErrorKind::BrokenPipe),
-        ))))
-        .expect("feed");
-    assert_eq!(id(rx.recv().await), Some(1));
-    assert!(rx.recv().await.is_none());
-    settle().await;
-    assert!(drain.is_finished());
+    let (inlet, mut queue) = queue(4);
+    inlet.signal(read(job_new(":1.0", 1)));
+    // The tap, and its inlet, go with the connection.
+    drop(inlet);
+    assert_eq!(id(queue.recv().await), Some(1));
+    assert!(queue.recv().await.is_none());
 }
 
 fn unit_changed(unit: &str) -> zbus::Result<Message> {
@@ -222,18 +199,17 @@ fn unit_changed(unit: &str) -> zbus::Result<Message> {
 
 /// Fills a queue of 2 and drops what `dropped` makes; the overflow's units.
 async fn missed(dropped: Vec<zbus::Result<Message>>) -> Option<Vec<String>> {
-    let (feeder, _owners, _drain, mut rx) = queue(2);
+    let (inlet, mut queue) = queue(2);
     for n in 1..=2 {
-        feeder.send(job_new(":1.0", n)).expect("feed");
+        inlet.signal(read(job_new(":1.0", n)));
     }
     for msg in dropped {
-        feeder.send(msg).expect("feed");
+        inlet.signal(read(msg));
     }
-    settle().await;
     for _ in 1..=2 {
-        assert!(id(rx.recv().await).is_some());
+        assert!(id(queue.recv().await).is_some());
     }
-    match rx.recv().await {
+    match queue.recv().await {
         Some(Queued::Overflow { units, .. }) => units.map(|u| {
             let mut u: Vec<String> = u.iter().map(|p| p.as_str().to_owned()).collect();
             u.sort();
@@ -280,42 +256,16 @@ async fn an_overflow_that_dropped_a_new_unit_reads_every_unit() {
     assert_eq!(missed(vec![unit_changed("a"), unit_new]).await, None);
 }
 
-/// systemd's (`:1.0`) reply to a `GetUnit` of unitwatch's.
-fn reply_of_systemd() -> zbus::Result<Message> {
-    let call = Message::method_call("/org/freedesktop/systemd1", "GetUnit")
-        .and_then(|b| b.destination(SYSTEMD))
-        .and_then(|b| b.build(&("a.service",)))?;
-    Message::method_return(&call.header())
-        .and_then(|b| b.sender(":1.0"))
-        .and_then(|b| b.build(&("/org/freedesktop/systemd1/unit/a_2eservice",)))
-}
-
-/// The stream has every message the connection reads: a reply of systemd's
-/// to one of unitwatch's calls is not a signal and is left out.
-#[tokio::test]
-async fn replies_among_the_signals_are_left_out() {
-    let (signals, _owners, _drain, mut rx) = queue(64);
-    let reply = reply_of_systemd();
-    signals.send(reply).expect("fed");
-    signals.send(job_new(":1.0", 1)).expect("fed");
-    assert_eq!(id(rx.recv().await), Some(1), "the signal after the reply");
-    settle().await;
-    assert!(rx.try_recv().is_err(), "nothing else queued");
-}
-
 /// Before the start nothing is queued: systemd's name is not known yet
 /// (and nothing of systemd's was asked for).
 #[tokio::test]
 async fn nothing_is_queued_before_the_start() {
-    let (messages, stream) = feed();
-    let (_drain, start, mut rx) = spawn(stream, 8);
-    messages.send(job_new(":1.0", 1)).expect("fed");
-    settle().await;
-    begin(start, Some(":1.0"));
-    messages.send(job_new(":1.0", 2)).expect("fed");
-    assert_eq!(id(rx.recv().await), Some(2));
-    settle().await;
-    assert!(rx.try_recv().is_err(), "nothing else queued");
+    let (inlet, mut queue) = new(8);
+    inlet.signal(read(job_new(":1.0", 1)));
+    begin(&queue, Some(":1.0"));
+    inlet.signal(read(job_new(":1.0", 2)));
+    assert_eq!(id(queue.recv().await), Some(2));
+    assert!(ready(&mut queue).is_none(), "nothing else queued");
 }
 
 /// A full set of missed units stays as it is for a unit already in it, and
@@ -331,24 +281,29 @@ async fn a_full_set_of_missed_units_takes_a_unit_named_again() {
 
 /// Only what systemd sends is systemd heard: not the bus's news that it
 /// left, which comes after systemd went silent; a reply of its does count.
-#[tokio::test]
-async fn systemd_is_heard_by_its_own_messages_only() {
-    let (messages, _owners, drain, _rx) = queue(8);
-    messages.send(owner_changed(BUS, ":1.0", "")).expect("fed");
-    messages.send(job_new(":1.5", 1)).expect("fed");
-    settle().await;
+#[test]
+fn systemd_is_heard_by_its_own_messages_only() {
+    let (inlet, queue) = queue(8);
+    inlet.signal(read(owner_changed(BUS, ":1.0", "")));
+    inlet.signal(read(job_new(":1.5", 1)));
+    inlet.replied(Some(BUS));
     assert_eq!(
-        drain.heard().at(),
+        queue.heard().at(),
         None,
         "the bus and others are not systemd"
     );
-    let (messages, _owners, drain, mut rx) = queue(8);
-    let reply = reply_of_systemd();
-    messages.send(reply).expect("fed");
-    settle().await;
+    let (inlet, queue) = self::queue(8);
+    inlet.replied(Some(":1.0"));
     assert!(
-        drain.heard().at().is_some(),
+        queue.heard().at().is_some_and(|t| t <= clock::now()),
         "a reply of systemd's is systemd heard"
     );
-    assert!(rx.try_recv().is_err(), "nothing queued");
+}
+
+/// A signal of systemd's is systemd heard.
+#[test]
+fn a_signal_of_systemds_is_systemd_heard() {
+    let (inlet, queue) = queue(8);
+    inlet.signal(read(job_new(":1.0", 1)));
+    assert!(queue.heard().at().is_some());
 }
