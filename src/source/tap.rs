@@ -149,12 +149,10 @@ impl<R: ReadHalf> ReadHalf for Tap<R> {
             };
             let bytes = &self.buf[self.start..self.start + len];
             let fields = header::read(bytes);
-            if fields.map(|f| f.kind) == Some(header::SIGNAL) {
+            if let Some(fields) = fields.filter(|f| f.kind == header::SIGNAL) {
                 self.taken = self.taken.saturating_add(1);
                 let at = Position::after(self.last, self.taken);
-                if let Some(raw) = Raw::new(bytes.to_vec(), at) {
-                    self.inlet.signal(raw);
-                }
+                self.inlet.signal(Raw::copied(bytes, &fields, at));
                 self.start += len;
                 turn += 1;
                 if turn == TURN {

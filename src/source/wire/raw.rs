@@ -36,11 +36,33 @@ impl Position {
     }
 }
 
-/// One whole message's bytes, whose header [`header::read`] could read.
+/// One whole message's bytes, whose header [`header::read`] could read,
+/// and where in them its header fields are: read once, as the tap takes the
+/// message, not again by each reader of it (the sender check, the decoder).
 #[derive(Debug, Clone)]
 pub struct Raw {
     bytes: Vec<u8>,
     at: Position,
+    spans: Spans,
+}
+
+/// Where a string of the header is in the message's bytes.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: u32,
+    len: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Spans {
+    kind: u8,
+    path: Option<Span>,
+    interface: Option<Span>,
+    member: Option<Span>,
+    sender: Option<Span>,
+    signature: Option<Span>,
+    body: usize,
+    big: bool,
 }
 
 /// A body whose signature is not the one asked for.
@@ -51,12 +73,47 @@ pub struct OtherSignature {
     want: &'static str,
 }
 
+impl Spans {
+    /// Where the strings of `fields`, read off `bytes`, are in them.
+    fn of(bytes: &[u8], fields: &Fields<'_>) -> Spans {
+        let base = bytes.as_ptr() as usize;
+        let span = |s: Option<&str>| {
+            let s = s?;
+            let start = (s.as_ptr() as usize).checked_sub(base)?;
+            Some(Span {
+                start: u32::try_from(start).ok()?,
+                len: u32::try_from(s.len()).ok()?,
+            })
+        };
+        Spans {
+            kind: fields.kind,
+            path: span(fields.path),
+            interface: span(fields.interface),
+            member: span(fields.member),
+            sender: span(fields.sender),
+            signature: span(fields.signature),
+            body: fields.body,
+            big: fields.big,
+        }
+    }
+}
+
 impl Raw {
     /// `bytes`, a whole message read at `at`; `None` if its header cannot
     /// be read.
     pub fn new(bytes: Vec<u8>, at: Position) -> Option<Raw> {
-        header::read(&bytes)?;
-        Some(Raw { bytes, at })
+        let fields = header::read(&bytes)?;
+        let spans = Spans::of(&bytes, &fields);
+        Some(Raw { bytes, at, spans })
+    }
+
+    /// A copy of `bytes`, a whole message whose header reads as `fields`.
+    pub fn copied(bytes: &[u8], fields: &Fields<'_>, at: Position) -> Raw {
+        Raw {
+            spans: Spans::of(bytes, fields),
+            bytes: bytes.to_vec(),
+            at,
+        }
     }
 
     /// The bytes of `msg`, which zbus read at its position.
@@ -68,12 +125,26 @@ impl Raw {
         self.at
     }
 
-    /// The header fields (read once more: it costs some hundreds of
-    /// instructions, less than keeping them would in every queued signal).
+    /// The header fields.
     pub fn fields(&self) -> Fields<'_> {
-        // Read when the message was made (Raw::new): reading it again
-        // gives the same.
-        header::read(&self.bytes).unwrap_or_default()
+        let text = |span: Option<Span>| {
+            let span = span?;
+            let (start, len) = (span.start as usize, span.len as usize);
+            // Checked as UTF-8 when read; again here, without unsafe code,
+            // which costs less than the walk through the header it saves.
+            std::str::from_utf8(self.bytes.get(start..start + len)?).ok()
+        };
+        let spans = &self.spans;
+        Fields {
+            kind: spans.kind,
+            path: text(spans.path),
+            interface: text(spans.interface),
+            member: text(spans.member),
+            sender: text(spans.sender),
+            signature: text(spans.signature),
+            body: spans.body,
+            big: spans.big,
+        }
     }
 
     /// The body, decoded by zvariant as `T`, if its signature is `want`
