@@ -16,6 +16,7 @@ pub mod message;
 pub mod notify;
 pub mod owner;
 pub mod persist;
+pub mod quiet;
 pub mod render;
 pub mod sample;
 pub mod select;

@@ -4,7 +4,7 @@
 //! ledger and no read ever holds it up.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -14,6 +14,7 @@ use crate::ledger::{Event, Ledger, Op, Origin, Outcome, Usec};
 use crate::message::{Input, Logged, Manager};
 use crate::notify::Notifier;
 use crate::persist::{Frame, Meta, Writer};
+use crate::quiet::{Line, Quiet};
 use crate::sample::Sample;
 use crate::snapshot::{Publisher, Snapshot, Stats};
 
@@ -73,6 +74,8 @@ pub struct Owner {
     pub listen: std::net::SocketAddr,
     /// Changes made to the ledger since it was last saved, oldest first.
     pub ops: Vec<Op>,
+    /// How often units' restarts and failures are logged.
+    pub quiet: Quiet,
 }
 
 impl Owner {
@@ -93,10 +96,14 @@ impl Owner {
         match self.change(Op::Apply { event }) {
             Outcome::Appeared => tracing::info!(unit = %unit, "watching unit"),
             Outcome::Restarted(trigger, n) => {
-                tracing::info!(unit = %unit, trigger = trigger.as_str(), count = n, "unit restarted")
+                if let Some(skipped) = self.quiet.check(&unit, Line::Restarted, Instant::now()) {
+                    tracing::info!(unit = %unit, trigger = trigger.as_str(), count = n, not_logged_since_last = skipped, "unit restarted")
+                }
             }
             Outcome::Failed(result) => {
-                tracing::warn!(unit = %unit, result = %result, "unit failed")
+                if let Some(skipped) = self.quiet.check(&unit, Line::Failed, Instant::now()) {
+                    tracing::warn!(unit = %unit, result = %result, not_logged_since_last = skipped, "unit failed")
+                }
             }
             Outcome::Dropped => {
                 if self.ledger.dropped() == 1 {
@@ -386,6 +393,7 @@ mod tests {
             health: Health::default(),
             listen: ([127, 0, 0, 1], 0).into(),
             ops: Vec::new(),
+            quiet: Quiet::default(),
         }
     }
 

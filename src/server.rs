@@ -27,6 +27,7 @@ use crate::message::Input;
 use crate::notify::Notifier;
 use crate::owner::Owner;
 use crate::persist::{StateFile, Writer};
+use crate::quiet::Quiet;
 use crate::shutdown::Shutdown;
 use crate::snapshot::{self, Snapshot, Stats};
 use crate::source;
@@ -131,6 +132,7 @@ pub async fn run(
         health: health.clone(),
         listen: local,
         ops,
+        quiet: Quiet::default(),
     };
     let (publisher, snapshots) = snapshot::channel(Snapshot {
         ledger: owner.ledger.clone(),
