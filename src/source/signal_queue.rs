@@ -459,4 +459,4 @@ impl Lost {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -60,7 +60,8 @@ fn owner_changed(sender: &str, old: &str, new: &str) -> zbus::Result<Message> {
         .and_then(|b| b.build(&(SYSTEMD, old, new)))
 }
 
-fn id(item: Option<Queued>) -> Option<u32> {
+/// The job ID of a queued `JobNew`, the signal these tests feed.
+pub(crate) fn id(item: Option<Queued>) -> Option<u32> {
     match item {
         Some(Queued::Signal(raw)) => raw
             .body::<(u32, zbus::zvariant::OwnedObjectPath, String)>("uos")

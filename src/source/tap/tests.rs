@@ -7,6 +7,7 @@ use zbus::names::OwnedUniqueName;
 use zbus::zvariant::ObjectPath;
 
 use super::*;
+use crate::source::signal_queue::tests::id;
 use crate::source::signal_queue::{self, Queue, Queued, Start};
 
 /// A tap on one end of a socket pair, for a queue whose systemd is `:1.0`;
@@ -41,16 +42,6 @@ fn reply() -> Message {
         .and_then(|b| b.sender(":1.0"))
         .and_then(|b| b.build(&("/org/freedesktop/systemd1/unit/a_2eservice",)))
         .expect("a reply")
-}
-
-fn id(item: Option<Queued>) -> Option<u32> {
-    match item {
-        Some(Queued::Signal(raw)) => raw
-            .body::<(u32, zbus::zvariant::OwnedObjectPath, String)>("uos")
-            .ok()
-            .map(|b| b.0),
-        _ => None,
-    }
 }
 
 async fn receive(
