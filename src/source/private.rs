@@ -19,15 +19,13 @@ use std::io;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
+use super::wire::header;
+
 /// The name systemd gives itself on its private socket.
 const SYSTEMD: &[u8] = b"org.freedesktop.systemd1";
 
 /// What zbus is shown instead: a unique name of the same length.
 pub const PEER: &[u8] = b":systemd1.private-socket";
-
-/// The largest message D-Bus allows (128 MiB); a length beyond it means the
-/// stream is not D-Bus.
-const MAX_MESSAGE: usize = 128 << 20;
 
 /// Connects to the private socket at `path`; returns the end zbus talks on.
 pub async fn connect(path: &str) -> io::Result<UnixStream> {
@@ -83,7 +81,9 @@ fn take_complete(buf: &mut [u8]) -> io::Result<usize> {
             }
             continue;
         }
-        let Some(len) = message_len(rest)? else {
+        // Not an authentication line: a message (its length as the tap
+        // frames it), or not D-Bus.
+        let Some(len) = header::length(rest).map_err(bad)? else {
             break;
         };
         if rest.len() < len {
@@ -111,24 +111,6 @@ fn u32_at(msg: &[u8], at: usize) -> Option<usize> {
 
 fn align(n: usize, to: usize) -> usize {
     n.div_ceil(to) * to
-}
-
-/// The length of the message `buf` begins with; `None` until its fixed
-/// header is in.
-fn message_len(buf: &[u8]) -> io::Result<Option<usize>> {
-    if buf.len() < 16 {
-        return Ok(None);
-    }
-    if !matches!(buf[0], b'l' | b'B') {
-        return Err(bad("neither an authentication line nor a D-Bus message"));
-    }
-    let (body, fields) = (u32_at(buf, 4), u32_at(buf, 12));
-    match (body, fields) {
-        (Some(body), Some(fields)) if body <= MAX_MESSAGE && fields <= MAX_MESSAGE => {
-            Ok(Some(align(16 + fields, 8) + body))
-        }
-        _ => Err(bad("a D-Bus message longer than D-Bus allows")),
-    }
 }
 
 /// Rewrites, in the whole message `msg`, a sender field that is not a unique
