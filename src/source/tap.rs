@@ -86,24 +86,27 @@ impl<R: ReadHalf> Tap<R> {
         }
     }
 
-    /// Reads what the socket has (waiting until it has something), making
-    /// room first: what was taken is let go of, and a message longer than
-    /// the buffer gets a buffer of its length.
-    async fn fill(&mut self) -> zbus::Result<()> {
-        if self.start == self.end {
-            (self.start, self.end) = (0, 0);
+    /// Makes room for `want` bytes from the start of what is buffered:
+    /// what was taken is let go of, and the buffer grows if it must.
+    fn room(&mut self, want: usize) {
+        if self.buf.len() - self.start >= want {
+            return;
         }
+        self.buf.copy_within(self.start..self.end, 0);
+        (self.start, self.end) = (0, self.end - self.start);
+        if self.buf.len() < want {
+            self.buf.resize(want, 0);
+        }
+    }
+
+    /// Reads what the socket has (waiting until it has something), making
+    /// room first, enough for a message longer than the buffer.
+    async fn fill(&mut self) -> zbus::Result<()> {
         let want = match header::length(&self.buf[self.start..self.end]) {
             Ok(Some(len)) => len.max(READ),
             _ => READ,
         };
-        if self.buf.len() - self.start < want {
-            self.buf.copy_within(self.start..self.end, 0);
-            (self.start, self.end) = (0, self.end - self.start);
-            if self.buf.len() < want {
-                self.buf.resize(want, 0);
-            }
-        }
+        self.room(want);
         // File descriptors are closed: nothing unitwatch reads carries any.
         let (read, _fds) = self.inner.recvmsg(&mut self.buf[self.end..]).await?;
         if read == 0 {
@@ -132,13 +135,8 @@ impl<R: ReadHalf> ReadHalf for Tap<R> {
         // messages.
         if !already_received_bytes.is_empty() {
             let pending = std::mem::take(already_received_bytes);
-            let kept = self.end - self.start;
-            self.buf.copy_within(self.start..self.end, 0);
-            (self.start, self.end) = (0, kept);
-            if self.buf.len() < kept + pending.len() {
-                self.buf.resize(kept + pending.len(), 0);
-            }
-            self.buf[kept..kept + pending.len()].copy_from_slice(&pending);
+            self.room(self.end - self.start + pending.len());
+            self.buf[self.end..self.end + pending.len()].copy_from_slice(&pending);
             self.end += pending.len();
         }
         let mut turn = 0;
