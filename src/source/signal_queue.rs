@@ -76,10 +76,12 @@ pub const BUS: &str = "org.freedesktop.DBus";
 /// The name systemd owns on the bus.
 pub const SYSTEMD: &str = "org.freedesktop.systemd1";
 
-/// Capacity of zbus's message queues. Only replies and the bus's own
-/// messages reach zbus (the tap takes the signals), and no stream reads
-/// them; zbus allocates its queues in full (some 120 bytes a slot).
-pub const ZBUS_QUEUED: usize = 64;
+/// Capacity of zbus's message queues. On a tapped connection no stream is
+/// opened (the tap takes the signals); the sampler's connection, untapped,
+/// has two, drained as they come by tasks of their own, so they only need
+/// to cover a short delay of those; when full, zbus stops reading the
+/// socket until there is room: nothing is lost there.
+pub const ZBUS_QUEUED: usize = 4096;
 
 /// How many signals wait at most. A signal is up to some 1.2 KiB (a unit's
 /// `PropertiesChanged` carries all of its change-emitting properties;
